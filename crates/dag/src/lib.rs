@@ -1,0 +1,4 @@
+//! x
+pub mod diagnostic;
+pub mod node;
+pub mod timetable;

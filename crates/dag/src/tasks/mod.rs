@@ -1,0 +1,120 @@
+//! The task types: a closed, documented set. Each type is one module with its typed fields,
+//! their checks and the fields that hold templates; the executor adds each type's runner.
+
+mod command;
+mod http;
+mod noop;
+mod wait_for_dag;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use command::CommandTask;
+pub use http::{HttpMethod, HttpTask};
+pub use noop::NoopTask;
+pub use wait_for_dag::WaitForDagTask;
+
+use crate::diagnostic::Code;
+
+/// A task's `type` and the fields of that type.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Runs a program or shell command; its exit code decides.
+    Command(CommandTask),
+    /// Sends one HTTP request; the response status decides.
+    Http(HttpTask),
+    /// Does nothing and succeeds: a join point or placeholder.
+    Noop(NoopTask),
+    /// Waits for another DAG's run of the same data interval to succeed.
+    WaitForDag(WaitForDagTask),
+}
+
+/// Every task type's name, as written in `type:`.
+pub const TASK_TYPES: [&str; 4] = ["command", "http", "noop", "wait_for_dag"];
+
+/// A problem in a task's type-specific fields that the types alone do not catch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Dotted path of the field in the task (`argv`, `env.HOME`).
+    pub field: String,
+    /// The kind of problem.
+    pub code: Code,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub help: Option<String>,
+}
+
+impl FieldProblem {
+    /// An invalid value in `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code: Code::InvalidValue,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// Adds advice.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// What every task type provides to the validator.
+pub trait TaskType {
+    /// Checks of the type's fields beyond their types.
+    fn problems(&self) -> Vec<FieldProblem>;
+
+    /// The fields rendered as templates for each run: (dotted field path, template text).
+    fn templates(&self) -> Vec<(String, &str)>;
+}
+
+impl TaskKind {
+    /// The name written in `type:`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TaskKind::Command(_) => "command",
+            TaskKind::Http(_) => "http",
+            TaskKind::Noop(_) => "noop",
+            TaskKind::WaitForDag(_) => "wait_for_dag",
+        }
+    }
+
+    fn as_task_type(&self) -> &dyn TaskType {
+        match self {
+            TaskKind::Command(task) => task,
+            TaskKind::Http(task) => task,
+            TaskKind::Noop(task) => task,
+            TaskKind::WaitForDag(task) => task,
+        }
+    }
+
+    /// Checks of the type's fields beyond their types.
+    pub fn problems(&self) -> Vec<FieldProblem> {
+        self.as_task_type().problems()
+    }
+
+    /// The fields rendered as templates.
+    pub fn templates(&self) -> Vec<(String, &str)> {
+        self.as_task_type().templates()
+    }
+
+    /// The DAG this task waits for, if it is a `wait_for_dag` task.
+    pub fn waits_for(&self) -> Option<&WaitForDagTask> {
+        match self {
+            TaskKind::WaitForDag(task) => Some(task),
+            _ => None,
+        }
+    }
+}
+
+/// True for names made of ASCII letters, digits, `_`, `-` and `.`, starting with a letter or
+/// digit: the ids of DAGs and tasks.
+pub fn is_valid_id(id: &str) -> bool {
+    id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

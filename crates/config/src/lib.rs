@@ -1,1 +1,262 @@
-//! x
+//! ferry's configuration: one model for the whole binary, in layers.
+//!
+//! 1. the embedded, commented defaults (`default.toml` in this crate);
+//! 2. a `ferry.toml`: the `--config` path, else `$FERRY_CONFIG`, else `./ferry.toml` if present;
+//! 3. `FERRY__SECTION__KEY` environment variables (`FERRY__DAGS__FOLDERS='["dags"]'`); a value
+//!    is read as TOML-like (arrays, numbers, booleans), else as a string.
+//!
+//! Every problem of every section is reported at once, and secrets never appear in
+//! [`Config`]'s `Debug` or serialized form:
+//!
+//! ```
+//! use ferry_config::{Config, Sources};
+//!
+//! let config = Config::load(&Sources::defaults_only()).expect("the defaults are valid");
+//! assert_eq!(config.dags.folders, [std::path::PathBuf::from("dags")]);
+//! assert!(config.alerts.channels.contains_key("log"));
+//! ```
+
+mod secret;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use secret::{MASK, Secret};
+
+/// The embedded defaults, with comments explaining every setting.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The top-level sections a configuration may have.
+const SECTIONS: [&str; 2] = ["dags", "alerts"];
+
+/// The effective configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// Where DAG files are.
+    pub dags: DagsConfig,
+    /// Alert channels.
+    pub alerts: AlertsConfig,
+}
+
+/// `[dags]`: where DAG files are.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagsConfig {
+    /// Folders searched recursively for `*.yaml` / `*.yml` DAG files.
+    pub folders: Vec<PathBuf>,
+}
+
+/// `[alerts]`: the channels DAGs may name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Channels by name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, Channel>,
+}
+
+/// Where an alert goes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Channel {
+    /// ferry's own log.
+    Log,
+    /// A Slack incoming webhook.
+    Slack {
+        /// The webhook URL (a secret).
+        webhook_url: Secret,
+    },
+    /// A JSON POST to any URL.
+    Webhook {
+        /// The URL (a secret: it often carries a token).
+        url: Secret,
+        /// Extra request headers (secrets).
+        #[serde(default)]
+        headers: BTreeMap<String, Secret>,
+    },
+}
+
+impl AlertsConfig {
+    /// The names of the defined channels.
+    pub fn channel_names(&self) -> BTreeSet<String> {
+        self.channels.keys().cloned().collect()
+    }
+}
+
+/// Where the layers come from.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// A file that must exist (`--config`).
+    pub explicit_file: Option<PathBuf>,
+    /// A file read if it exists (`./ferry.toml`).
+    pub optional_file: Option<PathBuf>,
+    /// Environment variables (name, value); only `FERRY__` ones are read.
+    pub environment: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The embedded defaults and nothing else.
+    pub fn defaults_only() -> Self {
+        Self::default()
+    }
+
+    /// The usual sources: `--config` if given, else `$FERRY_CONFIG`, else `./ferry.toml`; and
+    /// the process environment.
+    pub fn from_process(config_flag: Option<PathBuf>) -> Self {
+        let environment: Vec<(String, String)> = std::env::vars().collect();
+        let from_env = environment
+            .iter()
+            .find(|(name, _)| name == "FERRY_CONFIG")
+            .map(|(_, value)| PathBuf::from(value));
+        let explicit_file = config_flag.or(from_env);
+        let optional_file = explicit_file.is_none().then(|| PathBuf::from("ferry.toml"));
+        Self {
+            explicit_file,
+            optional_file,
+            environment,
+        }
+    }
+
+    /// The file in effect, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.explicit_file
+            .as_deref()
+            .or(self.optional_file.as_deref().filter(|path| path.is_file()))
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads and merges the layers; reports every problem at once.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = &sources.explicit_file
+            && !path.is_file()
+        {
+            problems.push(format!("the configuration file `{}` does not exist", path.display()));
+        }
+        if let Some(path) = sources.file() {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        for (name, value) in &sources.environment {
+            let Some(key) = name.strip_prefix("FERRY__") else { continue };
+            let key = key.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
+            let Ok(parsed) = value.parse::<figment::value::Value>();
+            figment = figment.merge(Serialized::default(&key, parsed));
+        }
+        match figment.extract::<BTreeMap<String, figment::value::Value>>() {
+            Ok(sections) => {
+                for name in sections.keys().filter(|name| !SECTIONS.contains(&name.as_str())) {
+                    let hint = SECTIONS
+                        .iter()
+                        .find(|known| strsim::jaro_winkler(name, known) > 0.8)
+                        .map(|known| format!(" (did you mean `{known}`?)"))
+                        .unwrap_or_default();
+                    problems.push(format!("unknown section `{name}`{hint}; known sections: {}", SECTIONS.join(", ")));
+                }
+            }
+            Err(error) => problems.extend(error.into_iter().map(|e| e.to_string())),
+        }
+        let dags = section::<DagsConfig>(&figment, "dags", &mut problems);
+        let alerts = section::<AlertsConfig>(&figment, "alerts", &mut problems);
+        match (dags, alerts) {
+            (Some(dags), Some(alerts)) if problems.is_empty() => Ok(Self { dags, alerts }),
+            _ => {
+                problems.dedup();
+                Err(ConfigError { problems })
+            }
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned>(figment: &Figment, name: &str, problems: &mut Vec<String>) -> Option<T> {
+    match figment.extract_inner::<T>(name) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            problems.extend(error.into_iter().map(|e| e.to_string()));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str, environment: &[(&str, &str)]) -> (tempfile::TempDir, Sources) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, text).expect("write config");
+        let sources = Sources {
+            explicit_file: Some(path),
+            optional_file: None,
+            environment: environment.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        (dir, sources)
+    }
+
+    #[test]
+    fn layers_file_over_defaults_and_environment_over_file() {
+        let (_dir, sources) = with_file(
+            "[dags]\nfolders = [\"a\"]\n[alerts.channels.oncall]\nkind = \"slack\"\nwebhook_url = \"https://hooks.example/T0/SECRET\"\n",
+            &[("FERRY__DAGS__FOLDERS", "[\"b\", \"c\"]"), ("OTHER", "x")],
+        );
+        let config = Config::load(&sources).expect("valid");
+        assert_eq!(config.dags.folders, [PathBuf::from("b"), PathBuf::from("c")]);
+        assert_eq!(config.alerts.channel_names(), BTreeSet::from(["log".to_string(), "oncall".to_string()]));
+    }
+
+    #[test]
+    fn masks_secrets_when_shown() {
+        let (_dir, sources) = with_file(
+            "[alerts.channels.oncall]\nkind = \"webhook\"\nurl = \"https://example/hook?token=SECRET\"\nheaders = { Authorization = \"Bearer SECRET\" }\n",
+            &[],
+        );
+        let config = Config::load(&sources).expect("valid");
+        let shown = config.to_toml();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("url = \"********\""), "{shown}");
+        assert!(!format!("{config:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let (_dir, sources) = with_file(
+            "[dag]\nfolders = [\"a\"]\n[dags]\nfolders = \"not-a-list\"\n[alerts.channels.x]\nkind = \"pager\"\n",
+            &[],
+        );
+        let error = Config::load(&sources).expect_err("invalid");
+        let text = error.to_string();
+        assert_eq!(error.problems.len(), 3, "{text}");
+        assert!(text.contains("unknown section `dag` (did you mean `dags`?)"), "{text}");
+        assert!(text.contains("folders"), "{text}");
+        assert!(text.contains("pager"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let sources = Sources {
+            explicit_file: Some(PathBuf::from("/nonexistent/ferry.toml")),
+            ..Sources::default()
+        };
+        let error = Config::load(&sources).expect_err("missing file");
+        assert!(error.to_string().contains("does not exist"), "{error}");
+    }
+}

@@ -1,0 +1,314 @@
+//! All DAG files of some folders, read and checked together: the checks that span files
+//! (duplicate ids, `wait_for_dag` targets, the rules of `dags/user-facing/`, alert channels) and
+//! the daylight-saving warnings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::dag::{Dag, ParsedFile, Tree, parse_dag};
+use crate::diagnostic::{Code, Diagnostic, Severity, suggestion};
+use crate::node::Position;
+use crate::template::Templates;
+use crate::timetable::{DstEncounter, DstKind, GapPolicy, OverlapPolicy};
+
+/// What the checks need from outside the DAG files.
+#[derive(Clone, Debug)]
+pub struct CatalogOptions {
+    /// The alert channels defined in the configuration; every channel a DAG names must be one.
+    pub channels: BTreeSet<String>,
+    /// "Now", for the daylight-saving look-ahead.
+    pub now: DateTime<Utc>,
+}
+
+/// The DAGs of some folders and everything found wrong with them.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// DAGs without errors, by id.
+    pub dags: BTreeMap<String, Dag>,
+    /// Every file read, in path order.
+    pub files: Vec<PathBuf>,
+    /// Every error and warning, by file and line.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Catalog {
+    /// True if any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Diagnostics of the given severity.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+    }
+}
+
+/// The DAG files under `paths`: `.yaml` and `.yml` files in each folder (recursively, in path
+/// order) and each file named directly. A path that cannot be read gives a diagnostic.
+pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut files = BTreeSet::new();
+    let mut diagnostics = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            files.insert(path.clone());
+        } else if let Err(error) = walk(path, &mut files) {
+            diagnostics.push(Diagnostic::error(
+                Code::Io,
+                path,
+                Position::default(),
+                format!("cannot read `{}`: {error}", path.display()),
+            ));
+        }
+    }
+    (files.into_iter().collect(), diagnostics)
+}
+
+fn walk(folder: &Path, files: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(folder)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, files)?;
+        } else if path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
+            files.insert(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks every DAG file under `paths`.
+pub fn load(paths: &[PathBuf], options: &CatalogOptions) -> Catalog {
+    let (files, mut diagnostics) = discover(paths);
+    let templates = Templates::new();
+    let parsed: Vec<ParsedFile> = files
+        .iter()
+        .map(|file| match std::fs::read_to_string(file) {
+            Ok(text) => parse_dag(file, &text, &templates),
+            Err(error) => ParsedFile {
+                file: file.clone(),
+                dag_id: None,
+                dag: None,
+                diagnostics: vec![Diagnostic::error(
+                    Code::Io,
+                    file,
+                    Position::default(),
+                    format!("cannot read the file: {error}"),
+                )],
+            },
+        })
+        .collect();
+    let mut catalog = check_together(parsed, options);
+    diagnostics.append(&mut catalog.diagnostics);
+    diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    catalog.diagnostics = diagnostics;
+    catalog.files = files;
+    catalog
+}
+
+/// The checks that span files, over files already read one by one.
+pub fn check_together(parsed: Vec<ParsedFile>, options: &CatalogOptions) -> Catalog {
+    let mut diagnostics = Vec::new();
+    let mut first_file_of: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for file in parsed {
+        diagnostics.extend(file.diagnostics);
+        let Some(id) = file.dag_id else { continue };
+        if let Some(first) = first_file_of.get(&id) {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::DuplicateId,
+                    &file.file,
+                    Position { line: 1, column: 1 },
+                    format!("DAG id `{id}` is already used by {}", first.display()),
+                )
+                .in_dag(&id)
+                .with_help("give each DAG its own `id` (it defaults to the file name)"),
+            );
+            continue;
+        }
+        first_file_of.insert(id, file.file.clone());
+        candidates.extend(file.dag);
+    }
+    let known_ids: Vec<&str> = first_file_of.keys().map(String::as_str).collect();
+    let by_id: BTreeMap<&str, &Dag> = candidates.iter().map(|dag| (dag.id.as_str(), dag)).collect();
+    let mut rejected = BTreeSet::new();
+    for dag in &candidates {
+        let mut found = Vec::new();
+        check_channels(dag, &options.channels, &mut found);
+        check_policy(dag, &mut found);
+        check_waits(dag, &by_id, &known_ids, &mut found);
+        check_dst(dag, options.now, &mut found);
+        if found.iter().any(Diagnostic::is_error) {
+            rejected.insert(dag.id.clone());
+        }
+        diagnostics.extend(found);
+    }
+    let dags = candidates
+        .into_iter()
+        .filter(|dag| !rejected.contains(&dag.id))
+        .map(|dag| (dag.id.clone(), dag))
+        .collect();
+    Catalog {
+        dags,
+        files: Vec::new(),
+        diagnostics,
+    }
+}
+
+fn check_channels(dag: &Dag, channels: &BTreeSet<String>, found: &mut Vec<Diagnostic>) {
+    for (event, names) in dag.alerts.events() {
+        for (index, name) in names.iter().enumerate() {
+            if !channels.contains(name) {
+                let help = suggestion(name, channels.iter().map(String::as_str)).unwrap_or_else(|| {
+                    format!(
+                        "define it under [alerts.channels.{name}] in ferry.toml (defined: {})",
+                        channels.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    )
+                });
+                found.push(
+                    dag.diagnostic(
+                        Code::UnknownChannel,
+                        &format!("alerts.{event}.{index}"),
+                        format!("alert channel `{name}` is not defined in the configuration"),
+                    )
+                    .in_field(format!("alerts.{event}"))
+                    .with_help(help),
+                );
+            }
+        }
+    }
+}
+
+/// `dags/user-facing/` rules: an owner, an SLA, failure and SLA-miss alerts.
+fn check_policy(dag: &Dag, found: &mut Vec<Diagnostic>) {
+    if dag.tree != Tree::UserFacing {
+        return;
+    }
+    let mut rule = |missing: bool, field: &str, message: &str, help: &str| {
+        if missing {
+            found.push(
+                dag.diagnostic(Code::Policy, "id", format!("user-facing DAGs must {message}"))
+                    .in_field(field)
+                    .with_help(help),
+            );
+        }
+    };
+    rule(dag.owner.is_none(), "owner", "declare an `owner`", "add `owner: <team>` so alerts reach someone");
+    rule(
+        dag.sla.is_none(),
+        "sla",
+        "declare an `sla`",
+        "add `sla: {deadline: \"08:00\"}` (or `within: 4h`)",
+    );
+    rule(
+        dag.alerts.on_failure.is_empty(),
+        "alerts.on_failure",
+        "alert `on_failure`",
+        "add `alerts: {on_failure: [<channel>]}`",
+    );
+    rule(
+        dag.alerts.on_sla_miss.is_empty(),
+        "alerts.on_sla_miss",
+        "alert `on_sla_miss`",
+        "add `alerts: {on_sla_miss: [<channel>]}`",
+    );
+}
+
+fn check_waits(dag: &Dag, by_id: &BTreeMap<&str, &Dag>, known_ids: &[&str], found: &mut Vec<Diagnostic>) {
+    for (index, task) in dag.tasks.iter().enumerate() {
+        let Some(wait) = task.kind.waits_for() else { continue };
+        let field = format!("tasks.{index}.dag");
+        let at = |code: Code, message: String| dag.diagnostic(code, &field, message).in_task(&task.id).in_field("dag");
+        if !known_ids.contains(&wait.dag.as_str()) {
+            found.push(
+                at(Code::UnknownDependency, format!("waits for DAG `{}`, which does not exist", wait.dag))
+                    .with_help_opt(suggestion(&wait.dag, known_ids.iter().copied())),
+            );
+            continue;
+        }
+        // A target whose file has errors is reported in its own file.
+        let Some(target) = by_id.get(wait.dag.as_str()) else { continue };
+        if let Some(task_id) = &wait.task
+            && target.task(task_id).is_none()
+        {
+            found.push(
+                at(Code::UnknownDependency, format!("DAG `{}` has no task `{task_id}`", wait.dag))
+                    .in_field("task")
+                    .with_help_opt(suggestion(task_id, target.tasks.iter().map(|t| t.id.as_str()))),
+            );
+        }
+        if dag.tree == Tree::UserFacing && target.tree != Tree::UserFacing {
+            found.push(
+                at(
+                    Code::Policy,
+                    format!("user-facing DAGs may only wait for user-facing DAGs, and `{}` is internal", wait.dag),
+                )
+                .with_help(format!("move `{}` to dags/user-facing/ (and meet its rules)", wait.dag)),
+            );
+        }
+        let interval = |d: &Dag| d.schedule.as_ref().map(|s| (s.expression().to_string(), s.timezone()));
+        if interval(dag) != interval(target) {
+            let mut warning = at(
+                Code::IntervalMismatch,
+                format!(
+                    "DAG `{}` has another schedule or time zone, so it may have no run for this DAG's data intervals",
+                    wait.dag
+                ),
+            )
+            .with_help("give both DAGs the same `schedule` and `timezone`");
+            warning.severity = Severity::Warning;
+            found.push(warning);
+        }
+    }
+}
+
+/// Warns when the schedule meets a daylight-saving gap or overlap within a year and the DAG
+/// does not state its `dst` policy.
+fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
+    let Some(schedule) = &dag.schedule else { return };
+    if dag.dst_stated {
+        return;
+    }
+    let encounters = schedule.dst_encounters(now, now + Duration::days(366));
+    let Some(first) = encounters.first() else { return };
+    let mut warning = dag
+        .diagnostic(
+            Code::Dst,
+            "schedule",
+            format!(
+                "schedule `{}` meets daylight saving in {} {} time(s) in the next year; first: {}",
+                schedule.expression(),
+                schedule.timezone(),
+                encounters.len(),
+                describe(first, dag),
+            ),
+        )
+        .in_field("schedule")
+        .with_help("state the policy to silence this: `dst: {gap: shift, overlap: first}` (or `skip` / `last`)");
+    warning.severity = Severity::Warning;
+    found.push(warning);
+}
+
+fn describe(encounter: &DstEncounter, dag: &Dag) -> String {
+    let day = encounter.scheduled.format("%Y-%m-%d");
+    let time = encounter.scheduled.format("%H:%M");
+    let (from, to) = (encounter.window_start.format("%H:%M"), encounter.window_end.format("%H:%M"));
+    let dst = dag.schedule.as_ref().map(|s| s.dst()).unwrap_or_default();
+    match encounter.kind {
+        DstKind::Gap => match (dst.gap, encounter.runs_at) {
+            (GapPolicy::Shift, Some(at)) => format!(
+                "{time} on {day} does not exist ({from}–{to} is skipped); it runs at {}",
+                at.with_timezone(&dag.timezone).format("%H:%M")
+            ),
+            _ => format!("{time} on {day} does not exist ({from}–{to} is skipped); it does not run"),
+        },
+        DstKind::Overlap => {
+            let which = match dst.overlap {
+                OverlapPolicy::First => "first",
+                OverlapPolicy::Last => "last",
+            };
+            format!("{time} on {day} happens twice ({from}–{to} repeats); it runs once, at the {which}")
+        }
+    }
+}

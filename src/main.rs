@@ -1,1 +1,21 @@
-fn main() {}
+//! `ferry`: a workflow orchestration daemon for data platforms. This binary is the only entry
+//! point; each subcommand lives in its own module under `commands/`.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ferry: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

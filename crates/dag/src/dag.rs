@@ -237,7 +237,7 @@ impl Reader<'_> {
         }
         let declared_id = root.get("id").and_then(Node::as_str).map(str::to_string);
         self.dag_id = Some(declared_id.unwrap_or(stem));
-        let header: Option<DagSpec<IgnoredAny>> = self.convert(&root, "", None, &[]);
+        let header: Option<DagSpec<IgnoredAny>> = self.convert(&root, None, &[]);
         let header = header.map(|spec| self.check_header(&root, spec));
         let params = header.as_ref().map(|h| h.params.clone()).unwrap_or_default();
         let defaults = header.as_ref().map(|h| h.defaults.clone()).unwrap_or_default();
@@ -268,84 +268,103 @@ impl Reader<'_> {
         })
     }
 
-    /// Converts `node` into `T`, reporting a failure as a diagnostic at the exact field;
-    /// `prefix` is the dotted path of `node` in the file.
-    fn convert<T: DeserializeOwned>(
-        &mut self,
-        node: &Node,
-        prefix: &str,
-        task: Option<&str>,
-        extra_fields: &[&str],
-    ) -> Option<T> {
-        self.convert_json(node, node.to_json(), prefix, task, extra_fields)
+    /// Converts `node` into `T`, reporting each failure as a diagnostic at the exact field.
+    fn convert<T: DeserializeOwned>(&mut self, node: &Node, task: Option<&str>, extra_fields: &[&str]) -> Option<T> {
+        self.convert_json(node, node.to_json(), task, extra_fields)
     }
 
+    /// Converts `json` (taken from `node`) into `T`. serde stops at the first error, so after
+    /// each one the offending top-level field is dropped and the conversion tried again: every
+    /// bad field of the part is reported, not only the first.
     fn convert_json<T: DeserializeOwned>(
         &mut self,
         node: &Node,
-        json: serde_json::Value,
-        prefix: &str,
+        mut json: serde_json::Value,
         task: Option<&str>,
         extra_fields: &[&str],
     ) -> Option<T> {
-        let error = match serde_path_to_error::deserialize::<_, T>(json) {
-            Ok(value) => return Some(value),
-            Err(error) => error,
-        };
-        let segments: Vec<String> = error
-            .path()
-            .iter()
-            .filter_map(|segment| match segment {
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                _ => None,
-            })
-            .collect();
-        let at = node.descend(segments.iter().map(String::as_str));
-        let message = error.inner().to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-        let mut field = segments.join(".");
-        let quoted = backticked(&message);
-        let (code, position, text, help) = if message.starts_with("unknown field") {
-            let unknown = quoted.first().copied().unwrap_or_default();
-            let position = at.key(unknown).map_or(at.position, |key| key.position);
-            let candidates: Vec<&str> = quoted.iter().skip(1).copied().chain(extra_fields.iter().copied()).collect();
-            field = join_path(&field, unknown);
-            let help = suggestion(unknown, candidates.iter().copied())
-                .or_else(|| (!candidates.is_empty()).then(|| format!("known fields here: {}", candidates.join(", "))));
-            (Code::UnknownField, position, format!("unknown field `{unknown}`"), help)
-        } else if message.starts_with("missing field") {
-            let missing = quoted.first().copied().unwrap_or_default();
-            field = join_path(&field, missing);
-            if missing == "type" && task.is_some() {
-                let help = format!("set `type:` to one of: {}", TASK_TYPES.join(", "));
-                (Code::MissingField, at.position, "the task has no `type`".to_string(), Some(help))
-            } else {
-                (Code::MissingField, at.position, format!("missing field `{missing}`"), None)
+        let mut dropped: Vec<String> = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_PART {
+            let error = match serde_path_to_error::deserialize::<_, T>(json.clone()) {
+                // With fields dropped the value is incomplete, but its other checks still run;
+                // the errors already reported keep it from being used.
+                Ok(value) => return Some(value),
+                Err(error) => error,
+            };
+            let mut segments: Vec<String> = error
+                .path()
+                .iter()
+                .filter_map(|segment| match segment {
+                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect();
+            let message = error.inner().to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .replace("expected u32", "expected a whole number, 0 or more")
+                .replace("expected u16", "expected a whole number, 0 or more")
+                .replace("expected i32", "expected a whole number");
+            let quoted = backticked(&message);
+            let first_quoted = quoted.first().copied().unwrap_or_default();
+            let unknown_field = message.starts_with("unknown field");
+            if unknown_field && segments.last().map(String::as_str) == Some(first_quoted) {
+                segments.pop();
             }
-        } else if message.starts_with("unknown variant") && task.is_some() && field == "type" {
-            let unknown = quoted.first().copied().unwrap_or_default();
-            let help = suggestion(unknown, TASK_TYPES)
-                .unwrap_or_else(|| format!("known task types: {}", TASK_TYPES.join(", ")));
-            (Code::UnknownTaskType, at.position, format!("unknown task type `{unknown}`"), Some(help))
-        } else if message.starts_with("unknown variant") {
-            let unknown = quoted.first().copied().unwrap_or_default();
-            let known: Vec<&str> = quoted.iter().skip(1).copied().collect();
-            let help = suggestion(unknown, known.iter().copied())
-                .unwrap_or_else(|| format!("use one of: {}", known.join(", ")));
-            (Code::InvalidValue, at.position, format!("invalid value `{unknown}`"), Some(help))
-        } else if message.starts_with("invalid duration") {
-            (Code::InvalidDuration, at.position, message.clone(), None)
-        } else {
-            (Code::InvalidValue, at.position, message.clone(), None)
-        };
-        let field = join_path(prefix, &field);
-        let diagnostic = self.error(code, position, text).set_help(help);
-        if !field.is_empty() {
-            diagnostic.field = Some(field);
-        }
-        if let Some(task) = task {
-            diagnostic.task = Some(task.to_string());
+            let missing = message.starts_with("missing field");
+            if missing && dropped.iter().any(|name| name == first_quoted) {
+                // A consequence of dropping a bad required field: already reported.
+                return None;
+            }
+            let at = node.descend(segments.iter().map(String::as_str));
+            let mut field = segments.join(".");
+            let (code, position, text, help) = if unknown_field {
+                let position = at.key(first_quoted).map_or(at.position, |key| key.position);
+                let candidates: Vec<&str> =
+                    quoted.iter().skip(1).copied().chain(extra_fields.iter().copied()).collect();
+                field = join_path(&field, first_quoted);
+                let help = suggestion(first_quoted, candidates.iter().copied()).or_else(|| {
+                    (!candidates.is_empty()).then(|| format!("known fields here: {}", candidates.join(", ")))
+                });
+                (Code::UnknownField, position, format!("unknown field `{first_quoted}`"), help)
+            } else if missing {
+                field = join_path(&field, first_quoted);
+                if first_quoted == "type" && task.is_some() {
+                    let help = format!("set `type:` to one of: {}", TASK_TYPES.join(", "));
+                    (Code::MissingField, at.position, "the task has no `type`".to_string(), Some(help))
+                } else {
+                    (Code::MissingField, at.position, format!("missing field `{first_quoted}`"), None)
+                }
+            } else if message.starts_with("unknown variant") && task.is_some() && field == "type" {
+                let help = suggestion(first_quoted, TASK_TYPES)
+                    .unwrap_or_else(|| format!("known task types: {}", TASK_TYPES.join(", ")));
+                (Code::UnknownTaskType, at.position, format!("unknown task type `{first_quoted}`"), Some(help))
+            } else if message.starts_with("unknown variant") {
+                let known: Vec<&str> = quoted.iter().skip(1).copied().collect();
+                let help = suggestion(first_quoted, known.iter().copied())
+                    .unwrap_or_else(|| format!("use one of: {}", known.join(", ")));
+                (Code::InvalidValue, at.position, format!("invalid value `{first_quoted}`"), Some(help))
+            } else if message.starts_with("invalid duration") {
+                (Code::InvalidDuration, at.position, message.clone(), None)
+            } else {
+                (Code::InvalidValue, at.position, message.clone(), None)
+            };
+            let diagnostic = self.error(code, position, text).set_help(help);
+            if !field.is_empty() {
+                diagnostic.set_field(field.clone());
+            }
+            if let Some(task) = task {
+                diagnostic.task = Some(task.to_string());
+            }
+            // Drop the offending top-level field and try again, to find the next problem.
+            let top = field.split('.').next().unwrap_or_default().to_string();
+            match json.as_object_mut().and_then(|object| object.remove(&top)) {
+                Some(_) if !missing => dropped.push(top),
+                _ => return None,
+            }
         }
         None
     }
@@ -494,10 +513,9 @@ impl Reader<'_> {
         let mut tasks = Vec::new();
         let mut first_seen: HashMap<String, Position> = HashMap::new();
         for (index, node) in items.iter().enumerate() {
-            let prefix = format!("tasks.{index}");
             let Some(entries) = node.entries() else {
                 self.error(Code::InvalidValue, node.position, "a task must be a mapping (id, type, ...)")
-                    .set_field(prefix);
+                    .set_field(format!("tasks.{index}"));
                 continue;
             };
             let task_id = node.get("id").and_then(Node::as_str).map(str::to_string);
@@ -514,9 +532,10 @@ impl Reader<'_> {
                 parts[part].insert(key.name.clone(), value.to_json());
             }
             let [base, settings, kind] = parts.map(serde_json::Value::Object);
-            let base: Option<TaskBase> = self.convert_json(node, base, &prefix, Some(&label), &[]);
-            let settings: Option<TaskSettings> = self.convert_json(node, settings, &prefix, Some(&label), &[]);
-            let kind: Option<TaskKind> = self.convert_json(node, kind, &prefix, Some(&label), &common_fields);
+            let reported_before = self.diagnostics.len();
+            let base: Option<TaskBase> = self.convert_json(node, base, Some(&label), &[]);
+            let settings: Option<TaskSettings> = self.convert_json(node, settings, Some(&label), &[]);
+            let kind: Option<TaskKind> = self.convert_json(node, kind, Some(&label), &common_fields);
             let (Some(common), Some(settings), Some(kind)) = (base, settings, kind) else {
                 continue;
             };
@@ -543,10 +562,12 @@ impl Reader<'_> {
             } else {
                 first_seen.insert(common.id.clone(), position);
             }
-            for problem in kind.problems() {
+            // The type's own checks would only echo a field already reported as malformed.
+            let converted_cleanly = self.diagnostics.len() == reported_before;
+            for problem in kind.problems().into_iter().filter(|_| converted_cleanly) {
                 found.push(task_diagnostic(problem.code, &problem.field, problem.message).with_help_opt(problem.help));
             }
-            for (field, text) in kind.templates() {
+            for (field, text) in kind.templates().into_iter().filter(|_| converted_cleanly) {
                 if let Err(problem) = templates.check(text, params) {
                     found.push(task_diagnostic(Code::Template, &field, problem.message).with_help_opt(problem.help));
                 }
@@ -604,6 +625,9 @@ impl Reader<'_> {
         graph
     }
 }
+
+/// The most problems reported for the header or for one task.
+const MAX_ERRORS_PER_PART: usize = 32;
 
 /// In-place amendments of a diagnostic already reported.
 trait Amend {
@@ -769,12 +793,12 @@ mod tests {
             "schedule: '0 25 * * *'\ntimezone: Asia/Tokio\nschedual: x\nsla: {deadline: '8am'}\ntasks: []\n",
         );
         let codes: Vec<_> = parsed.diagnostics.iter().map(|d| d.code).collect();
-        assert_eq!(codes, [Code::UnknownField]);
+        assert_eq!(
+            codes,
+            [Code::UnknownField, Code::UnknownTimezone, Code::InvalidCron, Code::MissingField, Code::InvalidValue]
+        );
         assert_eq!(parsed.diagnostics[0].help.as_deref(), Some("did you mean `schedule`?"));
-        let parsed = parse("schedule: '0 25 * * *'\ntimezone: Asia/Tokio\nsla: {deadline: '8am'}\ntasks: []\n");
-        let codes: Vec<_> = parsed.diagnostics.iter().map(|d| d.code).collect();
-        assert_eq!(codes, [Code::UnknownTimezone, Code::InvalidCron, Code::MissingField, Code::InvalidValue]);
-        assert_eq!(parsed.diagnostics[0].help.as_deref(), Some("did you mean `Asia/Tokyo`?"));
+        assert_eq!(parsed.diagnostics[1].help.as_deref(), Some("did you mean `Asia/Tokyo`?"));
     }
 
     #[test]

@@ -94,12 +94,13 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     Ok(Node::from(spanned))
 }
 
-/// serde-saphyr appends " at line X column Y" to some messages; positions are reported
-/// separately, so keep only the message itself.
+/// serde-saphyr appends " at line X column Y" and hints for Rust developers to some messages;
+/// positions are reported separately, so keep only the message itself.
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message);
-    match line.rfind(" at line ") {
-        Some(at) => line[..at].to_string(),
+    let line = line.rfind(" at line ").map_or(line, |at| &line[..at]);
+    match line.strip_prefix("duplicate mapping key: ") {
+        Some(rest) => format!("duplicate key `{}`", rest.split(", set ").next().unwrap_or(rest)),
         None => line.to_string(),
     }
 }

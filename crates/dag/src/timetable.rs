@@ -44,6 +44,30 @@ pub enum OverlapPolicy {
     Last,
 }
 
+/// The five cron fields with their ranges.
+const CRON_FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// A plain reason for a number outside its field's range (`hour 25 is out of range 0-23`).
+fn out_of_range(expression: &str) -> Option<String> {
+    for (text, (name, low, high)) in expression.split_whitespace().zip(CRON_FIELDS) {
+        for part in text.split(',') {
+            let range = part.split('/').next().unwrap_or(part);
+            for number in range.split('-').filter_map(|n| n.parse::<u32>().ok()) {
+                if number < low || number > high {
+                    return Some(format!("{name} {number} is out of range {low}-{high}"));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// A DAG's daylight-saving policy (`dst:` in the DAG file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +167,7 @@ impl Schedule {
             .year(Year::Disallowed)
             .build()
             .parse(trimmed)
-            .map_err(|error| invalid(error.to_string()))?;
+            .map_err(|error| invalid(out_of_range(trimmed).unwrap_or_else(|| error.to_string())))?;
         let schedule = Self {
             expression: expression.to_string(),
             cron,
@@ -430,7 +454,7 @@ mod tests {
         let six = Schedule::new("0 0 6 * * *", tz, DstPolicy::default()).expect_err("six fields");
         assert!(six.to_string().contains("expected 5 fields"), "{six}");
         let range = Schedule::new("61 * * * *", tz, DstPolicy::default()).expect_err("minute 61");
-        assert!(range.to_string().starts_with("invalid cron expression `61 * * * *`"), "{range}");
+        assert_eq!(range.to_string(), "invalid cron expression `61 * * * *`: minute 61 is out of range 0-59");
         let never = Schedule::new("0 0 30 2 *", tz, DstPolicy::default()).expect_err("Feb 30");
         assert!(matches!(never, ScheduleError::NeverFires { .. }), "{never}");
         assert!(Schedule::new("@fortnightly", tz, DstPolicy::default()).is_err());

@@ -1,0 +1,68 @@
+//! The subcommands. Each returns the process exit code: 0 success, 1 the checked input has
+//! errors; other failures (configuration, usage) become exit code 2 in `main`.
+
+mod bench;
+mod dags;
+mod schedule;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use chrono::Utc;
+use ferry_config::{Config, Sources};
+use ferry_dag::{Catalog, CatalogOptions, Dag};
+
+use crate::cli::{BenchCommand, Cli, Command, ConfigCommand, DagSource, DagsCommand};
+
+/// Runs the command the user asked for.
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    let config = || Config::load(&Sources::from_process(cli.config.clone())).map_err(anyhow::Error::from);
+    match cli.command {
+        Command::Validate(args) => validate::run(&config()?, &args),
+        Command::Dags(DagsCommand::List { format, source }) => dags::list(&config()?, format, &source),
+        Command::Dags(DagsCommand::Show {
+            id,
+            graph,
+            format,
+            source,
+        }) => dags::show(&config()?, &id, graph, format, &source),
+        Command::Schedule(args) => schedule::run(&config()?, &args),
+        Command::Schema => {
+            crate::output::json(&ferry_dag::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config()?.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => bench::validate(dags, tasks, runs),
+    }
+}
+
+/// Reads the DAG files under `paths` (default: the configured folders).
+fn load_catalog(config: &Config, paths: &[PathBuf], source: &DagSource) -> Catalog {
+    let paths = if paths.is_empty() { &config.dags.folders[..] } else { paths };
+    let options = CatalogOptions {
+        channels: config.alerts.channel_names(),
+        now: source.now.unwrap_or_else(Utc::now),
+    };
+    ferry_dag::catalog::load(paths, &options)
+}
+
+/// The DAG `id` from the configured folders, or an error saying why it is not available.
+fn find_dag<'a>(catalog: &'a Catalog, id: &str) -> Result<&'a Dag> {
+    if let Some(dag) = catalog.dags.get(id) {
+        return Ok(dag);
+    }
+    let broken = catalog.diagnostics.iter().any(|d| d.dag.as_deref() == Some(id) && d.is_error());
+    if broken {
+        bail!("DAG `{id}` has errors; run `ferry validate` to see them");
+    }
+    let ids: Vec<&str> = catalog.dags.keys().map(String::as_str).collect();
+    let hint = ferry_dag::diagnostic::suggestion(id, ids.iter().copied())
+        .map(|s| format!("; {s}"))
+        .unwrap_or_default();
+    Err(anyhow::anyhow!("no DAG `{id}`{hint}")).context(format!("known DAGs: {}", ids.join(", ")))
+}

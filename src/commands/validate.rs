@@ -1,0 +1,48 @@
+//! `ferry validate`: every problem of every DAG file, for people or for CI.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ferry_config::Config;
+use ferry_dag::Severity;
+use serde_json::json;
+
+use crate::cli::{Format, ValidateArgs};
+
+pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
+    let catalog = super::load_catalog(config, &args.paths, &args.source);
+    let errors = catalog.count(Severity::Error);
+    let warnings = catalog.count(Severity::Warning);
+    let files_with_errors = {
+        let mut files: Vec<_> = catalog.diagnostics.iter().filter(|d| d.is_error()).map(|d| &d.file).collect();
+        files.dedup();
+        files.len()
+    };
+    match args.format {
+        Format::Json => crate::output::json(&json!({
+            "files": catalog.files.len(),
+            "valid_dags": catalog.dags.keys().collect::<Vec<_>>(),
+            "errors": errors,
+            "warnings": warnings,
+            "diagnostics": catalog.diagnostics,
+        })),
+        Format::Text => {
+            for diagnostic in &catalog.diagnostics {
+                println!("{diagnostic}");
+            }
+            if !catalog.diagnostics.is_empty() {
+                println!();
+            }
+            println!(
+                "checked {} file(s): {} DAG(s) valid, {} file(s) with errors ({} error(s), {} warning(s))",
+                catalog.files.len(),
+                catalog.dags.len(),
+                files_with_errors,
+                errors,
+                warnings
+            );
+        }
+    }
+    let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -27,6 +27,7 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
 
 /// Prints a value as pretty JSON.
 pub(crate) fn json(value: &serde_json::Value) {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    let text = serde_json::to_string_pretty(value)
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     println!("{text}");
 }

@@ -1,1 +1,11 @@
+//! ferry's integration tests: one test binary that drives the real `ferry` binary.
+//! Each module covers one area; fixtures live under `tests/fixtures/`.
 
+// Shared helpers: running the binary, fixtures, readable diffs.
+mod util;
+
+// `ferry validate` over the fixture corpus: exact diagnostics, exit codes, JSON output.
+mod validate;
+
+// `ferry dags`, `ferry schedule`, `ferry schema` and `ferry config`.
+mod commands;

@@ -13,8 +13,11 @@ use ferry_dag::CatalogOptions;
 pub(crate) fn validate(dags: usize, tasks: usize, runs: usize) -> Result<ExitCode> {
     let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
     for index in 0..dags {
-        std::fs::write(dir.path().join(format!("dag_{index:05}.yaml")), dag_file(index, tasks))
-            .context("cannot write a generated DAG file")?;
+        std::fs::write(
+            dir.path().join(format!("dag_{index:05}.yaml")),
+            dag_file(index, tasks),
+        )
+        .context("cannot write a generated DAG file")?;
     }
     let options = CatalogOptions {
         channels: BTreeSet::from(["log".to_string()]),
@@ -35,13 +38,22 @@ pub(crate) fn validate(dags: usize, tasks: usize, runs: usize) -> Result<ExitCod
     timings.sort();
     let median = timings[timings.len() / 2];
     let seconds = |d: Duration| format!("{:.3}s", d.as_secs_f64());
-    println!("ferry bench validate: {dags} DAG files x {tasks} tasks, {} runs", timings.len());
+    println!(
+        "ferry bench validate: {dags} DAG files x {tasks} tasks, {} runs",
+        timings.len()
+    );
     println!("  wall (median): {}", seconds(median));
     println!("  wall (min):    {}", seconds(timings[0]));
     println!("  wall (max):    {}", seconds(timings[timings.len() - 1]));
-    println!("  per DAG file:  {:.1}µs", median.as_secs_f64() * 1e6 / dags.max(1) as f64);
+    println!(
+        "  per DAG file:  {:.1}µs",
+        median.as_secs_f64() * 1e6 / dags.max(1) as f64
+    );
     match peak_resident_memory() {
-        Some(kib) => println!("  peak RSS:      {:.1} MB (whole process, VmHWM)", kib as f64 / 1024.0),
+        Some(kib) => println!(
+            "  peak RSS:      {:.1} MB (whole process, VmHWM)",
+            kib as f64 / 1024.0
+        ),
         None => println!("  peak RSS:      unavailable (no /proc/self/status)"),
     }
     Ok(ExitCode::SUCCESS)

@@ -15,7 +15,9 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
     let catalog = super::load_catalog(config, &[], source);
     let broken = catalog.count(ferry_dag::Severity::Error);
     match format {
-        Format::Json => output::json(&json!(catalog.dags.values().map(summary).collect::<Vec<_>>())),
+        Format::Json => output::json(&json!(
+            catalog.dags.values().map(summary).collect::<Vec<_>>()
+        )),
         Format::Text => {
             let rows: Vec<Vec<String>> = catalog
                 .dags
@@ -24,7 +26,9 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
                     vec![
                         dag.id.clone(),
                         dag.tree.as_str().to_string(),
-                        dag.schedule.as_ref().map_or("(manual)".to_string(), |s| s.expression().to_string()),
+                        dag.schedule
+                            .as_ref()
+                            .map_or("(manual)".to_string(), |s| s.expression().to_string()),
                         dag.timezone.to_string(),
                         dag.owner.clone().unwrap_or_else(|| "-".to_string()),
                         dag.tasks.len().to_string(),
@@ -32,11 +36,18 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
                     ]
                 })
                 .collect();
-            output::table(&["ID", "TREE", "SCHEDULE", "TIMEZONE", "OWNER", "TASKS", "FILE"], &rows);
+            output::table(
+                &[
+                    "ID", "TREE", "SCHEDULE", "TIMEZONE", "OWNER", "TASKS", "FILE",
+                ],
+                &rows,
+            );
         }
     }
     if broken > 0 {
-        eprintln!("ferry: {broken} error(s) in DAG files; those DAGs are not listed (run `ferry validate`)");
+        eprintln!(
+            "ferry: {broken} error(s) in DAG files; those DAGs are not listed (run `ferry validate`)"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -64,7 +75,11 @@ pub(crate) fn show(
 ) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], source);
     let dag = super::find_dag(&catalog, id)?;
-    let labels: Vec<(&str, &str)> = dag.tasks.iter().map(|t| (t.id.as_str(), t.kind.type_name())).collect();
+    let labels: Vec<(&str, &str)> = dag
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.kind.type_name()))
+        .collect();
     match graph_format {
         Some(GraphFormat::Mermaid) => print!("{}", graph::mermaid(&labels, &dag.graph)),
         Some(GraphFormat::Dot) => print!("{}", graph::dot(&dag.id, &labels, &dag.graph)),
@@ -92,33 +107,45 @@ fn details(dag: &Dag) -> serde_json::Value {
     value["params"] = json!(dag.params);
     value["sla"] = json!(dag.sla);
     value["alerts"] = json!(dag.alerts);
-    value["tasks"] = json!(dag
-        .tasks
-        .iter()
-        .map(|task| json!({
-            "id": task.id,
-            "type": task.kind.type_name(),
-            "depends_on": task.depends_on,
-            "trigger_rule": task.trigger_rule,
-            "retry": task.retry,
-            "timeout": task.timeout,
-            "pool": task.pool,
-            "priority": task.priority,
-        }))
-        .collect::<Vec<_>>());
+    value["tasks"] = json!(
+        dag.tasks
+            .iter()
+            .map(|task| json!({
+                "id": task.id,
+                "type": task.kind.type_name(),
+                "depends_on": task.depends_on,
+                "trigger_rule": task.trigger_rule,
+                "retry": task.retry,
+                "timeout": task.timeout,
+                "pool": task.pool,
+                "priority": task.priority,
+            }))
+            .collect::<Vec<_>>()
+    );
     value["edges"] = json!(edges(dag));
     value
 }
 
 fn print_details(dag: &Dag) {
-    println!("DAG {} ({}, {})", dag.id, dag.tree.as_str(), dag.file.display());
+    println!(
+        "DAG {} ({}, {})",
+        dag.id,
+        dag.tree.as_str(),
+        dag.file.display()
+    );
     if let Some(description) = &dag.description {
         println!("  {description}");
     }
-    let schedule = dag.schedule.as_ref().map_or("manual only".to_string(), |s| s.expression().to_string());
+    let schedule = dag
+        .schedule
+        .as_ref()
+        .map_or("manual only".to_string(), |s| s.expression().to_string());
     println!("  schedule:   {schedule} ({})", dag.timezone);
     if let Some(start) = dag.start_date {
-        println!("  start_date: {}", start.with_timezone(&dag.timezone).to_rfc3339());
+        println!(
+            "  start_date: {}",
+            start.with_timezone(&dag.timezone).to_rfc3339()
+        );
     }
     println!("  owner:      {}", dag.owner.as_deref().unwrap_or("-"));
     if let Some(sla) = &dag.sla {
@@ -141,7 +168,11 @@ fn print_details(dag: &Dag) {
             vec![
                 task.id.clone(),
                 task.kind.type_name().to_string(),
-                if task.depends_on.is_empty() { "-".to_string() } else { task.depends_on.join(",") },
+                if task.depends_on.is_empty() {
+                    "-".to_string()
+                } else {
+                    task.depends_on.join(",")
+                },
                 serde_json::to_value(task.trigger_rule)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -151,7 +182,17 @@ fn print_details(dag: &Dag) {
             ]
         })
         .collect();
-    output::table(&["TASK", "TYPE", "DEPENDS_ON", "TRIGGER_RULE", "RETRIES", "TIMEOUT"], &rows);
+    output::table(
+        &[
+            "TASK",
+            "TYPE",
+            "DEPENDS_ON",
+            "TRIGGER_RULE",
+            "RETRIES",
+            "TIMEOUT",
+        ],
+        &rows,
+    );
     println!();
     println!("edges:");
     for (up, down) in edges(dag) {

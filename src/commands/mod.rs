@@ -18,10 +18,13 @@ use crate::cli::{BenchCommand, Cli, Command, ConfigCommand, DagSource, DagsComma
 
 /// Runs the command the user asked for.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
-    let config = || Config::load(&Sources::from_process(cli.config.clone())).map_err(anyhow::Error::from);
+    let config =
+        || Config::load(&Sources::from_process(cli.config.clone())).map_err(anyhow::Error::from);
     match cli.command {
         Command::Validate(args) => validate::run(&config()?, &args),
-        Command::Dags(DagsCommand::List { format, source }) => dags::list(&config()?, format, &source),
+        Command::Dags(DagsCommand::List { format, source }) => {
+            dags::list(&config()?, format, &source)
+        }
         Command::Dags(DagsCommand::Show {
             id,
             graph,
@@ -37,13 +40,19 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", config()?.to_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => bench::validate(dags, tasks, runs),
+        Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => {
+            bench::validate(dags, tasks, runs)
+        }
     }
 }
 
 /// Reads the DAG files under `paths` (default: the configured folders).
 fn load_catalog(config: &Config, paths: &[PathBuf], source: &DagSource) -> Catalog {
-    let paths = if paths.is_empty() { &config.dags.folders[..] } else { paths };
+    let paths = if paths.is_empty() {
+        &config.dags.folders[..]
+    } else {
+        paths
+    };
     let options = CatalogOptions {
         channels: config.alerts.channel_names(),
         now: source.now.unwrap_or_else(Utc::now),
@@ -56,7 +65,10 @@ fn find_dag<'a>(catalog: &'a Catalog, id: &str) -> Result<&'a Dag> {
     if let Some(dag) = catalog.dags.get(id) {
         return Ok(dag);
     }
-    let broken = catalog.diagnostics.iter().any(|d| d.dag.as_deref() == Some(id) && d.is_error());
+    let broken = catalog
+        .diagnostics
+        .iter()
+        .any(|d| d.dag.as_deref() == Some(id) && d.is_error());
     if broken {
         bail!("DAG `{id}` has errors; run `ferry validate` to see them");
     }

@@ -16,7 +16,10 @@ pub(crate) fn run(config: &Config, args: &ScheduleArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], &args.source);
     let dag = super::find_dag(&catalog, &args.id)?;
     let Some(schedule) = &dag.schedule else {
-        println!("DAG `{}` has no schedule: it runs only when triggered", dag.id);
+        println!(
+            "DAG `{}` has no schedule: it runs only when triggered",
+            dag.id
+        );
         return Ok(ExitCode::SUCCESS);
     };
     let now = args.source.now.unwrap_or_else(Utc::now);
@@ -50,20 +53,36 @@ pub(crate) fn run(config: &Config, args: &ScheduleArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|run| {
                     vec![
-                        run.start.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+                        run.start
+                            .with_timezone(&tz)
+                            .format("%Y-%m-%d %H:%M %Z")
+                            .to_string(),
                         format!(
                             "{} → {}",
                             run.start.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
                             run.end.with_timezone(&tz).format("%Y-%m-%d %H:%M")
                         ),
-                        run.end.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+                        run.end
+                            .with_timezone(&tz)
+                            .format("%Y-%m-%d %H:%M %Z")
+                            .to_string(),
                         run.end.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                        deadline_of(run.end)
-                            .map_or("-".to_string(), |d| d.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()),
+                        deadline_of(run.end).map_or("-".to_string(), |d| {
+                            d.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+                        }),
                     ]
                 })
                 .collect();
-            output::table(&["LOGICAL DATE", "DATA INTERVAL", "DUE AT", "DUE AT (UTC)", "DEADLINE"], &rows);
+            output::table(
+                &[
+                    "LOGICAL DATE",
+                    "DATA INTERVAL",
+                    "DUE AT",
+                    "DUE AT (UTC)",
+                    "DEADLINE",
+                ],
+                &rows,
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,12 @@ pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
     let errors = catalog.count(Severity::Error);
     let warnings = catalog.count(Severity::Warning);
     let files_with_errors = {
-        let mut files: Vec<_> = catalog.diagnostics.iter().filter(|d| d.is_error()).map(|d| &d.file).collect();
+        let mut files: Vec<_> = catalog
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| &d.file)
+            .collect();
         files.dedup();
         files.len()
     };
@@ -44,5 +49,9 @@ pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
         }
     }
     let failed = errors > 0 || (args.deny_warnings && warnings > 0);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -145,26 +145,41 @@ impl Config {
         if let Some(path) = &sources.explicit_file
             && !path.is_file()
         {
-            problems.push(format!("the configuration file `{}` does not exist", path.display()));
+            problems.push(format!(
+                "the configuration file `{}` does not exist",
+                path.display()
+            ));
         }
         if let Some(path) = sources.file() {
             figment = figment.merge(Toml::file_exact(path));
         }
         for (name, value) in &sources.environment {
-            let Some(key) = name.strip_prefix("FERRY__") else { continue };
-            let key = key.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
+            let Some(key) = name.strip_prefix("FERRY__") else {
+                continue;
+            };
+            let key = key
+                .split("__")
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
             let Ok(parsed) = value.parse::<figment::value::Value>();
             figment = figment.merge(Serialized::default(&key, parsed));
         }
         match figment.extract::<BTreeMap<String, figment::value::Value>>() {
             Ok(sections) => {
-                for name in sections.keys().filter(|name| !SECTIONS.contains(&name.as_str())) {
+                for name in sections
+                    .keys()
+                    .filter(|name| !SECTIONS.contains(&name.as_str()))
+                {
                     let hint = SECTIONS
                         .iter()
                         .find(|known| strsim::jaro_winkler(name, known) > 0.8)
                         .map(|known| format!(" (did you mean `{known}`?)"))
                         .unwrap_or_default();
-                    problems.push(format!("unknown section `{name}`{hint}; known sections: {}", SECTIONS.join(", ")));
+                    problems.push(format!(
+                        "unknown section `{name}`{hint}; known sections: {}",
+                        SECTIONS.join(", ")
+                    ));
                 }
             }
             Err(error) => problems.extend(error.into_iter().map(|e| e.to_string())),
@@ -182,11 +197,16 @@ impl Config {
 
     /// The effective configuration as TOML, secrets masked.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|error| format!("# cannot show the configuration: {error}\n"))
     }
 }
 
-fn section<T: serde::de::DeserializeOwned>(figment: &Figment, name: &str, problems: &mut Vec<String>) -> Option<T> {
+fn section<T: serde::de::DeserializeOwned>(
+    figment: &Figment,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
     match figment.extract_inner::<T>(name) {
         Ok(value) => Some(value),
         Err(error) => {
@@ -207,7 +227,10 @@ mod tests {
         let sources = Sources {
             explicit_file: Some(path),
             optional_file: None,
-            environment: environment.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            environment: environment
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         (dir, sources)
     }
@@ -219,8 +242,14 @@ mod tests {
             &[("FERRY__DAGS__FOLDERS", "[\"b\", \"c\"]"), ("OTHER", "x")],
         );
         let config = Config::load(&sources).expect("valid");
-        assert_eq!(config.dags.folders, [PathBuf::from("b"), PathBuf::from("c")]);
-        assert_eq!(config.alerts.channel_names(), BTreeSet::from(["log".to_string(), "oncall".to_string()]));
+        assert_eq!(
+            config.dags.folders,
+            [PathBuf::from("b"), PathBuf::from("c")]
+        );
+        assert_eq!(
+            config.alerts.channel_names(),
+            BTreeSet::from(["log".to_string(), "oncall".to_string()])
+        );
     }
 
     #[test]
@@ -245,7 +274,10 @@ mod tests {
         let error = Config::load(&sources).expect_err("invalid");
         let text = error.to_string();
         assert_eq!(error.problems.len(), 3, "{text}");
-        assert!(text.contains("unknown section `dag` (did you mean `dags`?)"), "{text}");
+        assert!(
+            text.contains("unknown section `dag` (did you mean `dags`?)"),
+            "{text}"
+        );
         assert!(text.contains("folders"), "{text}");
         assert!(text.contains("pager"), "{text}");
     }

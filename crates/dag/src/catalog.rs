@@ -41,7 +41,10 @@ impl Catalog {
 
     /// Diagnostics of the given severity.
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
     }
 }
 
@@ -70,7 +73,10 @@ fn walk(folder: &Path, files: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             walk(&path, files)?;
-        } else if path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
+        } else if path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        {
             files.insert(path);
         }
     }
@@ -131,7 +137,10 @@ pub fn check_together(parsed: Vec<ParsedFile>, options: &CatalogOptions) -> Cata
         candidates.extend(file.dag);
     }
     let known_ids: Vec<&str> = first_file_of.keys().map(String::as_str).collect();
-    let by_id: BTreeMap<&str, &Dag> = candidates.iter().map(|dag| (dag.id.as_str(), dag)).collect();
+    let by_id: BTreeMap<&str, &Dag> = candidates
+        .iter()
+        .map(|dag| (dag.id.as_str(), dag))
+        .collect();
     let mut rejected = BTreeSet::new();
     for dag in &candidates {
         let mut found = Vec::new();
@@ -160,12 +169,17 @@ fn check_channels(dag: &Dag, channels: &BTreeSet<String>, found: &mut Vec<Diagno
     for (event, names) in dag.alerts.events() {
         for (index, name) in names.iter().enumerate() {
             if !channels.contains(name) {
-                let help = suggestion(name, channels.iter().map(String::as_str)).unwrap_or_else(|| {
-                    format!(
-                        "define it under [alerts.channels.{name}] in ferry.toml (defined: {})",
-                        channels.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
-                    )
-                });
+                let help =
+                    suggestion(name, channels.iter().map(String::as_str)).unwrap_or_else(|| {
+                        format!(
+                            "define it under [alerts.channels.{name}] in ferry.toml (defined: {})",
+                            channels
+                                .iter()
+                                .map(String::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    });
                 found.push(
                     dag.diagnostic(
                         Code::UnknownChannel,
@@ -188,13 +202,22 @@ fn check_policy(dag: &Dag, found: &mut Vec<Diagnostic>) {
     let mut rule = |missing: bool, field: &str, message: &str, help: &str| {
         if missing {
             found.push(
-                dag.diagnostic(Code::Policy, "id", format!("user-facing DAGs must {message}"))
-                    .in_field(field)
-                    .with_help(help),
+                dag.diagnostic(
+                    Code::Policy,
+                    "id",
+                    format!("user-facing DAGs must {message}"),
+                )
+                .in_field(field)
+                .with_help(help),
             );
         }
     };
-    rule(dag.owner.is_none(), "owner", "declare an `owner`", "add `owner: <team>` so alerts reach someone");
+    rule(
+        dag.owner.is_none(),
+        "owner",
+        "declare an `owner`",
+        "add `owner: <team>` so alerts reach someone",
+    );
     rule(
         dag.sla.is_none(),
         "sla",
@@ -215,39 +238,71 @@ fn check_policy(dag: &Dag, found: &mut Vec<Diagnostic>) {
     );
 }
 
-fn check_waits(dag: &Dag, by_id: &BTreeMap<&str, &Dag>, known_ids: &[&str], found: &mut Vec<Diagnostic>) {
+fn check_waits(
+    dag: &Dag,
+    by_id: &BTreeMap<&str, &Dag>,
+    known_ids: &[&str],
+    found: &mut Vec<Diagnostic>,
+) {
     for (index, task) in dag.tasks.iter().enumerate() {
-        let Some(wait) = task.kind.waits_for() else { continue };
+        let Some(wait) = task.kind.waits_for() else {
+            continue;
+        };
         let field = format!("tasks.{index}.dag");
-        let at = |code: Code, message: String| dag.diagnostic(code, &field, message).in_task(&task.id).in_field("dag");
+        let at = |code: Code, message: String| {
+            dag.diagnostic(code, &field, message)
+                .in_task(&task.id)
+                .in_field("dag")
+        };
         if !known_ids.contains(&wait.dag.as_str()) {
             found.push(
-                at(Code::UnknownDependency, format!("waits for DAG `{}`, which does not exist", wait.dag))
-                    .with_help_opt(suggestion(&wait.dag, known_ids.iter().copied())),
+                at(
+                    Code::UnknownDependency,
+                    format!("waits for DAG `{}`, which does not exist", wait.dag),
+                )
+                .with_help_opt(suggestion(&wait.dag, known_ids.iter().copied())),
             );
             continue;
         }
         // A target whose file has errors is reported in its own file.
-        let Some(target) = by_id.get(wait.dag.as_str()) else { continue };
+        let Some(target) = by_id.get(wait.dag.as_str()) else {
+            continue;
+        };
         if let Some(task_id) = &wait.task
             && target.task(task_id).is_none()
         {
             found.push(
-                at(Code::UnknownDependency, format!("DAG `{}` has no task `{task_id}`", wait.dag))
-                    .in_field("task")
-                    .with_help_opt(suggestion(task_id, target.tasks.iter().map(|t| t.id.as_str()))),
+                at(
+                    Code::UnknownDependency,
+                    format!("DAG `{}` has no task `{task_id}`", wait.dag),
+                )
+                .in_field("task")
+                .with_help_opt(suggestion(
+                    task_id,
+                    target.tasks.iter().map(|t| t.id.as_str()),
+                )),
             );
         }
         if dag.tree == Tree::UserFacing && target.tree != Tree::UserFacing {
             found.push(
                 at(
                     Code::Policy,
-                    format!("user-facing DAGs may only wait for user-facing DAGs, and `{}` is internal", wait.dag),
+                    format!(
+                        "user-facing DAGs may only wait for user-facing DAGs, and `{}` is internal",
+                        wait.dag
+                    ),
                 )
-                .with_help(format!("move `{}` to dags/user-facing/ (and meet its rules)", wait.dag)),
+                .with_help(format!(
+                    "move `{}` to dags/user-facing/ (and meet its rules)",
+                    wait.dag
+                )),
             );
         }
-        let interval = |d: &Dag| d.schedule.as_ref().map(|s| (s.expression().to_string(), s.timezone()));
+        let interval = |d: &Dag| {
+            d.schedule
+                .as_ref()
+                .map(|s| (s.expression().to_string(), s.timezone()))
+        };
         if interval(dag) != interval(target) {
             let mut warning = at(
                 Code::IntervalMismatch,
@@ -266,12 +321,16 @@ fn check_waits(dag: &Dag, by_id: &BTreeMap<&str, &Dag>, known_ids: &[&str], foun
 /// Warns when the schedule meets a daylight-saving gap or overlap within a year and the DAG
 /// does not state its `dst` policy.
 fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
-    let Some(schedule) = &dag.schedule else { return };
+    let Some(schedule) = &dag.schedule else {
+        return;
+    };
     if dag.dst_stated {
         return;
     }
     let encounters = schedule.dst_encounters(now, now + Duration::days(366));
-    let Some(first) = encounters.first() else { return };
+    let Some(first) = encounters.first() else {
+        return;
+    };
     let mut warning = dag
         .diagnostic(
             Code::Dst,
@@ -293,7 +352,10 @@ fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
 fn describe(encounter: &DstEncounter, dag: &Dag) -> String {
     let day = encounter.scheduled.format("%Y-%m-%d");
     let time = encounter.scheduled.format("%H:%M");
-    let (from, to) = (encounter.window_start.format("%H:%M"), encounter.window_end.format("%H:%M"));
+    let (from, to) = (
+        encounter.window_start.format("%H:%M"),
+        encounter.window_end.format("%H:%M"),
+    );
     let dst = dag.schedule.as_ref().map(|s| s.dst()).unwrap_or_default();
     match encounter.kind {
         DstKind::Gap => match (dst.gap, encounter.runs_at) {
@@ -301,14 +363,18 @@ fn describe(encounter: &DstEncounter, dag: &Dag) -> String {
                 "{time} on {day} does not exist ({from}–{to} is skipped); it runs at {}",
                 at.with_timezone(&dag.timezone).format("%H:%M")
             ),
-            _ => format!("{time} on {day} does not exist ({from}–{to} is skipped); it does not run"),
+            _ => {
+                format!("{time} on {day} does not exist ({from}–{to} is skipped); it does not run")
+            }
         },
         DstKind::Overlap => {
             let which = match dst.overlap {
                 OverlapPolicy::First => "first",
                 OverlapPolicy::Last => "last",
             };
-            format!("{time} on {day} happens twice ({from}–{to} repeats); it runs once, at the {which}")
+            format!(
+                "{time} on {day} happens twice ({from}–{to} repeats); it runs once, at the {which}"
+            )
         }
     }
 }

@@ -3,16 +3,16 @@
 //! The header (every field but `tasks`) and each task are converted on their own, so one bad
 //! task does not hide the problems of the others.
 
+use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::any::TypeId;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{DateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use schemars::JsonSchema;
-use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::diagnostic::{Code, Diagnostic, suggestion};
 use crate::duration::Duration;
@@ -41,7 +41,11 @@ impl Tree {
             .into_iter()
             .flat_map(Path::components)
             .any(|component| component.as_os_str() == "user-facing");
-        if user_facing { Tree::UserFacing } else { Tree::Internal }
+        if user_facing {
+            Tree::UserFacing
+        } else {
+            Tree::Internal
+        }
     }
 
     /// `internal` or `user-facing`.
@@ -208,7 +212,12 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn error(&mut self, code: Code, position: Position, message: impl Into<String>) -> &mut Diagnostic {
+    fn error(
+        &mut self,
+        code: Code,
+        position: Position,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         let mut diagnostic = Diagnostic::error(code, self.file, position, message);
         diagnostic.dag.clone_from(&self.dag_id);
         self.diagnostics.push(diagnostic);
@@ -220,11 +229,19 @@ impl Reader<'_> {
         let root = match node::parse(text) {
             Ok(root) => root,
             Err(error) => {
-                self.error(Code::YamlSyntax, error.position, format!("invalid YAML: {}", error.message));
+                self.error(
+                    Code::YamlSyntax,
+                    error.position,
+                    format!("invalid YAML: {}", error.message),
+                );
                 return None;
             }
         };
-        let stem = self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = self
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if root.entries().is_none() {
             let message = if root.value == Value::Null {
                 "the file is empty"
@@ -232,15 +249,23 @@ impl Reader<'_> {
                 "a DAG file must be a mapping of fields (id, schedule, tasks, ...)"
             };
             self.error(Code::InvalidValue, root.position, message)
-                .set_help(Some("start from an example in dags/ or see docs/dags.md".to_string()));
+                .set_help(Some(
+                    "start from an example in dags/ or see docs/dags.md".to_string(),
+                ));
             return None;
         }
         let declared_id = root.get("id").and_then(Node::as_str).map(str::to_string);
         self.dag_id = Some(declared_id.unwrap_or(stem));
         let header: Option<DagSpec<IgnoredAny>> = self.convert(&root, None, &[]);
         let header = header.map(|spec| self.check_header(&root, spec));
-        let params = header.as_ref().map(|h| h.params.clone()).unwrap_or_default();
-        let defaults = header.as_ref().map(|h| h.defaults.clone()).unwrap_or_default();
+        let params = header
+            .as_ref()
+            .map(|h| h.params.clone())
+            .unwrap_or_default();
+        let defaults = header
+            .as_ref()
+            .map(|h| h.defaults.clone())
+            .unwrap_or_default();
         let tasks = self.read_tasks(&root, &defaults, &params, templates);
         let graph = self.check_graph(&root, &tasks);
         let header = header?;
@@ -269,7 +294,12 @@ impl Reader<'_> {
     }
 
     /// Converts `node` into `T`, reporting each failure as a diagnostic at the exact field.
-    fn convert<T: DeserializeOwned>(&mut self, node: &Node, task: Option<&str>, extra_fields: &[&str]) -> Option<T> {
+    fn convert<T: DeserializeOwned>(
+        &mut self,
+        node: &Node,
+        task: Option<&str>,
+        extra_fields: &[&str],
+    ) -> Option<T> {
         self.convert_json(node, node.to_json(), task, extra_fields)
     }
 
@@ -323,30 +353,60 @@ impl Reader<'_> {
             let mut field = segments.join(".");
             let (code, position, text, help) = if unknown_field {
                 let position = at.key(first_quoted).map_or(at.position, |key| key.position);
-                let candidates: Vec<&str> =
-                    quoted.iter().skip(1).copied().chain(extra_fields.iter().copied()).collect();
+                let candidates: Vec<&str> = quoted
+                    .iter()
+                    .skip(1)
+                    .copied()
+                    .chain(extra_fields.iter().copied())
+                    .collect();
                 field = join_path(&field, first_quoted);
                 let help = suggestion(first_quoted, candidates.iter().copied()).or_else(|| {
-                    (!candidates.is_empty()).then(|| format!("known fields here: {}", candidates.join(", ")))
+                    (!candidates.is_empty())
+                        .then(|| format!("known fields here: {}", candidates.join(", ")))
                 });
-                (Code::UnknownField, position, format!("unknown field `{first_quoted}`"), help)
+                (
+                    Code::UnknownField,
+                    position,
+                    format!("unknown field `{first_quoted}`"),
+                    help,
+                )
             } else if missing {
                 field = join_path(&field, first_quoted);
                 if first_quoted == "type" && task.is_some() {
                     let help = format!("set `type:` to one of: {}", TASK_TYPES.join(", "));
-                    (Code::MissingField, at.position, "the task has no `type`".to_string(), Some(help))
+                    (
+                        Code::MissingField,
+                        at.position,
+                        "the task has no `type`".to_string(),
+                        Some(help),
+                    )
                 } else {
-                    (Code::MissingField, at.position, format!("missing field `{first_quoted}`"), None)
+                    (
+                        Code::MissingField,
+                        at.position,
+                        format!("missing field `{first_quoted}`"),
+                        None,
+                    )
                 }
             } else if message.starts_with("unknown variant") && task.is_some() && field == "type" {
                 let help = suggestion(first_quoted, TASK_TYPES)
                     .unwrap_or_else(|| format!("known task types: {}", TASK_TYPES.join(", ")));
-                (Code::UnknownTaskType, at.position, format!("unknown task type `{first_quoted}`"), Some(help))
+                (
+                    Code::UnknownTaskType,
+                    at.position,
+                    format!("unknown task type `{first_quoted}`"),
+                    Some(help),
+                )
             } else if message.starts_with("unknown variant") {
                 let known: Vec<&str> = quoted.iter().skip(1).copied().collect();
                 let help = suggestion(first_quoted, known.iter().copied())
                     .unwrap_or_else(|| format!("use one of: {}", known.join(", ")));
-                (Code::InvalidValue, at.position, format!("invalid value `{first_quoted}`"), Some(help))
+                (
+                    Code::InvalidValue,
+                    at.position,
+                    format!("invalid value `{first_quoted}`"),
+                    Some(help),
+                )
             } else if message.starts_with("invalid duration") {
                 (Code::InvalidDuration, at.position, message.clone(), None)
             } else {
@@ -374,18 +434,30 @@ impl Reader<'_> {
         let id = self.dag_id.clone().unwrap_or_default();
         if !is_valid_id(&id) {
             let where_ = if spec.id.is_some() { "id" } else { "" };
-            self.error(Code::InvalidValue, position(where_), format!("`{id}` is not a valid DAG id"))
-                .set_help(Some("use letters, digits, `_`, `-` and `.`, starting with a letter or digit".into()));
+            self.error(
+                Code::InvalidValue,
+                position(where_),
+                format!("`{id}` is not a valid DAG id"),
+            )
+            .set_help(Some(
+                "use letters, digits, `_`, `-` and `.`, starting with a letter or digit".into(),
+            ));
         }
         let timezone_name = spec.timezone.as_deref().unwrap_or("UTC");
         let timezone = match timetable::parse_timezone(timezone_name) {
             Ok(tz) => tz,
             Err(error) => {
-                let help = suggestion(timezone_name, timetable::timezone_names())
-                    .unwrap_or_else(|| "use an IANA name such as `Asia/Tokyo` or `UTC`".to_string());
-                self.error(Code::UnknownTimezone, position("timezone"), error.to_string())
-                    .set_help(Some(help))
-                    .set_field("timezone");
+                let help =
+                    suggestion(timezone_name, timetable::timezone_names()).unwrap_or_else(|| {
+                        "use an IANA name such as `Asia/Tokyo` or `UTC`".to_string()
+                    });
+                self.error(
+                    Code::UnknownTimezone,
+                    position("timezone"),
+                    error.to_string(),
+                )
+                .set_help(Some(help))
+                .set_field("timezone");
                 Tz::UTC
             }
         };
@@ -409,37 +481,67 @@ impl Reader<'_> {
             let text = text?;
             let parsed = timetable::parse_instant(text, timezone);
             if parsed.is_none() {
-                self.error(Code::InvalidValue, position(field), format!("`{text}` is not a date"))
-                    .set_help(Some("write `2026-01-01` or `2026-01-01T06:00` (in the DAG's time zone)".into()))
-                    .set_field(field);
+                self.error(
+                    Code::InvalidValue,
+                    position(field),
+                    format!("`{text}` is not a date"),
+                )
+                .set_help(Some(
+                    "write `2026-01-01` or `2026-01-01T06:00` (in the DAG's time zone)".into(),
+                ))
+                .set_field(field);
             }
             parsed
         };
         let start_date = date("start_date", spec.start_date.as_deref());
         let end_date = date("end_date", spec.end_date.as_deref());
         if spec.schedule.is_some() && spec.start_date.is_none() {
-            self.error(Code::MissingField, position("schedule"), "a scheduled DAG needs a `start_date`")
-                .set_help(Some("add `start_date: 2026-01-01`: the first data interval to run".into()))
-                .set_field("start_date");
+            self.error(
+                Code::MissingField,
+                position("schedule"),
+                "a scheduled DAG needs a `start_date`",
+            )
+            .set_help(Some(
+                "add `start_date: 2026-01-01`: the first data interval to run".into(),
+            ))
+            .set_field("start_date");
         }
         if let (Some(start), Some(end)) = (start_date, end_date)
             && end < start
         {
-            self.error(Code::InvalidValue, position("end_date"), "`end_date` is before `start_date`")
-                .set_field("end_date");
+            self.error(
+                Code::InvalidValue,
+                position("end_date"),
+                "`end_date` is before `start_date`",
+            )
+            .set_field("end_date");
         }
-        for (field, value) in [("max_active_runs", spec.max_active_runs), ("max_active_tasks", spec.max_active_tasks)] {
+        for (field, value) in [
+            ("max_active_runs", spec.max_active_runs),
+            ("max_active_tasks", spec.max_active_tasks),
+        ] {
             if value == Some(0) {
-                self.error(Code::InvalidValue, position(field), format!("`{field}` must be at least 1"))
-                    .set_field(field);
+                self.error(
+                    Code::InvalidValue,
+                    position(field),
+                    format!("`{field}` must be at least 1"),
+                )
+                .set_field(field);
             }
         }
         let sla = spec.sla.as_ref().and_then(|sla| self.check_sla(root, sla));
-        for (name, _) in &spec.params {
+        for name in spec.params.keys() {
             if !is_valid_identifier(name) {
-                self.error(Code::InvalidValue, position(&format!("params.{name}")), format!("`{name}` is not a valid parameter name"))
-                    .set_help(Some("use letters, digits and `_`, so templates can write `{{ params.name }}`".into()))
-                    .set_field(format!("params.{name}"));
+                self.error(
+                    Code::InvalidValue,
+                    position(&format!("params.{name}")),
+                    format!("`{name}` is not a valid parameter name"),
+                )
+                .set_help(Some(
+                    "use letters, digits and `_`, so templates can write `{{ params.name }}`"
+                        .into(),
+                ))
+                .set_field(format!("params.{name}"));
             }
         }
         Header {
@@ -465,22 +567,36 @@ impl Reader<'_> {
         let position = |path: &str| root.descend(path.split('.')).position;
         let deadline = match (&sla.deadline, sla.within) {
             (Some(_), Some(_)) => {
-                self.error(Code::InvalidValue, position("sla"), "`sla` takes `deadline` or `within`, not both")
-                    .set_field("sla");
+                self.error(
+                    Code::InvalidValue,
+                    position("sla"),
+                    "`sla` takes `deadline` or `within`, not both",
+                )
+                .set_field("sla");
                 return None;
             }
             (None, None) => {
-                self.error(Code::MissingField, position("sla"), "`sla` needs `deadline` (\"08:00\") or `within` (4h)")
-                    .set_field("sla");
+                self.error(
+                    Code::MissingField,
+                    position("sla"),
+                    "`sla` needs `deadline` (\"08:00\") or `within` (4h)",
+                )
+                .set_field("sla");
                 return None;
             }
             (None, Some(within)) => Deadline::Within(within),
             (Some(text), None) => match timetable::parse_time_of_day(text) {
                 Some(at) => Deadline::TimeOfDay(at),
                 None => {
-                    self.error(Code::InvalidValue, position("sla.deadline"), format!("`{text}` is not a time of day"))
-                        .set_help(Some("write 24-hour `HH:MM` in quotes, e.g. \"08:00\"".into()))
-                        .set_field("sla.deadline");
+                    self.error(
+                        Code::InvalidValue,
+                        position("sla.deadline"),
+                        format!("`{text}` is not a time of day"),
+                    )
+                    .set_help(Some(
+                        "write 24-hour `HH:MM` in quotes, e.g. \"08:00\"".into(),
+                    ))
+                    .set_field("sla.deadline");
                     return None;
                 }
             },
@@ -488,8 +604,12 @@ impl Reader<'_> {
         if let (Deadline::Within(within), Some(warn)) = (deadline, sla.warn_before)
             && warn >= within
         {
-            self.error(Code::InvalidValue, position("sla.warn_before"), "`warn_before` must be shorter than `within`")
-                .set_field("sla.warn_before");
+            self.error(
+                Code::InvalidValue,
+                position("sla.warn_before"),
+                "`warn_before` must be shorter than `within`",
+            )
+            .set_field("sla.warn_before");
         }
         Some(Sla {
             deadline,
@@ -514,13 +634,21 @@ impl Reader<'_> {
         let mut first_seen: HashMap<String, Position> = HashMap::new();
         for (index, node) in items.iter().enumerate() {
             let Some(entries) = node.entries() else {
-                self.error(Code::InvalidValue, node.position, "a task must be a mapping (id, type, ...)")
-                    .set_field(format!("tasks.{index}"));
+                self.error(
+                    Code::InvalidValue,
+                    node.position,
+                    "a task must be a mapping (id, type, ...)",
+                )
+                .set_field(format!("tasks.{index}"));
                 continue;
             };
             let task_id = node.get("id").and_then(Node::as_str).map(str::to_string);
             let label = task_id.clone().unwrap_or_else(|| format!("#{}", index + 1));
-            let mut parts = [serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new()];
+            let mut parts = [
+                serde_json::Map::new(),
+                serde_json::Map::new(),
+                serde_json::Map::new(),
+            ];
             for (key, value) in entries {
                 let part = if base_fields.contains(&key.name.as_str()) {
                     0
@@ -534,8 +662,10 @@ impl Reader<'_> {
             let [base, settings, kind] = parts.map(serde_json::Value::Object);
             let reported_before = self.diagnostics.len();
             let base: Option<TaskBase> = self.convert_json(node, base, Some(&label), &[]);
-            let settings: Option<TaskSettings> = self.convert_json(node, settings, Some(&label), &[]);
-            let kind: Option<TaskKind> = self.convert_json(node, kind, Some(&label), &common_fields);
+            let settings: Option<TaskSettings> =
+                self.convert_json(node, settings, Some(&label), &[]);
+            let kind: Option<TaskKind> =
+                self.convert_json(node, kind, Some(&label), &common_fields);
             let (Some(common), Some(settings), Some(kind)) = (base, settings, kind) else {
                 continue;
             };
@@ -549,15 +679,24 @@ impl Reader<'_> {
             let mut found = Vec::new();
             if !is_valid_id(&common.id) {
                 found.push(
-                    task_diagnostic(Code::InvalidValue, "id", format!("`{}` is not a valid task id", common.id))
-                        .with_help("use letters, digits, `_`, `-` and `.`, starting with a letter or digit"),
+                    task_diagnostic(
+                        Code::InvalidValue,
+                        "id",
+                        format!("`{}` is not a valid task id", common.id),
+                    )
+                    .with_help(
+                        "use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
+                    ),
                 );
             }
             if let Some(first) = first_seen.get(&common.id) {
                 found.push(task_diagnostic(
                     Code::DuplicateId,
                     "id",
-                    format!("task id `{}` is already used by the task at line {}", common.id, first.line),
+                    format!(
+                        "task id `{}` is already used by the task at line {}",
+                        common.id, first.line
+                    ),
                 ));
             } else {
                 first_seen.insert(common.id.clone(), position);
@@ -565,11 +704,17 @@ impl Reader<'_> {
             // The type's own checks would only echo a field already reported as malformed.
             let converted_cleanly = self.diagnostics.len() == reported_before;
             for problem in kind.problems().into_iter().filter(|_| converted_cleanly) {
-                found.push(task_diagnostic(problem.code, &problem.field, problem.message).with_help_opt(problem.help));
+                found.push(
+                    task_diagnostic(problem.code, &problem.field, problem.message)
+                        .with_help_opt(problem.help),
+                );
             }
             for (field, text) in kind.templates().into_iter().filter(|_| converted_cleanly) {
                 if let Err(problem) = templates.check(text, params) {
-                    found.push(task_diagnostic(Code::Template, &field, problem.message).with_help_opt(problem.help));
+                    found.push(
+                        task_diagnostic(Code::Template, &field, problem.message)
+                            .with_help_opt(problem.help),
+                    );
                 }
             }
             for mut diagnostic in found {
@@ -582,15 +727,20 @@ impl Reader<'_> {
     }
 
     fn check_graph(&mut self, root: &Node, tasks: &[Task]) -> TaskGraph {
-        let index_of: HashMap<&str, usize> =
-            tasks.iter().enumerate().rev().map(|(i, task)| (task.id.as_str(), i)).collect();
+        let index_of: HashMap<&str, usize> = tasks
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, task)| (task.id.as_str(), i))
+            .collect();
         let task_nodes = root.get("tasks").and_then(Node::items).unwrap_or_default();
         let mut edges = Vec::new();
         for (downstream, task) in tasks.iter().enumerate() {
             let node = task_nodes.iter().find(|n| n.position == task.position);
             for (position_in_list, upstream) in task.depends_on.iter().enumerate() {
                 let at = node.map_or(task.position, |n| {
-                    n.descend(["depends_on", &position_in_list.to_string()]).position
+                    n.descend(["depends_on", &position_in_list.to_string()])
+                        .position
                 });
                 match index_of.get(upstream.as_str()) {
                     Some(&upstream_index) => edges.push((upstream_index, downstream)),
@@ -667,24 +817,42 @@ struct Header {
     alerts: AlertsSpec,
 }
 
-fn resolve_task(common: TaskBase, own: TaskSettings, kind: TaskKind, defaults: &TaskSettings, position: Position) -> Task {
+fn resolve_task(
+    common: TaskBase,
+    own: TaskSettings,
+    kind: TaskKind,
+    defaults: &TaskSettings,
+    position: Position,
+) -> Task {
     Task {
         id: common.id,
         description: common.description,
         kind,
         depends_on: common.depends_on,
-        trigger_rule: own.trigger_rule.or(defaults.trigger_rule).unwrap_or_default(),
+        trigger_rule: own
+            .trigger_rule
+            .or(defaults.trigger_rule)
+            .unwrap_or_default(),
         retry: RetryPolicy {
             retries: own.retries.or(defaults.retries).unwrap_or(0),
-            delay: own.retry_delay.or(defaults.retry_delay).unwrap_or(Duration::from_secs(300)),
+            delay: own
+                .retry_delay
+                .or(defaults.retry_delay)
+                .unwrap_or(Duration::from_secs(300)),
             exponential_backoff: own
                 .retry_exponential_backoff
                 .or(defaults.retry_exponential_backoff)
                 .unwrap_or(false),
-            max_delay: own.max_retry_delay.or(defaults.max_retry_delay).unwrap_or(Duration::from_secs(3600)),
+            max_delay: own
+                .max_retry_delay
+                .or(defaults.max_retry_delay)
+                .unwrap_or(Duration::from_secs(3600)),
         },
         timeout: own.timeout.or(defaults.timeout),
-        pool: own.pool.or_else(|| defaults.pool.clone()).unwrap_or_else(|| "default".to_string()),
+        pool: own
+            .pool
+            .or_else(|| defaults.pool.clone())
+            .unwrap_or_else(|| "default".to_string()),
         priority: own.priority.or(defaults.priority).unwrap_or(1),
         position,
     }
@@ -693,20 +861,30 @@ fn resolve_task(common: TaskBase, own: TaskSettings, kind: TaskKind, defaults: &
 /// The names of the top-level fields of a struct, from its JSON Schema (computed once per type).
 fn property_names<T: JsonSchema + 'static>() -> &'static [&'static str] {
     static NAMES: OnceLock<Mutex<HashMap<TypeId, &'static [&'static str]>>> = OnceLock::new();
-    let mut cache = NAMES.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     cache.entry(TypeId::of::<T>()).or_insert_with(|| {
         let schema = schemars::schema_for!(T);
         let names: Vec<&'static str> = schema
             .get("properties")
             .and_then(serde_json::Value::as_object)
-            .map(|properties| properties.keys().map(|k| &*Box::leak(k.clone().into_boxed_str())).collect())
+            .map(|properties| {
+                properties
+                    .keys()
+                    .map(|k| &*Box::leak(k.clone().into_boxed_str()))
+                    .collect()
+            })
             .unwrap_or_default();
         Box::leak(names.into_boxed_slice())
     })
 }
 
 fn is_valid_identifier(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -728,23 +906,29 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> ParsedFile {
-        parse_dag(Path::new("dags/internal/sample.yaml"), text, &Templates::new())
+        parse_dag(
+            Path::new("dags/internal/sample.yaml"),
+            text,
+            &Templates::new(),
+        )
     }
 
     fn messages(parsed: &ParsedFile) -> Vec<String> {
-        parsed.diagnostics.iter().map(|d| format!("{}:{} {}", d.line, d.column, d.message)).collect()
+        parsed
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+            .collect()
     }
 
     #[test]
     fn reads_a_complete_dag() {
-        let parsed = parse(
-            concat!(
-                "description: demo\nschedule: '0 2 * * *'\ntimezone: Asia/Tokyo\nstart_date: 2026-11-01\n",
-                "defaults: {retries: 2}\nparams: {table: events}\ntasks:\n",
-                "  - id: a\n    type: command\n    command: echo {{ ds }} {{ params.table }}\n",
-                "  - id: b\n    type: noop\n    depends_on: [a]\n    retries: 0\n",
-            ),
-        );
+        let parsed = parse(concat!(
+            "description: demo\nschedule: '0 2 * * *'\ntimezone: Asia/Tokyo\nstart_date: 2026-11-01\n",
+            "defaults: {retries: 2}\nparams: {table: events}\ntasks:\n",
+            "  - id: a\n    type: command\n    command: echo {{ ds }} {{ params.table }}\n",
+            "  - id: b\n    type: noop\n    depends_on: [a]\n    retries: 0\n",
+        ));
         assert_eq!(messages(&parsed), Vec::<String>::new());
         let dag = parsed.dag.expect("valid");
         assert_eq!(dag.id, "sample");
@@ -767,8 +951,14 @@ mod tests {
                 "9:18 invalid duration `5 minuts`: unknown time unit \"minuts\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write e.g. `30s`, `5m`, `1h30m`, `2d`)"
             ]
         );
-        assert_eq!(parsed.diagnostics[0].help.as_deref(), Some("did you mean `command`?"));
-        assert_eq!(parsed.diagnostics[1].help.as_deref(), Some("known task types: command, http, noop, wait_for_dag"));
+        assert_eq!(
+            parsed.diagnostics[0].help.as_deref(),
+            Some("did you mean `command`?")
+        );
+        assert_eq!(
+            parsed.diagnostics[1].help.as_deref(),
+            Some("known task types: command, http, noop, wait_for_dag")
+        );
         assert!(parsed.dag.is_none());
     }
 
@@ -784,7 +974,10 @@ mod tests {
                 "2:5 dependency cycle: a → b → c → a"
             ]
         );
-        assert_eq!(parsed.diagnostics[0].help.as_deref(), Some("did you mean `extract`?"));
+        assert_eq!(
+            parsed.diagnostics[0].help.as_deref(),
+            Some("did you mean `extract`?")
+        );
     }
 
     #[test]
@@ -795,10 +988,22 @@ mod tests {
         let codes: Vec<_> = parsed.diagnostics.iter().map(|d| d.code).collect();
         assert_eq!(
             codes,
-            [Code::UnknownField, Code::UnknownTimezone, Code::InvalidCron, Code::MissingField, Code::InvalidValue]
+            [
+                Code::UnknownField,
+                Code::UnknownTimezone,
+                Code::InvalidCron,
+                Code::MissingField,
+                Code::InvalidValue
+            ]
         );
-        assert_eq!(parsed.diagnostics[0].help.as_deref(), Some("did you mean `schedule`?"));
-        assert_eq!(parsed.diagnostics[1].help.as_deref(), Some("did you mean `Asia/Tokyo`?"));
+        assert_eq!(
+            parsed.diagnostics[0].help.as_deref(),
+            Some("did you mean `schedule`?")
+        );
+        assert_eq!(
+            parsed.diagnostics[1].help.as_deref(),
+            Some("did you mean `Asia/Tokyo`?")
+        );
     }
 
     #[test]
@@ -808,13 +1013,19 @@ mod tests {
         );
         assert_eq!(
             messages(&parsed),
-            ["3:9 task id `a` is already used by the task at line 2", "5:14 unknown parameter `params.missing`"]
+            [
+                "3:9 task id `a` is already used by the task at line 2",
+                "5:14 unknown parameter `params.missing`"
+            ]
         );
     }
 
     #[test]
     fn tree_follows_the_folder() {
-        assert_eq!(Tree::of(Path::new("dags/user-facing/a.yaml")), Tree::UserFacing);
+        assert_eq!(
+            Tree::of(Path::new("dags/user-facing/a.yaml")),
+            Tree::UserFacing
+        );
         assert_eq!(Tree::of(Path::new("dags/internal/a.yaml")), Tree::Internal);
         assert_eq!(Tree::of(Path::new("elsewhere/a.yaml")), Tree::Internal);
     }

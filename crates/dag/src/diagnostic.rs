@@ -129,7 +129,12 @@ impl Diagnostic {
     }
 
     /// A warning at `position` of `file`.
-    pub fn warning(code: Code, file: &Path, position: Position, message: impl Into<String>) -> Self {
+    pub fn warning(
+        code: Code,
+        file: &Path,
+        position: Position,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             severity: Severity::Warning,
             ..Self::error(code, file, position, message)
@@ -180,7 +185,14 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}:{}: {severity}[{}]: ", self.file.display(), self.line, self.column, self.code.as_str())?;
+        write!(
+            f,
+            "{}:{}:{}: {severity}[{}]: ",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.code.as_str()
+        )?;
         let mut context = Vec::new();
         if let Some(dag) = &self.dag {
             context.push(format!("dag `{dag}`"));
@@ -203,7 +215,10 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The closest candidate to `word`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
@@ -231,10 +246,15 @@ mod tests {
 
     #[test]
     fn displays_location_context_and_help() {
-        let diagnostic = Diagnostic::error(Code::UnknownField, Path::new("d.yaml"), Position { line: 3, column: 5 }, "unknown field `comand`")
-            .in_dag("d")
-            .in_task("t")
-            .with_help("did you mean `command`?");
+        let diagnostic = Diagnostic::error(
+            Code::UnknownField,
+            Path::new("d.yaml"),
+            Position { line: 3, column: 5 },
+            "unknown field `comand`",
+        )
+        .in_dag("d")
+        .in_task("t")
+        .with_help("did you mean `command`?");
         assert_eq!(
             diagnostic.to_string(),
             "d.yaml:3:5: error[unknown-field]: dag `d`, task `t`: unknown field `comand`\n  help: did you mean `command`?"

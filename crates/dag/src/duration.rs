@@ -25,7 +25,11 @@ impl Duration {
         }
         humantime::parse_duration(trimmed)
             .map(Self)
-            .map_err(|error| format!("invalid duration `{text}`: {error} (write e.g. `30s`, `5m`, `1h30m`, `2d`)"))
+            .map_err(|error| {
+                format!(
+                    "invalid duration `{text}`: {error} (write e.g. `30s`, `5m`, `1h30m`, `2d`)"
+                )
+            })
     }
 
     /// The span as chrono's signed duration, saturating at chrono's limit.
@@ -36,7 +40,13 @@ impl Duration {
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0).to_string().replace(' ', ""))
+        write!(
+            f,
+            "{}",
+            humantime::format_duration(self.0)
+                .to_string()
+                .replace(' ', "")
+        )
     }
 }
 
@@ -58,9 +68,11 @@ impl<'de> Deserialize<'de> for Duration {
                 Ok(Duration::from_secs(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                u64::try_from(v)
-                    .map(Duration::from_secs)
-                    .map_err(|_| E::custom(format!("invalid duration `{v}`: durations cannot be negative")))
+                u64::try_from(v).map(Duration::from_secs).map_err(|_| {
+                    E::custom(format!(
+                        "invalid duration `{v}`: durations cannot be negative"
+                    ))
+                })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
                 Duration::parse(v).map_err(E::custom)

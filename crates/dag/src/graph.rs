@@ -68,7 +68,8 @@ impl TaskGraph {
     pub fn cycles(&self) -> Vec<Vec<usize>> {
         let mut cycles = Vec::new();
         for component in tarjan_scc(&self.graph) {
-            let self_loop = component.len() == 1 && self.graph.contains_edge(component[0], component[0]);
+            let self_loop =
+                component.len() == 1 && self.graph.contains_edge(component[0], component[0]);
             if component.len() > 1 || self_loop {
                 cycles.push(self.cycle_within(&component));
             }
@@ -110,7 +111,9 @@ impl TaskGraph {
 pub fn mermaid(tasks: &[(&str, &str)], graph: &TaskGraph) -> String {
     let mut out = String::from("flowchart LR\n");
     for (index, (id, kind)) in tasks.iter().enumerate() {
-        out.push_str(&format!("    t{index}[\"{id}<br/><small>{kind}</small>\"]\n"));
+        out.push_str(&format!(
+            "    t{index}[\"{id}<br/><small>{kind}</small>\"]\n"
+        ));
     }
     for (upstream, downstream) in graph.edges() {
         out.push_str(&format!("    t{upstream} --> t{downstream}\n"));
@@ -120,13 +123,26 @@ pub fn mermaid(tasks: &[(&str, &str)], graph: &TaskGraph) -> String {
 
 /// A Graphviz DOT digraph of the tasks.
 pub fn dot(dag_id: &str, tasks: &[(&str, &str)], graph: &TaskGraph) -> String {
-    let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut out = format!("digraph {} {{\n    rankdir=LR;\n    node [shape=box];\n", quote(dag_id));
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+    let quote = |text: &str| format!("\"{}\"", escape(text));
+    let mut out = format!(
+        "digraph {} {{\n    rankdir=LR;\n    node [shape=box];\n",
+        quote(dag_id)
+    );
     for (id, kind) in tasks {
-        out.push_str(&format!("    {} [label={}];\n", quote(id), quote(&format!("{id}\n({kind})"))));
+        out.push_str(&format!(
+            "    {} [label=\"{}\\n({})\"];\n",
+            quote(id),
+            escape(id),
+            escape(kind)
+        ));
     }
     for (upstream, downstream) in graph.edges() {
-        out.push_str(&format!("    {} -> {};\n", quote(tasks[upstream].0), quote(tasks[downstream].0)));
+        out.push_str(&format!(
+            "    {} -> {};\n",
+            quote(tasks[upstream].0),
+            quote(tasks[downstream].0)
+        ));
     }
     out.push_str("}\n");
     out

@@ -42,8 +42,14 @@ pub fn json_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(spec::DagSpec<spec::TaskSpec>).to_value();
     // A task's fields come from three flattened parts, so "no other field" must be said with
     // `unevaluatedProperties` (the fields of the matching `type` count as evaluated).
-    if let Some(task) = schema.pointer_mut("/$defs/TaskSpec").and_then(serde_json::Value::as_object_mut) {
-        task.insert("unevaluatedProperties".to_string(), serde_json::Value::Bool(false));
+    if let Some(task) = schema
+        .pointer_mut("/$defs/TaskSpec")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        task.insert(
+            "unevaluatedProperties".to_string(),
+            serde_json::Value::Bool(false),
+        );
     }
     schema
 }

@@ -100,7 +100,10 @@ fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message);
     let line = line.rfind(" at line ").map_or(line, |at| &line[..at]);
     match line.strip_prefix("duplicate mapping key: ") {
-        Some(rest) => format!("duplicate key `{}`", rest.split(", set ").next().unwrap_or(rest)),
+        Some(rest) => format!(
+            "duplicate key `{}`",
+            rest.split(", set ").next().unwrap_or(rest)
+        ),
         None => line.to_string(),
     }
 }
@@ -289,7 +292,11 @@ mod tests {
     fn rejects_duplicate_keys_with_position() {
         let error = parse("id: x\nid: y\n").expect_err("duplicate key");
         assert_eq!(error.position.line, 2);
-        assert!(error.message.to_lowercase().contains("duplicate"), "{}", error.message);
+        assert!(
+            error.message.to_lowercase().contains("duplicate"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ use crate::timetable::DstPolicy;
 /// alone (tasks are read one by one so that each task's errors are reported).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "ferry DAG", description = "A ferry DAG file (one DAG per file). See docs/dags.md.")]
+#[schemars(
+    title = "ferry DAG",
+    description = "A ferry DAG file (one DAG per file). See docs/dags.md."
+)]
 pub struct DagSpec<T> {
     /// The DAG's id: letters, digits, `_`, `-` and `.`. Defaults to the file name without `.yaml`.
     pub id: Option<String>,

@@ -122,17 +122,27 @@ impl Templates {
             return Ok(text.to_string());
         }
         self.environment
-            .render_str(text, minijinja::Value::from(minijinja::value::Serde(Variables::of(context))))
+            .render_str(
+                text,
+                minijinja::Value::from(minijinja::value::Serde(Variables::of(context))),
+            )
             .map_err(|error| problem(&error))
     }
 
     /// Checks `text` against the DAG's declared `params`: it must compile, name only known
     /// variables and parameters, and render with sample values.
-    pub fn check(&self, text: &str, params: &BTreeMap<String, serde_json::Value>) -> Result<(), TemplateProblem> {
+    pub fn check(
+        &self,
+        text: &str,
+        params: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), TemplateProblem> {
         if !text.contains("{{") && !text.contains("{%") {
             return Ok(());
         }
-        let template = self.environment.template_from_str(text).map_err(|error| problem(&error))?;
+        let template = self
+            .environment
+            .template_from_str(text)
+            .map_err(|error| problem(&error))?;
         let globals: HashSet<&str> = self.environment.globals().map(|(name, _)| name).collect();
         let mut used: Vec<String> = template.undeclared_variables(true).into_iter().collect();
         used.sort();
@@ -145,9 +155,11 @@ impl Templates {
             if !VARIABLES.contains(&root) {
                 return Err(TemplateProblem {
                     message: format!("unknown template variable `{root}`"),
-                    help: Some(suggestion(root, VARIABLES).unwrap_or_else(|| {
-                        format!("known variables: {}", VARIABLES.join(", "))
-                    })),
+                    help: Some(
+                        suggestion(root, VARIABLES).unwrap_or_else(|| {
+                            format!("known variables: {}", VARIABLES.join(", "))
+                        }),
+                    ),
                 });
             }
             if root == "params"
@@ -157,9 +169,11 @@ impl Templates {
                 let declared: Vec<&str> = params.keys().map(String::as_str).collect();
                 return Err(TemplateProblem {
                     message: format!("unknown parameter `params.{param}`"),
-                    help: Some(suggestion(param, declared.iter().copied()).unwrap_or_else(|| {
-                        format!("declare it under `params:` with a default (`{param}: ...`)")
-                    })),
+                    help: Some(
+                        suggestion(param, declared.iter().copied()).unwrap_or_else(|| {
+                            format!("declare it under `params:` with a default (`{param}: ...`)")
+                        }),
+                    ),
                 });
             }
         }
@@ -194,21 +208,38 @@ fn problem(error: &Error) -> TemplateProblem {
     if let Some(line) = error.line().filter(|line| *line > 1) {
         message.push_str(&format!(" (template line {line})"));
     }
-    TemplateProblem { message, help: None }
+    TemplateProblem {
+        message,
+        help: None,
+    }
 }
 
 /// `{{ ds | ds_add(-1) }}`: a `YYYY-MM-DD` date moved by whole days.
 fn ds_add(ds: &str, days: i64) -> Result<String, Error> {
-    let date = NaiveDate::parse_from_str(ds, "%Y-%m-%d")
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("ds_add expects YYYY-MM-DD, got `{ds}`")))?;
+    let date = NaiveDate::parse_from_str(ds, "%Y-%m-%d").map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("ds_add expects YYYY-MM-DD, got `{ds}`"),
+        )
+    })?;
     date.checked_add_signed(chrono::Duration::days(days))
         .map(|moved| moved.format("%Y-%m-%d").to_string())
-        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "ds_add went out of the calendar"))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "ds_add went out of the calendar",
+            )
+        })
 }
 
 /// `{{ logical_date | strftime("%Y/%m/%d") }}`: a date or RFC 3339 time, formatted.
 fn strftime(value: &str, format: &str) -> Result<String, Error> {
-    let invalid = || Error::new(ErrorKind::InvalidOperation, format!("strftime expects a date or time, got `{value}`"));
+    let invalid = || {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime expects a date or time, got `{value}`"),
+        )
+    };
     let rendered = if let Ok(at) = DateTime::parse_from_rfc3339(value) {
         let mut out = String::new();
         std::fmt::write(&mut out, format_args!("{}", at.format(format))).map_err(|_| invalid())?;
@@ -216,7 +247,8 @@ fn strftime(value: &str, format: &str) -> Result<String, Error> {
     } else {
         let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| invalid())?;
         let mut out = String::new();
-        std::fmt::write(&mut out, format_args!("{}", date.format(format))).map_err(|_| invalid())?;
+        std::fmt::write(&mut out, format_args!("{}", date.format(format)))
+            .map_err(|_| invalid())?;
         out
     };
     Ok(rendered)
@@ -233,21 +265,34 @@ mod tests {
     #[test]
     fn accepts_known_variables_and_declared_params() {
         let templates = Templates::new();
-        assert_eq!(templates.check("load {{ ds }} into {{ params.table }}", &params()), Ok(()));
+        assert_eq!(
+            templates.check("load {{ ds }} into {{ params.table }}", &params()),
+            Ok(())
+        );
         assert_eq!(templates.check("no template here", &params()), Ok(()));
-        assert_eq!(templates.check("{{ ds | ds_add(-1) }} {{ logical_date | strftime('%Y/%m') }}", &params()), Ok(()));
+        assert_eq!(
+            templates.check(
+                "{{ ds | ds_add(-1) }} {{ logical_date | strftime('%Y/%m') }}",
+                &params()
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn rejects_unknown_variables_with_a_suggestion() {
-        let problem = Templates::new().check("{{ dss }}", &params()).expect_err("typo");
+        let problem = Templates::new()
+            .check("{{ dss }}", &params())
+            .expect_err("typo");
         assert_eq!(problem.message, "unknown template variable `dss`");
         assert_eq!(problem.help.as_deref(), Some("did you mean `ds`?"));
     }
 
     #[test]
     fn rejects_undeclared_params() {
-        let problem = Templates::new().check("{{ params.tabel }}", &params()).expect_err("typo");
+        let problem = Templates::new()
+            .check("{{ params.tabel }}", &params())
+            .expect_err("typo");
         assert_eq!(problem.message, "unknown parameter `params.tabel`");
         assert_eq!(problem.help.as_deref(), Some("did you mean `table`?"));
     }
@@ -256,15 +301,27 @@ mod tests {
     fn rejects_syntax_errors_and_unknown_filters() {
         let templates = Templates::new();
         let syntax = templates.check("{{ ds ", &params()).expect_err("unclosed");
-        assert!(syntax.message.starts_with("template syntax error"), "{}", syntax.message);
-        let filter = templates.check("{{ ds | shout }}", &params()).expect_err("filter");
-        assert!(filter.message.starts_with("unknown template filter"), "{}", filter.message);
+        assert!(
+            syntax.message.starts_with("template syntax error"),
+            "{}",
+            syntax.message
+        );
+        let filter = templates
+            .check("{{ ds | shout }}", &params())
+            .expect_err("filter");
+        assert!(
+            filter.message.starts_with("unknown template filter"),
+            "{}",
+            filter.message
+        );
     }
 
     #[test]
     fn renders_dates_in_the_dag_time_zone() {
         let tokyo: Tz = "Asia/Tokyo".parse().expect("zone");
-        let start = DateTime::parse_from_rfc3339("2026-11-23T17:00:00Z").expect("instant").with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339("2026-11-23T17:00:00Z")
+            .expect("instant")
+            .with_timezone(&Utc);
         let params = params();
         let context = RunContext {
             dag_id: "daily",
@@ -283,6 +340,9 @@ mod tests {
                 &context,
             )
             .expect("renders");
-        assert_eq!(rendered, "daily/2026-11-24/20261124/2026-11-25T02:00:00+09:00/2026-11-23/events");
+        assert_eq!(
+            rendered,
+            "daily/2026-11-24/20261124/2026-11-25T02:00:00+09:00/2026-11-23/events"
+        );
     }
 }

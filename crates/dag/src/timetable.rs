@@ -14,7 +14,8 @@
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike as _, Utc,
+    DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+    Timelike as _, Utc,
 };
 use chrono_tz::Tz;
 use croner::Cron;
@@ -137,7 +138,14 @@ pub struct Schedule {
 const OVERLAP_MARGIN: Duration = Duration::hours(3);
 
 /// The cron nicknames ferry accepts besides five-field expressions.
-pub const CRON_NICKNAMES: [&str; 6] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"];
+pub const CRON_NICKNAMES: [&str; 6] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
+];
 
 impl Schedule {
     /// Parses a five-field cron expression (or a nickname such as `@daily`) for a time zone.
@@ -286,10 +294,12 @@ impl Schedule {
             .previous_before(now + Duration::nanoseconds(1))
             .filter(|start| *start >= first)
             .unwrap_or(first);
-        std::iter::successors(self.interval_from(in_progress), |interval| self.interval_from(interval.end))
-            .take_while(|interval| end_date.is_none_or(|end| interval.start <= end))
-            .take(count)
-            .collect()
+        std::iter::successors(self.interval_from(in_progress), |interval| {
+            self.interval_from(interval.end)
+        })
+        .take_while(|interval| end_date.is_none_or(|end| interval.start <= end))
+        .take(count)
+        .collect()
     }
 
     /// Every time in `[from, to)` that the schedule meets a daylight-saving transition: a fire
@@ -354,7 +364,10 @@ struct Transition {
 }
 
 fn offset_at(timezone: Tz, instant: DateTime<Utc>) -> i32 {
-    timezone.offset_from_utc_datetime(&instant.naive_utc()).fix().local_minus_utc()
+    timezone
+        .offset_from_utc_datetime(&instant.naive_utc())
+        .fix()
+        .local_minus_utc()
 }
 
 /// The UTC-offset changes of `timezone` in `[from, to)`, found day by day and then narrowed to
@@ -418,23 +431,30 @@ pub fn parse_time_of_day(text: &str) -> Option<NaiveTime> {
 
 /// The first `deadline` wall-clock time in `timezone` strictly after `after` (the SLA deadline of
 /// a run due at `after`).
-pub fn next_time_of_day(after: DateTime<Utc>, deadline: NaiveTime, timezone: Tz) -> Option<DateTime<Utc>> {
+pub fn next_time_of_day(
+    after: DateTime<Utc>,
+    deadline: NaiveTime,
+    timezone: Tz,
+) -> Option<DateTime<Utc>> {
     let local_date = after.with_timezone(&timezone).date_naive();
     (0..3).find_map(|days| {
         let date = local_date.checked_add_signed(Duration::days(days))?;
-        let at = timezone.from_local_datetime(&date.and_time(deadline)).earliest()?;
+        let at = timezone
+            .from_local_datetime(&date.and_time(deadline))
+            .earliest()?;
         let at = at.with_timezone(&Utc);
         (at > after).then_some(at)
     })
 }
-
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).expect("valid instant").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .expect("valid instant")
+            .with_timezone(&Utc)
     }
 
     fn schedule(expression: &str, zone: &str, dst: DstPolicy) -> Schedule {
@@ -442,10 +462,12 @@ mod tests {
     }
 
     fn fires(schedule: &Schedule, from: &str, count: usize) -> Vec<String> {
-        std::iter::successors(schedule.next_after(utc(from)), |at| schedule.next_after(*at))
-            .take(count)
-            .map(|at| at.with_timezone(&schedule.timezone()).to_rfc3339())
-            .collect()
+        std::iter::successors(schedule.next_after(utc(from)), |at| {
+            schedule.next_after(*at)
+        })
+        .take(count)
+        .map(|at| at.with_timezone(&schedule.timezone()).to_rfc3339())
+        .collect()
     }
 
     #[test]
@@ -454,7 +476,10 @@ mod tests {
         let six = Schedule::new("0 0 6 * * *", tz, DstPolicy::default()).expect_err("six fields");
         assert!(six.to_string().contains("expected 5 fields"), "{six}");
         let range = Schedule::new("61 * * * *", tz, DstPolicy::default()).expect_err("minute 61");
-        assert_eq!(range.to_string(), "invalid cron expression `61 * * * *`: minute 61 is out of range 0-59");
+        assert_eq!(
+            range.to_string(),
+            "invalid cron expression `61 * * * *`: minute 61 is out of range 0-59"
+        );
         let never = Schedule::new("0 0 30 2 *", tz, DstPolicy::default()).expect_err("Feb 30");
         assert!(matches!(never, ScheduleError::NeverFires { .. }), "{never}");
         assert!(Schedule::new("@fortnightly", tz, DstPolicy::default()).is_err());
@@ -466,7 +491,11 @@ mod tests {
         let daily = schedule("0 6 * * *", "Asia/Tokyo", DstPolicy::default());
         assert_eq!(
             fires(&daily, "2026-12-31T00:00:00Z", 3),
-            ["2027-01-01T06:00:00+09:00", "2027-01-02T06:00:00+09:00", "2027-01-03T06:00:00+09:00"]
+            [
+                "2027-01-01T06:00:00+09:00",
+                "2027-01-02T06:00:00+09:00",
+                "2027-01-03T06:00:00+09:00"
+            ]
         );
         let year = daily.dst_encounters(utc("2026-01-01T00:00:00Z"), utc("2027-01-01T00:00:00Z"));
         assert!(year.is_empty());
@@ -478,7 +507,11 @@ mod tests {
         let shift = schedule("30 2 * * *", "America/New_York", DstPolicy::default());
         assert_eq!(
             fires(&shift, "2027-03-13T00:00:00Z", 3),
-            ["2027-03-13T02:30:00-05:00", "2027-03-14T03:00:00-04:00", "2027-03-15T02:30:00-04:00"]
+            [
+                "2027-03-13T02:30:00-05:00",
+                "2027-03-14T03:00:00-04:00",
+                "2027-03-15T02:30:00-04:00"
+            ]
         );
         let skip = schedule(
             "30 2 * * *",
@@ -514,7 +547,11 @@ mod tests {
         let first = schedule("30 1 * * *", "America/New_York", DstPolicy::default());
         assert_eq!(
             fires(&first, "2027-11-06T12:00:00Z", 3),
-            ["2027-11-07T01:30:00-04:00", "2027-11-08T01:30:00-05:00", "2027-11-09T01:30:00-05:00"]
+            [
+                "2027-11-07T01:30:00-04:00",
+                "2027-11-08T01:30:00-05:00",
+                "2027-11-09T01:30:00-05:00"
+            ]
         );
         let last = schedule(
             "30 1 * * *",
@@ -524,7 +561,10 @@ mod tests {
                 ..DstPolicy::default()
             },
         );
-        assert_eq!(fires(&last, "2027-11-06T12:00:00Z", 1), ["2027-11-07T01:30:00-05:00"]);
+        assert_eq!(
+            fires(&last, "2027-11-06T12:00:00Z", 1),
+            ["2027-11-07T01:30:00-05:00"]
+        );
     }
 
     #[test]
@@ -543,7 +583,11 @@ mod tests {
         // 2027-03-28: 01:00 GMT jumps to 02:00 BST.
         assert_eq!(
             fires(&hourly, "2027-03-27T23:30:00Z", 3),
-            ["2027-03-28T00:00:00+00:00", "2027-03-28T02:00:00+01:00", "2027-03-28T03:00:00+01:00"]
+            [
+                "2027-03-28T00:00:00+00:00",
+                "2027-03-28T02:00:00+01:00",
+                "2027-03-28T03:00:00+01:00"
+            ]
         );
     }
 
@@ -552,10 +596,16 @@ mod tests {
         // Sydney: clocks go back on 2027-04-04 (03:00 -> 02:00) and forward on 2027-10-03 (02:00 -> 03:00).
         let at_230 = schedule("30 2 * * *", "Australia/Sydney", DstPolicy::default());
         let year = at_230.dst_encounters(utc("2027-01-01T00:00:00Z"), utc("2028-01-01T00:00:00Z"));
-        let kinds: Vec<_> = year.iter().map(|e| (e.kind, e.scheduled.date().to_string())).collect();
+        let kinds: Vec<_> = year
+            .iter()
+            .map(|e| (e.kind, e.scheduled.date().to_string()))
+            .collect();
         assert_eq!(
             kinds,
-            [(DstKind::Overlap, "2027-04-04".to_string()), (DstKind::Gap, "2027-10-03".to_string())]
+            [
+                (DstKind::Overlap, "2027-04-04".to_string()),
+                (DstKind::Gap, "2027-10-03".to_string())
+            ]
         );
         assert_eq!(
             fires(&at_230, "2027-10-02T00:00:00Z", 2),
@@ -566,7 +616,11 @@ mod tests {
     #[test]
     fn schedules_that_avoid_transitions_meet_none() {
         let at_six = schedule("0 6 * * *", "America/New_York", DstPolicy::default());
-        assert!(at_six.dst_encounters(utc("2027-01-01T00:00:00Z"), utc("2028-01-01T00:00:00Z")).is_empty());
+        assert!(
+            at_six
+                .dst_encounters(utc("2027-01-01T00:00:00Z"), utc("2028-01-01T00:00:00Z"))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -576,18 +630,39 @@ mod tests {
         let runs = daily.upcoming(start, None, utc("2026-11-25T00:00:00Z"), 2);
         let shown: Vec<_> = runs
             .iter()
-            .map(|i| (i.start.with_timezone(&daily.timezone()).to_rfc3339(), i.end.with_timezone(&daily.timezone()).to_rfc3339()))
+            .map(|i| {
+                (
+                    i.start.with_timezone(&daily.timezone()).to_rfc3339(),
+                    i.end.with_timezone(&daily.timezone()).to_rfc3339(),
+                )
+            })
             .collect();
         assert_eq!(
             shown,
             [
-                ("2026-11-25T02:00:00+09:00".to_string(), "2026-11-26T02:00:00+09:00".to_string()),
-                ("2026-11-26T02:00:00+09:00".to_string(), "2026-11-27T02:00:00+09:00".to_string())
+                (
+                    "2026-11-25T02:00:00+09:00".to_string(),
+                    "2026-11-26T02:00:00+09:00".to_string()
+                ),
+                (
+                    "2026-11-26T02:00:00+09:00".to_string(),
+                    "2026-11-27T02:00:00+09:00".to_string()
+                )
             ]
         );
-        let before_start = daily.upcoming(utc("2027-01-10T00:00:00Z"), None, utc("2026-11-25T00:00:00Z"), 1);
+        let before_start = daily.upcoming(
+            utc("2027-01-10T00:00:00Z"),
+            None,
+            utc("2026-11-25T00:00:00Z"),
+            1,
+        );
         assert_eq!(before_start[0].start, utc("2027-01-10T17:00:00Z"));
-        let ended = daily.upcoming(start, Some(utc("2026-11-20T00:00:00Z")), utc("2026-11-25T00:00:00Z"), 2);
+        let ended = daily.upcoming(
+            start,
+            Some(utc("2026-11-20T00:00:00Z")),
+            utc("2026-11-25T00:00:00Z"),
+            2,
+        );
         assert!(ended.is_empty());
     }
 
@@ -597,16 +672,28 @@ mod tests {
         let eight = parse_time_of_day("08:00").expect("time");
         // A run due at 02:00 JST must finish by 08:00 JST the same morning.
         let due = utc("2026-11-25T17:00:00Z");
-        assert_eq!(next_time_of_day(due, eight, tokyo), Some(utc("2026-11-25T23:00:00Z")));
+        assert_eq!(
+            next_time_of_day(due, eight, tokyo),
+            Some(utc("2026-11-25T23:00:00Z"))
+        );
         assert!(parse_time_of_day("8am").is_none());
     }
 
     #[test]
     fn parses_dates_in_the_dag_time_zone() {
         let tokyo = parse_timezone("Asia/Tokyo").expect("zone");
-        assert_eq!(parse_instant("2026-01-01", tokyo), Some(utc("2025-12-31T15:00:00Z")));
-        assert_eq!(parse_instant("2026-01-01T06:30", tokyo), Some(utc("2025-12-31T21:30:00Z")));
-        assert_eq!(parse_instant("2026-01-01T00:00:00Z", tokyo), Some(utc("2026-01-01T00:00:00Z")));
+        assert_eq!(
+            parse_instant("2026-01-01", tokyo),
+            Some(utc("2025-12-31T15:00:00Z"))
+        );
+        assert_eq!(
+            parse_instant("2026-01-01T06:30", tokyo),
+            Some(utc("2025-12-31T21:30:00Z"))
+        );
+        assert_eq!(
+            parse_instant("2026-01-01T00:00:00Z", tokyo),
+            Some(utc("2026-01-01T00:00:00Z"))
+        );
         assert_eq!(parse_instant("yesterday", tokyo), None);
     }
 }

@@ -29,22 +29,31 @@ impl TaskType for CommandTask {
         match (&self.command, &self.argv) {
             (None, None) => problems.push(
                 FieldProblem::invalid("command", "a command task needs `command` or `argv`")
-                    .with_help("write `command: \"echo hello\"` (run by sh -c) or `argv: [echo, hello]`"),
+                    .with_help(
+                        "write `command: \"echo hello\"` (run by sh -c) or `argv: [echo, hello]`",
+                    ),
             ),
             (Some(_), Some(_)) => problems.push(
-                FieldProblem::invalid("argv", "`command` and `argv` cannot both be set")
-                    .with_help("keep `command` for a shell line, or `argv` for a program without a shell"),
+                FieldProblem::invalid("argv", "`command` and `argv` cannot both be set").with_help(
+                    "keep `command` for a shell line, or `argv` for a program without a shell",
+                ),
             ),
             (Some(line), None) if line.trim().is_empty() => {
                 problems.push(FieldProblem::invalid("command", "`command` is empty"));
             }
             (None, Some(argv)) if argv.is_empty() => {
-                problems.push(FieldProblem::invalid("argv", "`argv` is empty: name at least the program"));
+                problems.push(FieldProblem::invalid(
+                    "argv",
+                    "`argv` is empty: name at least the program",
+                ));
             }
             _ => {}
         }
         for name in self.env.keys() {
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 problems.push(FieldProblem::invalid(

@@ -50,10 +50,13 @@ impl TaskType for HttpTask {
         let mut problems = Vec::new();
         let url = self.url.trim_start();
         let templated_scheme = url.starts_with("{{");
-        if !templated_scheme && !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !(templated_scheme || url.starts_with("http://") || url.starts_with("https://")) {
             problems.push(
-                FieldProblem::invalid("url", format!("`{}` is not an http:// or https:// URL", self.url))
-                    .with_help("write the full URL, e.g. `https://api.example.com/refresh`"),
+                FieldProblem::invalid(
+                    "url",
+                    format!("`{}` is not an http:// or https:// URL", self.url),
+                )
+                .with_help("write the full URL, e.g. `https://api.example.com/refresh`"),
             );
         }
         for status in &self.expected_status {

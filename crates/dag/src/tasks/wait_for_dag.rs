@@ -24,12 +24,18 @@ impl TaskType for WaitForDagTask {
     fn problems(&self) -> Vec<FieldProblem> {
         let mut problems = Vec::new();
         if !is_valid_id(&self.dag) {
-            problems.push(FieldProblem::invalid("dag", format!("`{}` is not a valid DAG id", self.dag)));
+            problems.push(FieldProblem::invalid(
+                "dag",
+                format!("`{}` is not a valid DAG id", self.dag),
+            ));
         }
         if let Some(task) = &self.task
             && !is_valid_id(task)
         {
-            problems.push(FieldProblem::invalid("task", format!("`{task}` is not a valid task id")));
+            problems.push(FieldProblem::invalid(
+                "task",
+                format!("`{task}` is not a valid task id"),
+            ));
         }
         problems
     }

@@ -182,12 +182,14 @@ impl Config {
                     ));
                 }
             }
-            Err(error) => problems.extend(error.into_iter().map(|e| e.to_string())),
+            Err(error) => problems.extend(error.into_iter().map(|e| describe(&e))),
         }
-        let dags = section::<DagsConfig>(&figment, "dags", &mut problems);
-        let alerts = section::<AlertsConfig>(&figment, "alerts", &mut problems);
+        let dags = section::<DagsSection>(&figment, &mut problems);
+        let alerts = section::<AlertsSection>(&figment, &mut problems);
         match (dags, alerts) {
-            (Some(dags), Some(alerts)) if problems.is_empty() => Ok(Self { dags, alerts }),
+            (Some(DagsSection { dags }), Some(AlertsSection { alerts })) if problems.is_empty() => {
+                Ok(Self { dags, alerts })
+            }
             _ => {
                 problems.dedup();
                 Err(ConfigError { problems })
@@ -202,17 +204,57 @@ impl Config {
     }
 }
 
+/// Each section is extracted on its own so that the problems of all sections are reported.
+#[derive(Deserialize)]
+struct DagsSection {
+    dags: DagsConfig,
+}
+
+#[derive(Deserialize)]
+struct AlertsSection {
+    #[serde(default)]
+    alerts: AlertsConfig,
+}
+
 fn section<T: serde::de::DeserializeOwned>(
     figment: &Figment,
-    name: &str,
     problems: &mut Vec<String>,
 ) -> Option<T> {
-    match figment.extract_inner::<T>(name) {
+    match figment.extract::<T>() {
         Ok(value) => Some(value),
         Err(error) => {
-            problems.extend(error.into_iter().map(|e| e.to_string()));
+            problems.extend(error.into_iter().map(|e| describe(&e)));
             None
         }
+    }
+}
+
+/// `` `dags.folders` (ferry.toml): invalid type: ... ``: the key, where it was set, what is wrong.
+fn describe(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|metadata| match &metadata.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            // Only the environment layer is built from code.
+            Some(figment::Source::Code(_)) => format!(
+                "environment variable FERRY__{}",
+                error
+                    .path
+                    .iter()
+                    .map(|p| p.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join("__")
+            ),
+            _ => "embedded defaults".to_string(),
+        })
+        .map(|origin| format!(" ({origin})"))
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{origin}", error.kind)
+    } else {
+        format!("`{key}`{origin}: {}", error.kind)
     }
 }
 

@@ -86,30 +86,57 @@ fn walk(folder: &Path, files: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
 /// Reads and checks every DAG file under `paths`.
 pub fn load(paths: &[PathBuf], options: &CatalogOptions) -> Catalog {
     let (files, mut diagnostics) = discover(paths);
-    let templates = Templates::new();
-    let parsed: Vec<ParsedFile> = files
-        .iter()
-        .map(|file| match std::fs::read_to_string(file) {
-            Ok(text) => parse_dag(file, &text, &templates),
-            Err(error) => ParsedFile {
-                file: file.clone(),
-                dag_id: None,
-                dag: None,
-                diagnostics: vec![Diagnostic::error(
-                    Code::Io,
-                    file,
-                    Position::default(),
-                    format!("cannot read the file: {error}"),
-                )],
-            },
-        })
-        .collect();
+    let parsed = read_all(&files);
     let mut catalog = check_together(parsed, options);
     diagnostics.append(&mut catalog.diagnostics);
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     catalog.diagnostics = diagnostics;
     catalog.files = files;
     catalog
+}
+
+/// Reads and parses `files` on every core; the result keeps the order of `files`.
+fn read_all(files: &[PathBuf]) -> Vec<ParsedFile> {
+    let templates = Templates::new();
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = files.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(|| {
+                    part.iter()
+                        .map(|file| read_one(file, &templates))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+fn read_one(file: &Path, templates: &Templates) -> ParsedFile {
+    match std::fs::read_to_string(file) {
+        Ok(text) => parse_dag(file, &text, templates),
+        Err(error) => ParsedFile {
+            file: file.to_path_buf(),
+            dag_id: None,
+            dag: None,
+            diagnostics: vec![Diagnostic::error(
+                Code::Io,
+                file,
+                Position::default(),
+                format!("cannot read the file: {error}"),
+            )],
+        },
+    }
 }
 
 /// The checks that span files, over files already read one by one.

@@ -189,7 +189,12 @@ impl Templates {
             timezone: Tz::UTC,
             params,
         };
-        self.render(text, &sample).map(|_| ())
+        template
+            .render(minijinja::Value::from(minijinja::value::Serde(
+                Variables::of(&sample),
+            )))
+            .map(|_| ())
+            .map_err(|error| problem(&error))
     }
 }
 

@@ -11,7 +11,9 @@
 //! Runs follow Airflow's data-interval semantics: consecutive fire times `s` and `e` make the
 //! interval `[s, e)`, whose run has logical date `s` and is due at `e`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::{
     DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
@@ -43,6 +45,46 @@ pub enum OverlapPolicy {
     First,
     /// Run once, at the last occurrence.
     Last,
+}
+
+#[derive(Clone)]
+enum CronProblem {
+    Invalid(String),
+    NeverFires,
+}
+
+/// Parses and checks a cron expression. Parsing costs far more than matching and thousands of
+/// DAGs share a few expressions, so results are kept per expression.
+fn parse_cron(expression: &str) -> Result<Cron, CronProblem> {
+    static PARSED: OnceLock<Mutex<HashMap<String, Result<Cron, CronProblem>>>> = OnceLock::new();
+    let cache = PARSED.get_or_init(Default::default);
+    if let Some(known) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(expression)
+    {
+        return known.clone();
+    }
+    let parsed = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+        .map_err(|error| {
+            CronProblem::Invalid(out_of_range(expression).unwrap_or_else(|| error.to_string()))
+        })
+        .and_then(|cron| {
+            let probe = NaiveDate::from_ymd_opt(2000, 1, 1).map(|d| d.and_time(NaiveTime::MIN));
+            match probe.map(|start| cron.find_next_occurrence(&start, false)) {
+                Some(Ok(_)) => Ok(cron),
+                _ => Err(CronProblem::NeverFires),
+            }
+        });
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(expression.to_string(), parsed.clone());
+    parsed
 }
 
 /// The five cron fields with their ranges.
@@ -170,25 +212,18 @@ impl Schedule {
                 )));
             }
         }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build()
-            .parse(trimmed)
-            .map_err(|error| invalid(out_of_range(trimmed).unwrap_or_else(|| error.to_string())))?;
-        let schedule = Self {
+        let cron = parse_cron(trimmed).map_err(|error| match error {
+            CronProblem::Invalid(reason) => invalid(reason),
+            CronProblem::NeverFires => ScheduleError::NeverFires {
+                expression: expression.to_string(),
+            },
+        })?;
+        Ok(Self {
             expression: expression.to_string(),
             cron,
             timezone,
             dst,
-        };
-        let probe = NaiveDate::from_ymd_opt(2000, 1, 1).map(|d| d.and_time(NaiveTime::MIN));
-        if probe.is_none_or(|start| schedule.cron.find_next_occurrence(&start, false).is_err()) {
-            return Err(ScheduleError::NeverFires {
-                expression: expression.to_string(),
-            });
-        }
-        Ok(schedule)
+        })
     }
 
     /// The expression as written.
@@ -209,30 +244,7 @@ impl Schedule {
     /// The instant a matching wall-clock time stands for, under the DST policy; `None` when the
     /// policy skips it.
     fn resolve(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
-        match self.timezone.from_local_datetime(&local) {
-            LocalResult::Single(at) => Some(at.with_timezone(&Utc)),
-            LocalResult::Ambiguous(first, last) => Some(match self.dst.overlap {
-                OverlapPolicy::First => first.with_timezone(&Utc),
-                OverlapPolicy::Last => last.with_timezone(&Utc),
-            }),
-            LocalResult::None => match self.dst.gap {
-                GapPolicy::Shift => self.end_of_gap(local),
-                GapPolicy::Skip => None,
-            },
-        }
-    }
-
-    /// The first valid instant after the gap that swallows `local`.
-    fn end_of_gap(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
-        // Gaps last minutes to hours (a day at most, Samoa 2011); transitions fall on whole minutes.
-        let mut probe = local.with_second(0)?;
-        for _ in 0..=(26 * 60) {
-            probe += Duration::minutes(1);
-            if let Some(at) = self.timezone.from_local_datetime(&probe).earliest() {
-                return Some(at.with_timezone(&Utc));
-            }
-        }
-        None
+        resolve_local(self.timezone, self.dst, local)
     }
 
     /// The first fire time strictly after `instant`.
@@ -331,6 +343,34 @@ impl Schedule {
     }
 }
 
+/// The instant a wall-clock time in `timezone` stands for under `dst`; `None` when it is skipped.
+fn resolve_local(timezone: Tz, dst: DstPolicy, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match timezone.from_local_datetime(&local) {
+        LocalResult::Single(at) => Some(at.with_timezone(&Utc)),
+        LocalResult::Ambiguous(first, last) => Some(match dst.overlap {
+            OverlapPolicy::First => first.with_timezone(&Utc),
+            OverlapPolicy::Last => last.with_timezone(&Utc),
+        }),
+        LocalResult::None => match dst.gap {
+            GapPolicy::Shift => end_of_gap(timezone, local),
+            GapPolicy::Skip => None,
+        },
+    }
+}
+
+/// The first valid instant after the gap that swallows `local`.
+fn end_of_gap(timezone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    // Gaps last minutes to hours (a day at most, Samoa 2011); transitions fall on whole minutes.
+    let mut probe = local.with_second(0)?;
+    for _ in 0..=(26 * 60) {
+        probe += Duration::minutes(1);
+        if let Some(at) = timezone.from_local_datetime(&probe).earliest() {
+            return Some(at.with_timezone(&Utc));
+        }
+    }
+    None
+}
+
 /// Whether a schedule meets a gap or an overlap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -415,13 +455,7 @@ pub fn parse_instant(text: &str, timezone: Tz) -> Option<DateTime<Utc>> {
         .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S"))
         .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M"))
         .ok()?;
-    let policy = Schedule {
-        expression: String::new(),
-        cron: Cron::from_str("* * * * *").ok()?,
-        timezone,
-        dst: DstPolicy::default(),
-    };
-    policy.resolve(local)
+    resolve_local(timezone, DstPolicy::default(), local)
 }
 
 /// Parses a wall-clock time of day `HH:MM` (as in `sla.deadline`).

@@ -63,6 +63,10 @@ pub(crate) struct ValidateArgs {
     /// Fail on warnings too.
     #[arg(long)]
     pub(crate) deny_warnings: bool,
+    /// Also list, for every scheduled DAG, each daylight-saving gap or overlap its schedule
+    /// meets in the next year and what ferry will do.
+    #[arg(long)]
+    pub(crate) dst: bool,
     #[command(flatten)]
     pub(crate) source: DagSource,
 }

@@ -111,3 +111,19 @@ fn the_example_dags_are_valid() {
         stdout(&output)
     );
 }
+
+#[test]
+fn dst_report_lists_every_encounter_when_asked() {
+    let output = ferry(&["validate", "valid", "--dst", "--now", NOW]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert!(text.contains("dst: app_export: `0 2 * * *` in Asia/Tokyo meets no daylight-saving change in the next year"), "{text}");
+    assert!(
+        text.contains("dst: new_york_stated: 02:30 on 2027-03-14 does not exist (02:00–03:00 is skipped); it does not run"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dst: new_york_nightly: 02:30 on 2027-03-14 does not exist (02:00–03:00 is skipped); it runs at 03:00"),
+        "{text}"
+    );
+}

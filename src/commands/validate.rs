@@ -3,11 +3,35 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use ferry_config::Config;
-use ferry_dag::Severity;
+use ferry_dag::catalog::{DST_HORIZON, describe_encounter};
+use ferry_dag::{Catalog, Severity};
 use serde_json::json;
 
 use crate::cli::{Format, ValidateArgs};
+
+/// `--dst`: every daylight-saving encounter of every scheduled DAG in the next year.
+fn print_dst_report(catalog: &Catalog, now: DateTime<Utc>) {
+    for dag in catalog.dags.values() {
+        let Some(schedule) = &dag.schedule else {
+            continue;
+        };
+        let encounters = schedule.dst_encounters(now, now + DST_HORIZON);
+        if encounters.is_empty() {
+            println!(
+                "dst: {}: `{}` in {} meets no daylight-saving change in the next year",
+                dag.id,
+                schedule.expression(),
+                dag.timezone
+            );
+        }
+        for encounter in &encounters {
+            println!("dst: {}: {}", dag.id, describe_encounter(encounter, dag));
+        }
+    }
+    println!();
+}
 
 pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &args.paths, &args.source);
@@ -37,6 +61,9 @@ pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
             }
             if !catalog.diagnostics.is_empty() {
                 println!();
+            }
+            if args.dst {
+                print_dst_report(&catalog, args.source.now.unwrap_or_else(Utc::now));
             }
             println!(
                 "checked {} file(s): {} DAG(s) valid, {} file(s) with errors ({} error(s), {} warning(s))",

@@ -345,6 +345,9 @@ fn check_waits(
     }
 }
 
+/// How far ahead daylight-saving encounters are looked for.
+pub const DST_HORIZON: Duration = Duration::days(366);
+
 /// Warns when the schedule meets a daylight-saving gap or overlap within a year and the DAG
 /// does not state its `dst` policy.
 fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
@@ -354,7 +357,7 @@ fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
     if dag.dst_stated {
         return;
     }
-    let encounters = schedule.dst_encounters(now, now + Duration::days(366));
+    let encounters = schedule.dst_encounters(now, now + DST_HORIZON);
     let Some(first) = encounters.first() else {
         return;
     };
@@ -367,7 +370,7 @@ fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
                 schedule.expression(),
                 schedule.timezone(),
                 encounters.len(),
-                describe(first, dag),
+                describe_encounter(first, dag),
             ),
         )
         .in_field("schedule")
@@ -376,7 +379,8 @@ fn check_dst(dag: &Dag, now: DateTime<Utc>, found: &mut Vec<Diagnostic>) {
     found.push(warning);
 }
 
-fn describe(encounter: &DstEncounter, dag: &Dag) -> String {
+/// One line on what happens to `dag` at a daylight-saving encounter, under its policy.
+pub fn describe_encounter(encounter: &DstEncounter, dag: &Dag) -> String {
     let day = encounter.scheduled.format("%Y-%m-%d");
     let time = encounter.scheduled.format("%H:%M");
     let (from, to) = (

@@ -53,6 +53,9 @@ enum CronProblem {
     NeverFires,
 }
 
+/// How many parsed expressions are kept.
+const CRON_CACHE_LIMIT: usize = 4096;
+
 /// Parses and checks a cron expression. Parsing costs far more than matching and thousands of
 /// DAGs share a few expressions, so results are kept per expression.
 fn parse_cron(expression: &str) -> Result<Cron, CronProblem> {
@@ -80,10 +83,12 @@ fn parse_cron(expression: &str) -> Result<Cron, CronProblem> {
                 _ => Err(CronProblem::NeverFires),
             }
         });
-    cache
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(expression.to_string(), parsed.clone());
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= CRON_CACHE_LIMIT {
+        // Real deployments have a few dozen distinct expressions; never grow without bound.
+        cache.clear();
+    }
+    cache.insert(expression.to_string(), parsed.clone());
     parsed
 }
 

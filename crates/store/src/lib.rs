@@ -527,6 +527,25 @@ impl Store {
         })
     }
 
+    /// Records the process group of a running attempt (`pgid:1234`), so that a ferry restarted
+    /// after a crash can stop what the dead one left running. Ignored if the lease moved on.
+    pub async fn record_external_job(
+        &self,
+        task_id: i64,
+        lease: i64,
+        job: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE task_instances SET external_job_id = $1 WHERE id = $2 AND lease = $3")
+                .bind(job)
+                .bind(task_id)
+                .bind(lease)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Closes an attempt with its outcome, exit code and captured log.
     pub async fn finish_attempt(
         &self,

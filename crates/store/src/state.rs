@@ -129,8 +129,8 @@ impl TaskState {
             (Running, Success | Failed | UpForRetry | Deferred) => true,
             // A retry delay or a deferral poll has passed.
             (UpForRetry | Deferred, Queued) => true,
-            // A deferral times out.
-            (Deferred, Failed) => true,
+            // A deferral is resolved (the awaited run succeeded) or times out.
+            (Deferred, Success | Failed) => true,
             // Run timeout or shutdown: whatever has not ended fails.
             (Pending | Queued | UpForRetry, Failed) => true,
             // An operator clears a task to run it again.
@@ -200,6 +200,7 @@ mod tests {
             (UpForRetry, Failed),
             (UpForRetry, Pending),
             (Deferred, Queued),
+            (Deferred, Success),
             (Deferred, Failed),
             (Success, Pending),
             (Failed, Pending),

@@ -1,0 +1,154 @@
+//! The engine end to end on a temporary SQLite store, with real processes.
+
+use std::sync::{Arc, Mutex};
+
+use ferry_dag::{Templates, parse_dag};
+
+use super::*;
+use crate::clock::SystemClock;
+
+struct Harness {
+    engine: Engine,
+    seen: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+async fn harness(parallelism: usize) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("ferry.db").display()
+    ))
+    .await
+    .expect("store");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let config = EngineConfig {
+        worker: worker_name(),
+        parallelism,
+        pools: BTreeMap::new(),
+        heartbeat_interval: Duration::from_secs(5),
+        heartbeat_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let observer = Box::new(move |p: &Progress| {
+        if let Some(task) = &p.task_id {
+            sink.lock()
+                .expect("lock")
+                .push(format!("{task}:{}", p.state));
+        }
+    });
+    Harness {
+        engine: Engine::new(store, Arc::new(SystemClock::real()), config, observer),
+        seen,
+        dir,
+    }
+}
+
+async fn run_dag(harness: &mut Harness, yaml: &str) -> RunState {
+    let file = harness.dir.path().join("t.yaml");
+    let dag = parse_dag(&file, yaml, &Templates::new())
+        .dag
+        .expect("valid DAG");
+    let id = dag.id.clone();
+    harness.engine.load_dag(dag, yaml).await.expect("load");
+    let start = chrono::Utc::now();
+    let interval = ferry_dag::timetable::DataInterval { start, end: start };
+    let run = harness
+        .engine
+        .create_run(&id, interval, "manual", &serde_json::Map::new())
+        .await
+        .expect("create")
+        .expect("new");
+    let until = CancellationToken::new();
+    let state = tokio::time::timeout(
+        Duration::from_secs(60),
+        harness.engine.drive(until, Some(&run.run_id), false),
+    )
+    .await
+    .expect("the run ends within a minute")
+    .expect("no engine error");
+    state.expect("the run's state")
+}
+
+#[tokio::test]
+async fn a_chain_runs_in_order() {
+    let mut h = harness(4).await;
+    let state = run_dag(
+        &mut h,
+        "tasks:\n  - {id: a, type: command, command: 'echo a'}\n  - {id: b, type: command, command: 'echo b', depends_on: [a]}\n  - {id: c, type: noop, depends_on: [b]}\n",
+    )
+    .await;
+    assert_eq!(state, RunState::Success);
+    let seen = h.seen.lock().expect("lock").clone();
+    let order: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.ends_with(":success"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(order, ["a:success", "b:success", "c:success"]);
+}
+
+#[tokio::test]
+async fn failures_propagate_and_trigger_rules_apply() {
+    let mut h = harness(4).await;
+    let state = run_dag(
+        &mut h,
+        concat!(
+            "tasks:\n",
+            "  - {id: bad, type: command, command: 'exit 1'}\n",
+            "  - {id: after, type: noop, depends_on: [bad]}\n",
+            "  - {id: cleanup, type: noop, depends_on: [bad], trigger_rule: all_done}\n",
+            "  - {id: on_failure, type: noop, depends_on: [bad], trigger_rule: one_failed}\n",
+            "  - {id: on_success, type: noop, depends_on: [after], trigger_rule: none_failed}\n",
+        ),
+    )
+    .await;
+    assert_eq!(state, RunState::Failed);
+    let seen = h.seen.lock().expect("lock").clone();
+    for expected in [
+        "bad:failed",
+        "after:upstream_failed",
+        "cleanup:success",
+        "on_failure:success",
+        "on_success:upstream_failed",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} missing from {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retries_then_succeeds() {
+    let mut h = harness(4).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let flag = dir.path().join("tried");
+    let yaml = format!(
+        "tasks:\n  - id: flaky\n    type: command\n    command: 'if [ -e {0} ]; then exit 0; else touch {0}; exit 3; fi'\n    retries: 2\n    retry_delay: 0s\n",
+        flag.display()
+    );
+    assert_eq!(run_dag(&mut h, &yaml).await, RunState::Success);
+    let seen = h.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.as_str() == "flaky:up_for_retry")
+            .count(),
+        1,
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn templates_are_rendered_per_run() {
+    let mut h = harness(2).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("out");
+    let yaml = format!(
+        "params: {{table: scores}}\ntasks:\n  - id: write\n    type: command\n    command: 'echo {{{{ dag_id }}}} {{{{ params.table }}}} > {}'\n",
+        out.display()
+    );
+    assert_eq!(run_dag(&mut h, &yaml).await, RunState::Success);
+    assert_eq!(std::fs::read_to_string(&out).expect("output"), "t scores\n");
+}

@@ -14,6 +14,7 @@
 //! let config = Config::load(&Sources::defaults_only()).expect("the defaults are valid");
 //! assert_eq!(config.dags.folders, [std::path::PathBuf::from("dags")]);
 //! assert!(config.alerts.channels.contains_key("log"));
+//! assert_eq!(config.engine.database_url(), "sqlite://.ferry/ferry.db");
 //! ```
 
 mod secret;
@@ -31,15 +32,50 @@ pub use secret::{MASK, Secret};
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The top-level sections a configuration may have.
-const SECTIONS: [&str; 2] = ["dags", "alerts"];
+const SECTIONS: [&str; 3] = ["dags", "engine", "alerts"];
 
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
     /// Where DAG files are.
     pub dags: DagsConfig,
+    /// The engine: state database, concurrency, heartbeats.
+    pub engine: EngineConfig,
     /// Alert channels.
     pub alerts: AlertsConfig,
+}
+
+/// `[engine]`: the state database, concurrency and liveness settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Folder for the SQLite database when no `database_url` is set.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (a secret: it may carry a password).
+    pub database_url: Option<Secret>,
+    /// Attempts executing at once.
+    pub parallelism: usize,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval_secs: u64,
+    /// Seconds without a heartbeat after which an attempt is lost.
+    pub heartbeat_timeout_secs: u64,
+    /// Seconds running attempts may take to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Seconds between looks for changed DAG files.
+    pub reload_interval_secs: u64,
+    /// Slots per named pool.
+    #[serde(default)]
+    pub pools: BTreeMap<String, usize>,
+}
+
+impl EngineConfig {
+    /// The database to use: `database_url`, else SQLite in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.expose().is_empty() => url.expose().to_string(),
+            _ => format!("sqlite://{}", self.data_dir.join("ferry.db").display()),
+        }
+    }
 }
 
 /// `[dags]`: where DAG files are.
@@ -185,11 +221,18 @@ impl Config {
             Err(error) => problems.extend(error.into_iter().map(|e| describe(&e))),
         }
         let dags = section::<DagsSection>(&figment, &mut problems);
+        let engine = section::<EngineSection>(&figment, &mut problems);
         let alerts = section::<AlertsSection>(&figment, &mut problems);
-        match (dags, alerts) {
-            (Some(DagsSection { dags }), Some(AlertsSection { alerts })) if problems.is_empty() => {
-                Ok(Self { dags, alerts })
-            }
+        match (dags, engine, alerts) {
+            (
+                Some(DagsSection { dags }),
+                Some(EngineSection { engine }),
+                Some(AlertsSection { alerts }),
+            ) if problems.is_empty() => Ok(Self {
+                dags,
+                engine,
+                alerts,
+            }),
             _ => {
                 problems.dedup();
                 Err(ConfigError { problems })
@@ -208,6 +251,11 @@ impl Config {
 #[derive(Deserialize)]
 struct DagsSection {
     dags: DagsConfig,
+}
+
+#[derive(Deserialize)]
+struct EngineSection {
+    engine: EngineConfig,
 }
 
 #[derive(Deserialize)]

@@ -73,7 +73,21 @@ pub struct LoadedDag {
     pub dag: Dag,
     /// Its version id in the store.
     pub version_id: i64,
+    hash: String,
 }
+
+/// What a reload of the DAG folders gave.
+#[derive(Debug, Default)]
+pub struct Reload {
+    /// Valid DAGs with the text of their files.
+    pub dags: Vec<(Dag, String)>,
+    /// Ids to keep scheduling: the valid DAGs and those whose file exists but is now invalid
+    /// (they keep their last valid version). Others were deleted and stop being scheduled.
+    pub keep: Vec<String>,
+}
+
+/// Reads the DAG folders again; `ferry serve` calls it every `reload_interval`.
+pub type Reloader<'a> = (&'a mut (dyn FnMut() -> Reload + Send), Duration);
 
 struct ActiveRun {
     run: RunRecord,
@@ -163,6 +177,11 @@ impl Engine {
         source: &str,
     ) -> Result<Arc<LoadedDag>, EngineError> {
         let hash = content_hash(source);
+        if let Some(known) = self.dags.get(&dag.id)
+            && known.hash == hash
+        {
+            return Ok(known.clone());
+        }
         let version_id = self
             .store
             .record_dag_version(
@@ -173,14 +192,13 @@ impl Engine {
                 millis(self.clock.now()),
             )
             .await?;
-        let loaded = Arc::new(LoadedDag { dag, version_id });
+        let loaded = Arc::new(LoadedDag {
+            dag,
+            version_id,
+            hash,
+        });
         self.dags.insert(loaded.dag.id.clone(), loaded.clone());
         Ok(loaded)
-    }
-
-    /// Stops scheduling DAGs not in `ids` (their files were deleted); history stays.
-    pub fn retain_dags(&mut self, ids: &[String]) {
-        self.dags.retain(|id, _| ids.contains(id));
     }
 
     /// The DAGs loaded.
@@ -260,30 +278,45 @@ impl Engine {
         Ok(created)
     }
 
-    /// Runs until `until` is cancelled (serve) or, with `only_run`, until that run ends.
-    /// Returns the state of `only_run` when given.
+    /// Runs until `until` is cancelled or, with `focus`, until those runs have ended (only they
+    /// are worked on). `schedule` creates runs from timetables (`ferry serve`); `reloader`
+    /// rereads the DAG folders now and then. Returns the focus runs as they ended.
     pub async fn drive(
         &mut self,
         until: CancellationToken,
-        only_run: Option<&str>,
+        focus: Option<&[String]>,
         schedule: bool,
-    ) -> Result<Option<RunState>, EngineError> {
+        mut reloader: Option<Reloader<'_>>,
+    ) -> Result<Vec<RunRecord>, EngineError> {
         self.recover_lost_attempts(true).await?;
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reload_every = reloader
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |(_, every)| *every);
+        let mut reload_tick = tokio::time::interval(reload_every);
+        reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reload_tick.tick().await;
         loop {
             if schedule {
                 self.create_due_runs().await?;
             }
-            self.start_queued_runs(only_run).await?;
+            self.start_queued_runs(focus).await?;
             self.fire_timers().await?;
             self.dispatch().await?;
-            if let Some(run_id) = only_run
-                && let Some(run) = self.store.run(run_id).await?
-                && run.state()?.is_terminal()
+            if let Some(run_ids) = focus
                 && self.running.is_empty()
             {
-                return Ok(Some(run.state()?));
+                let mut ended = Vec::new();
+                for run_id in run_ids {
+                    match self.store.run(run_id).await? {
+                        Some(run) if run.state()?.is_terminal() => ended.push(run),
+                        _ => break,
+                    }
+                }
+                if ended.len() == run_ids.len() {
+                    return Ok(ended);
+                }
             }
             let wake = self.next_wakeup(schedule);
             let sleep = match wake {
@@ -305,9 +338,18 @@ impl Engine {
                     self.store.heartbeat(&self.config.worker, millis(self.clock.now())).await?;
                     self.recover_lost_attempts(false).await?;
                 }
+                _ = reload_tick.tick(), if reloader.is_some() => {
+                    if let Some((reload, _)) = reloader.as_mut() {
+                        let Reload { dags, keep } = reload();
+                        for (dag, source) in dags {
+                            self.load_dag(dag, &source).await?;
+                        }
+                        self.dags.retain(|id, _| keep.contains(id));
+                    }
+                }
                 () = until.cancelled() => {
                     self.shut_down().await?;
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
             }
         }
@@ -376,7 +418,8 @@ impl Engine {
     }
 
     /// Moves queued runs to running, oldest first, within each DAG's `max_active_runs`.
-    async fn start_queued_runs(&mut self, only_run: Option<&str>) -> Result<(), EngineError> {
+    async fn start_queued_runs(&mut self, focus: Option<&[String]>) -> Result<(), EngineError> {
+        let in_focus = |run: &RunRecord| focus.is_none_or(|ids| ids.contains(&run.run_id));
         let running = self
             .store
             .runs(&RunFilter {
@@ -386,7 +429,7 @@ impl Engine {
             })
             .await?;
         for run in running {
-            if !self.runs.contains_key(&run.id) && only_run.is_none_or(|id| id == run.run_id) {
+            if !self.runs.contains_key(&run.id) && in_focus(&run) {
                 self.activate(run).await?;
             }
         }
@@ -400,7 +443,7 @@ impl Engine {
             .await?;
         queued.sort_by_key(|run| run.logical_date);
         for run in queued {
-            if only_run.is_some_and(|id| id != run.run_id) {
+            if !in_focus(&run) {
                 continue;
             }
             let Some(loaded) = self.dags.get(&run.dag_id).cloned() else {

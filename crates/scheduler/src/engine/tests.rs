@@ -61,14 +61,15 @@ async fn run_dag(harness: &mut Harness, yaml: &str) -> RunState {
         .expect("create")
         .expect("new");
     let until = CancellationToken::new();
-    let state = tokio::time::timeout(
+    let focus = [run.run_id.clone()];
+    let ended = tokio::time::timeout(
         Duration::from_secs(60),
-        harness.engine.drive(until, Some(&run.run_id), false),
+        harness.engine.drive(until, Some(&focus), false, None),
     )
     .await
     .expect("the run ends within a minute")
     .expect("no engine error");
-    state.expect("the run's state")
+    ended[0].state().expect("the run's state")
 }
 
 #[tokio::test]

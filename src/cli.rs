@@ -30,6 +30,20 @@ pub(crate) enum Command {
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the daemon: schedule the DAGs and run their tasks (stop with SIGTERM or Ctrl-C).
+    Serve(EngineArgs),
+    /// Run one DAG run in the foreground with live progress; exit 0 only on success.
+    Run(RunArgs),
+    /// Create and run the runs of a DAG for a range of dates.
+    Backfill(BackfillArgs),
+    /// List runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Print the log of a task's attempt.
+    Logs(LogsArgs),
+    /// Act on task instances.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
     /// Run a benchmark and print its figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -138,5 +152,97 @@ pub(crate) enum BenchCommand {
         /// Timed repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+}
+
+/// Where the run state lives.
+#[derive(Debug, Args)]
+pub(crate) struct EngineArgs {
+    /// State database (`postgres://...` or a SQLite path); default from the configuration.
+    #[arg(long, value_name = "URL")]
+    pub(crate) database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The DAG's id.
+    pub(crate) dag: String,
+    /// Logical date: the data interval starting on this date (default: the latest complete one).
+    #[arg(long, value_name = "DATE")]
+    pub(crate) date: Option<String>,
+    /// Override a parameter (`--param table=scores`); repeat for more.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub(crate) params: Vec<String>,
+    /// Run "as if it were" this RFC 3339 instant.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) now: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// The DAG's id.
+    pub(crate) dag: String,
+    /// First date (in the DAG's time zone).
+    #[arg(long, value_name = "DATE")]
+    pub(crate) from: String,
+    /// Last date, included.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) to: String,
+    /// Runs at once (default: the DAG's max_active_runs).
+    #[arg(long, value_name = "N")]
+    pub(crate) parallel: Option<u32>,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Runs, newest logical date first.
+    List {
+        /// Only this DAG's runs.
+        #[arg(long)]
+        dag: Option<String>,
+        /// Only runs in this state (queued, running, success, failed).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// The run's id.
+    pub(crate) run_id: String,
+    /// The task's id.
+    pub(crate) task_id: String,
+    /// The attempt (default: the latest).
+    #[arg(long = "try", value_name = "N")]
+    pub(crate) try_number: Option<i64>,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// Clear a task so that it runs again (and its downstream tasks, with --downstream).
+    Clear {
+        /// The run's id.
+        run_id: String,
+        /// The task's id.
+        task_id: String,
+        /// Clear the tasks downstream of it too.
+        #[arg(long)]
+        downstream: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
 }

@@ -3,7 +3,11 @@
 
 mod bench;
 mod dags;
+mod engine;
+mod run;
+mod runs;
 mod schedule;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -14,7 +18,9 @@ use chrono::Utc;
 use ferry_config::{Config, Sources};
 use ferry_dag::{Catalog, CatalogOptions, Dag};
 
-use crate::cli::{BenchCommand, Cli, Command, ConfigCommand, DagSource, DagsCommand};
+use crate::cli::{
+    BenchCommand, Cli, Command, ConfigCommand, DagSource, DagsCommand, RunsCommand, TasksCommand,
+};
 
 /// Runs the command the user asked for.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
@@ -43,6 +49,30 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => {
             bench::validate(dags, tasks, runs)
         }
+        Command::Serve(args) => serve::run(&config()?, &args),
+        Command::Run(args) => run::run(&config()?, &args),
+        Command::Backfill(args) => run::backfill(&config()?, &args),
+        Command::Runs(RunsCommand::List {
+            dag,
+            state,
+            limit,
+            format,
+            engine,
+        }) => runs::list(
+            &config()?,
+            dag.as_deref(),
+            state.as_deref(),
+            limit,
+            format,
+            &engine,
+        ),
+        Command::Logs(args) => runs::logs(&config()?, &args),
+        Command::Tasks(TasksCommand::Clear {
+            run_id,
+            task_id,
+            downstream,
+            engine,
+        }) => runs::clear(&config()?, &run_id, &task_id, downstream, &engine),
     }
 }
 

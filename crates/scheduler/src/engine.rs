@@ -1161,20 +1161,22 @@ impl Engine {
             let record = active.tasks[index].clone();
             match (kind, record.state()?) {
                 (TimerKind::Retry, TaskState::UpForRetry) => {
-                    if self
+                    let from = TaskState::UpForRetry;
+                    let to = TaskState::Queued;
+                    let moved = self
                         .move_task(
                             pk,
                             index,
-                            TaskState::UpForRetry,
-                            TaskState::Queued,
+                            from,
+                            to,
                             None,
                             None,
                             None,
                             "retry",
                             "retry delay passed",
                         )
-                        .await?
-                    {
+                        .await?;
+                    if moved {
                         self.push_ready(pk, index, record.priority);
                     }
                 }

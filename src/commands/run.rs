@@ -1,0 +1,169 @@
+//! `ferry run` (one run in the foreground) and `ferry backfill` (a range of dates).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use chrono::{Duration, Utc};
+use ferry_config::Config;
+use ferry_dag::Dag;
+use ferry_dag::timetable::{DataInterval, parse_instant};
+use ferry_scheduler::clock::{Clock, SystemClock};
+use ferry_store::RunState;
+
+use super::engine::{block_on, cancel_on_signals, engine, load_all, open_store};
+use crate::cli::{BackfillArgs, DagSource, RunArgs};
+
+pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
+    let catalog = super::load_catalog(config, &[], &DagSource { now: args.now });
+    let dag = super::find_dag(&catalog, &args.dag)?.clone();
+    let conf = params(&dag, &args.params)?;
+    let clock: Arc<dyn Clock> =
+        Arc::new(args.now.map_or_else(SystemClock::real, SystemClock::as_if));
+    let interval = interval_for(&dag, args.date.as_deref(), clock.now())?;
+    block_on(async {
+        let store = open_store(config, &args.engine).await?;
+        let mut engine = engine(config, store.clone(), clock);
+        load_all(&mut engine, &catalog).await?;
+        let Some(run) = engine
+            .create_run(&dag.id, interval, "manual", &conf)
+            .await?
+        else {
+            let logical = interval.start.with_timezone(&dag.timezone).to_rfc3339();
+            bail!(
+                "DAG `{}` already has a run for logical date {logical}; see `ferry runs list --dag {}` or rerun tasks with `ferry tasks clear`",
+                dag.id,
+                dag.id
+            );
+        };
+        let until = cancel_on_signals()?;
+        let ended = engine
+            .drive(until, Some(std::slice::from_ref(&run.run_id)), false, None)
+            .await?;
+        store.close().await;
+        finish(&ended)
+    })
+}
+
+pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode> {
+    let catalog = super::load_catalog(config, &[], &DagSource { now: None });
+    let mut dag = super::find_dag(&catalog, &args.dag)?.clone();
+    let Some(schedule) = dag.schedule.clone() else {
+        bail!(
+            "DAG `{}` has no schedule, so it has no intervals to backfill; use `ferry run --date`",
+            dag.id
+        );
+    };
+    let tz = dag.timezone;
+    let from =
+        parse_instant(&args.from, tz).with_context(|| format!("`{}` is not a date", args.from))?;
+    let to = parse_instant(&args.to, tz).with_context(|| format!("`{}` is not a date", args.to))?
+        + Duration::days(1);
+    let intervals: Vec<DataInterval> = std::iter::successors(
+        schedule
+            .at_or_after(from)
+            .and_then(|s| schedule.interval_from(s)),
+        |i| schedule.interval_from(i.end),
+    )
+    .take_while(|interval| interval.start < to)
+    .collect();
+    if let Some(parallel) = args.parallel {
+        dag.max_active_runs = parallel.max(1);
+    }
+    block_on(async {
+        let store = open_store(config, &args.engine).await?;
+        let mut engine = engine(config, store.clone(), Arc::new(SystemClock::real()));
+        load_all(&mut engine, &catalog).await?;
+        let source = std::fs::read_to_string(&dag.file)?;
+        engine.load_dag(dag.clone(), &source).await?;
+        let mut run_ids = Vec::new();
+        for interval in intervals {
+            match engine
+                .create_run(&dag.id, interval, "backfill", &serde_json::Map::new())
+                .await?
+            {
+                Some(run) => run_ids.push(run.run_id),
+                None => eprintln!(
+                    "ferry: {} already has a run for {}; skipped",
+                    dag.id,
+                    interval.start.with_timezone(&tz).to_rfc3339()
+                ),
+            }
+        }
+        if run_ids.is_empty() {
+            eprintln!("ferry: nothing to backfill");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let until = cancel_on_signals()?;
+        let ended = engine.drive(until, Some(&run_ids), false, None).await?;
+        store.close().await;
+        finish(&ended)
+    })
+}
+
+/// The exit code: 0 when every run succeeded; 1 otherwise (including interrupted runs).
+fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
+    if ended.is_empty() {
+        eprintln!("ferry: interrupted; the run is recorded and continues with `ferry serve`");
+        return Ok(ExitCode::from(1));
+    }
+    let failed = ended
+        .iter()
+        .filter(|run| run.state().map_or(true, |s| s != RunState::Success))
+        .count();
+    for run in ended {
+        println!("{} {}", run.run_id, run.state);
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The data interval for `--date` (or the latest complete one); for a manual-only DAG, the
+/// instant itself.
+fn interval_for(dag: &Dag, date: Option<&str>, now: chrono::DateTime<Utc>) -> Result<DataInterval> {
+    let at = match date {
+        Some(text) => Some(
+            parse_instant(text, dag.timezone)
+                .with_context(|| format!("`{text}` is not a date (write 2026-11-24)"))?,
+        ),
+        None => None,
+    };
+    let Some(schedule) = &dag.schedule else {
+        let at = at.unwrap_or(now);
+        return Ok(DataInterval { start: at, end: at });
+    };
+    let start = match at {
+        Some(at) => schedule.at_or_after(at),
+        None => schedule
+            .previous_before(now + Duration::nanoseconds(1))
+            .and_then(|end| schedule.previous_before(end)),
+    };
+    start
+        .and_then(|s| schedule.interval_from(s))
+        .context("the schedule has no interval there")
+}
+
+/// `--param name=value` overrides; values are JSON when they parse as JSON, text otherwise.
+fn params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut conf = serde_json::Map::new();
+    for pair in overrides {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("`--param {pair}`: write NAME=VALUE");
+        };
+        if !dag.params.contains_key(name) {
+            let known: Vec<&str> = dag.params.keys().map(String::as_str).collect();
+            bail!(
+                "DAG `{}` has no parameter `{name}` (declared: {})",
+                dag.id,
+                known.join(", ")
+            );
+        }
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        conf.insert(name.to_string(), value);
+    }
+    Ok(conf)
+}

@@ -9,3 +9,6 @@ mod validate;
 
 // `ferry dags`, `ferry schedule`, `ferry schema` and `ferry config`.
 mod commands;
+
+// The engine through the binary: `ferry run`, `serve`, `logs`, `tasks clear`, crash recovery.
+mod engine;

@@ -209,18 +209,7 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(|source| classify_open_error(&shown, source))?;
-            sqlx::migrate!("./migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(|source| match source {
-                    sqlx::migrate::MigrateError::Execute(error) => {
-                        classify_open_error(&shown, error)
-                    }
-                    other => StoreError::Migration {
-                        url: shown.clone(),
-                        source: other,
-                    },
-                })?;
+            migrate_sqlite(&pool, &shown).await?;
             Self {
                 pool: Pool::Sqlite(pool),
             }
@@ -642,6 +631,37 @@ pub fn redact(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
         None => url.to_string(),
     }
+}
+
+/// Brings a SQLite schema up to date. SQLite has no advisory lock, so two processes opening a
+/// new database at once may race: the loser retries and finds the work done.
+async fn migrate_sqlite(pool: &SqlitePool, url: &str) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match sqlx::migrate!("./migrations/sqlite").run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(error)) if is_corruption(&error) => {
+                return Err(classify_open_error(url, error));
+            }
+            Err(_) if attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(source) => {
+                return Err(StoreError::Migration {
+                    url: url.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn is_corruption(error: &sqlx::Error) -> bool {
+    let text = error.to_string();
+    text.contains("file is not a database")
+        || text.contains("malformed")
+        || text.contains("corrupt")
 }
 
 /// Opening errors that mean "this is not a usable database" become [`StoreError::Corrupt`].

@@ -1,0 +1,248 @@
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{ferry_in, stderr, stdout};
+
+/// A folder with a ferry.toml, `dags/` holding `files`, and the state in `.ferry/`.
+fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("dags/internal")).expect("dags folder");
+    std::fs::write(dir.path().join("ferry.toml"), "[engine]\nheartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\nshutdown_grace_secs = 10\nreload_interval_secs = 1\n").expect("config");
+    for (name, text) in files {
+        std::fs::write(dir.path().join("dags/internal").join(name), text).expect("DAG file");
+    }
+    dir
+}
+
+fn spawn_ferry(dir: &Path, args: &[&str]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
+        command.env_remove(name);
+    }
+    command.spawn().expect("ferry starts")
+}
+
+/// Polls `ferry runs list` until `check` holds for the JSON list, or fails after `limit`.
+fn wait_for_runs(
+    dir: &Path,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let output = ferry_in(dir, &["runs", "list", "--format", "json"], &[]);
+        if let Ok(runs) = serde_json::from_str::<serde_json::Value>(&stdout(&output)) {
+            if check(&runs) {
+                return runs;
+            }
+            assert!(Instant::now() < deadline, "timed out; runs: {runs}");
+        }
+        assert!(Instant::now() < deadline, "timed out: {}", stderr(&output));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const CHAIN: &str = "\
+params: {word: hello}
+tasks:
+  - {id: first, type: command, command: 'echo {{ params.word }} from {{ task_id }}'}
+  - {id: second, type: command, argv: [sh, -c, 'echo second; exit 0'], depends_on: [first]}
+  - {id: done, type: noop, depends_on: [second]}
+";
+
+#[test]
+fn run_executes_a_dag_and_logs_each_attempt() {
+    let dir = project(&[("chain.yaml", CHAIN)]);
+    let output = ferry_in(
+        dir.path(),
+        &["run", "chain", "--param", "word=bonjour"],
+        &[],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains("first (try 1)") && text.contains("success"),
+        "{text}"
+    );
+    let runs = wait_for_runs(dir.path(), Duration::from_secs(5), |runs| {
+        runs[0]["state"] == "success"
+    });
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let log = stdout(&ferry_in(dir.path(), &["logs", &run_id, "first"], &[]));
+    assert!(log.contains("bonjour from first"), "{log}");
+    assert!(log.contains("try 1 — success (exit 0)"), "{log}");
+}
+
+#[test]
+fn a_failing_run_exits_1_after_its_retries() {
+    let dag = "tasks:\n  - {id: broken, type: command, command: 'echo trying; exit 4', retries: 1, retry_delay: 0s}\n  - {id: after, type: noop, depends_on: [broken]}\n";
+    let dir = project(&[("failing.yaml", dag)]);
+    let output = ferry_in(dir.path(), &["run", "failing"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains("up_for_retry"), "{text}");
+    assert!(text.contains("upstream_failed"), "{text}");
+    let runs = wait_for_runs(dir.path(), Duration::from_secs(5), |runs| {
+        runs[0]["state"] == "failed"
+    });
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let first = stdout(&ferry_in(
+        dir.path(),
+        &["logs", &run_id, "broken", "--try", "1"],
+        &[],
+    ));
+    assert!(first.contains("failed (exit 4)"), "{first}");
+}
+
+#[test]
+fn a_second_run_for_the_same_logical_date_is_refused() {
+    let dag = "schedule: '0 2 * * *'\ntimezone: Asia/Tokyo\nstart_date: 2026-11-01\ntasks:\n  - {id: a, type: noop}\n";
+    let dir = project(&[("daily.yaml", dag)]);
+    assert_eq!(
+        ferry_in(dir.path(), &["run", "daily", "--date", "2026-11-10"], &[])
+            .status
+            .code(),
+        Some(0)
+    );
+    let again = ferry_in(dir.path(), &["run", "daily", "--date", "2026-11-10"], &[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("already has a run for logical date 2026-11-10T02:00:00+09:00"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn tasks_clear_reruns_a_task_and_its_downstream() {
+    let dir = project(&[("chain.yaml", CHAIN)]);
+    assert_eq!(
+        ferry_in(dir.path(), &["run", "chain"], &[]).status.code(),
+        Some(0)
+    );
+    let runs = wait_for_runs(dir.path(), Duration::from_secs(5), |runs| {
+        runs[0]["state"] == "success"
+    });
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let cleared = ferry_in(
+        dir.path(),
+        &["tasks", "clear", &run_id, "second", "--downstream"],
+        &[],
+    );
+    assert_eq!(
+        stdout(&cleared).trim(),
+        format!("cleared 2 task(s) of {run_id}: second, done")
+    );
+    wait_for_runs(dir.path(), Duration::from_secs(5), |runs| {
+        runs[0]["state"] == "running"
+    });
+}
+
+#[test]
+fn a_damaged_database_is_a_clear_error() {
+    let dir = project(&[]);
+    std::fs::create_dir_all(dir.path().join(".ferry")).expect("data dir");
+    std::fs::write(
+        dir.path().join(".ferry/ferry.db"),
+        "not a database, only text, long enough to be read as a header......",
+    )
+    .expect("write");
+    let output = ferry_in(dir.path(), &["runs", "list"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("is damaged or not a ferry database"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn serve_schedules_catchup_runs_and_stops_cleanly_on_sigterm() {
+    let dag = "schedule: '0 */6 * * *'\ntimezone: Asia/Tokyo\nstart_date: 2026-11-01\ncatchup: true\nmax_active_runs: 4\nend_date: 2026-11-02\ntasks:\n  - {id: a, type: command, command: 'echo {{ ds }}'}\n  - {id: b, type: noop, depends_on: [a]}\n";
+    let dir = project(&[("sixhourly.yaml", dag)]);
+    let mut serve = spawn_ferry(dir.path(), &["serve"]);
+    // 2026-11-01 00:00 to 2026-11-02 00:00 Tokyo: five intervals start on or before the end date.
+    wait_for_runs(dir.path(), Duration::from_secs(30), |runs| {
+        runs.as_array()
+            .is_some_and(|r| r.len() == 5 && r.iter().all(|run| run["state"] == "success"))
+    });
+    nix_kill(&serve, "TERM");
+    let status = serve.wait().expect("serve exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_killed_daemon_loses_nothing_and_runs_nothing_twice() {
+    let marker_dir = tempfile::tempdir().expect("marker dir");
+    let marker = marker_dir.path().join("attempts");
+    // The first attempt starts a long sleep; a retry finishes at once.
+    let dag = format!(
+        "tasks:\n  - id: slow\n    type: command\n    command: 'echo attempt >> {m}; if [ $(wc -l < {m}) -gt 1 ]; then echo second; else sleep 60; echo first-finished >> {m}; fi'\n    retries: 1\n    retry_delay: 0s\n",
+        m = marker.display()
+    );
+    let dir = project(&[("slow.yaml", &dag)]);
+    let mut first = spawn_ferry(dir.path(), &["run", "slow"]);
+    wait_for_runs(dir.path(), Duration::from_secs(15), |runs| {
+        runs[0]["state"] == "running"
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read_to_string(&marker)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the first attempt never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill().expect("kill -9 the daemon");
+    first.wait().expect("reaped");
+    // The orphaned `sleep 60` is still running; a new daemon must stop it before retrying.
+    let mut serve = spawn_ferry(dir.path(), &["serve"]);
+    let runs = wait_for_runs(dir.path(), Duration::from_secs(30), |runs| {
+        runs[0]["state"] == "success"
+    });
+    nix_kill(&serve, "TERM");
+    serve.wait().expect("serve exits");
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let lines = std::fs::read_to_string(&marker).expect("marker");
+    assert_eq!(
+        lines, "attempt\nattempt\n",
+        "the first attempt must not finish after the retry started"
+    );
+    let first_log = stdout(&ferry_in(
+        dir.path(),
+        &["logs", &run_id, "slow", "--try", "1"],
+        &[],
+    ));
+    assert!(
+        first_log.contains("lost") && first_log.contains("stopped answering"),
+        "{first_log}"
+    );
+    let second_log = stdout(&ferry_in(
+        dir.path(),
+        &["logs", &run_id, "slow", "--try", "2"],
+        &[],
+    ));
+    assert!(second_log.contains("second"), "{second_log}");
+}
+
+fn nix_kill(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}

@@ -94,6 +94,65 @@ struct ActiveRun {
     dag: Arc<LoadedDag>,
     tasks: Vec<TaskInstanceRecord>,
     unfinished: usize,
+    /// Task instance index → index of the task in the DAG, and back.
+    to_dag: Vec<Option<usize>>,
+    to_instance: Vec<Option<usize>>,
+}
+
+impl ActiveRun {
+    fn new(run: RunRecord, dag: Arc<LoadedDag>, tasks: Vec<TaskInstanceRecord>) -> Self {
+        let by_id: HashMap<&str, usize> = dag
+            .dag
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let to_dag: Vec<Option<usize>> = tasks
+            .iter()
+            .map(|t| by_id.get(t.task_id.as_str()).copied())
+            .collect();
+        let mut to_instance = vec![None; dag.dag.tasks.len()];
+        for (instance, position) in to_dag.iter().enumerate() {
+            if let Some(position) = position {
+                to_instance[*position] = Some(instance);
+            }
+        }
+        let unfinished = tasks
+            .iter()
+            .filter(|t| t.state().is_ok_and(|s| !s.is_terminal()))
+            .count();
+        Self {
+            run,
+            dag,
+            tasks,
+            unfinished,
+            to_dag,
+            to_instance,
+        }
+    }
+
+    /// The DAG's definition of task instance `index`.
+    fn task(&self, index: usize) -> Option<&ferry_dag::Task> {
+        self.to_dag[index].map(|position| &self.dag.dag.tasks[position])
+    }
+
+    /// Instance indexes of the upstream (or downstream) tasks of instance `index`.
+    fn neighbours(&self, index: usize, upstream: bool) -> Vec<usize> {
+        let Some(position) = self.to_dag[index] else {
+            return Vec::new();
+        };
+        let graph = &self.dag.dag.graph;
+        let positions = if upstream {
+            graph.upstream(position)
+        } else {
+            graph.downstream(position)
+        };
+        positions
+            .into_iter()
+            .filter_map(|p| self.to_instance[p])
+            .collect()
+    }
 }
 
 struct Slot {
@@ -139,6 +198,10 @@ pub struct Engine {
     receiver: mpsc::UnboundedReceiver<Message>,
     observer: Box<dyn Fn(&Progress) + Send>,
     stop_attempts: CancellationToken,
+    /// A run was created or ended since runs were last looked at.
+    runs_changed: bool,
+    /// When the timetables must be looked at again (`None`: now).
+    next_schedule_check: Option<DateTime<Utc>>,
 }
 
 impl Engine {
@@ -167,6 +230,8 @@ impl Engine {
             receiver,
             observer,
             stop_attempts: CancellationToken::new(),
+            runs_changed: true,
+            next_schedule_check: None,
         }
     }
 
@@ -273,6 +338,7 @@ impl Engine {
             )
             .await?;
         if let Some(run) = &created {
+            self.runs_changed = true;
             self.report(run, None, 0, "queued", run_type);
         }
         Ok(created)
@@ -298,13 +364,21 @@ impl Engine {
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload_tick.tick().await;
         loop {
-            if schedule {
+            if schedule
+                && self
+                    .next_schedule_check
+                    .is_none_or(|at| at <= self.clock.now())
+            {
                 self.create_due_runs().await?;
             }
-            self.start_queued_runs(focus).await?;
+            let runs_changed = std::mem::take(&mut self.runs_changed);
+            if runs_changed {
+                self.start_queued_runs(focus).await?;
+            }
             self.fire_timers().await?;
             self.dispatch().await?;
             if let Some(run_ids) = focus
+                && runs_changed
                 && self.running.is_empty()
             {
                 let mut ended = Vec::new();
@@ -317,6 +391,10 @@ impl Engine {
                 if ended.len() == run_ids.len() {
                     return Ok(ended);
                 }
+            }
+            if self.runs_changed {
+                // Something ended or started during this pass: look again before sleeping.
+                continue;
             }
             let wake = self.next_wakeup(schedule);
             let sleep = match wake {
@@ -337,6 +415,8 @@ impl Engine {
                 _ = heartbeat.tick() => {
                     self.store.heartbeat(&self.config.worker, millis(self.clock.now())).await?;
                     self.recover_lost_attempts(false).await?;
+                    // Runs changed by others (`ferry tasks clear`, another node) are picked up.
+                    self.runs_changed = true;
                 }
                 _ = reload_tick.tick(), if reloader.is_some() => {
                     if let Some((reload, _)) = reloader.as_mut() {
@@ -345,6 +425,8 @@ impl Engine {
                             self.load_dag(dag, &source).await?;
                         }
                         self.dags.retain(|id, _| keep.contains(id));
+                        self.next_schedule_check = None;
+                        self.runs_changed = true;
                     }
                 }
                 () = until.cancelled() => {
@@ -376,44 +458,45 @@ impl Engine {
     fn next_wakeup(&self, schedule: bool) -> Option<DateTime<Utc>> {
         let timer = self.timers.peek().map(|Reverse((at, ..))| from_millis(*at));
         let due = if schedule {
-            self.dags
-                .values()
-                .filter_map(|loaded| {
-                    due::next_due(&loaded.dag, self.latest_logical(&loaded.dag.id))
-                })
-                .min()
+            self.next_schedule_check
         } else {
             None
         };
         [timer, due].into_iter().flatten().min()
     }
 
-    fn latest_logical(&self, dag_id: &str) -> Option<DateTime<Utc>> {
-        self.runs
-            .values()
-            .filter(|r| r.run.dag_id == dag_id)
-            .map(|r| from_millis(r.run.logical_date))
-            .max()
-    }
-
+    /// Creates the runs that are due, and notes when the next one will be.
     async fn create_due_runs(&mut self) -> Result<(), EngineError> {
         let now = self.clock.now();
         let dags: Vec<Arc<LoadedDag>> = self.dags.values().cloned().collect();
+        let mut next_check: Option<DateTime<Utc>> = None;
         for loaded in dags {
             if loaded.dag.schedule.is_none() {
                 continue;
             }
-            let latest = self
+            let mut latest = self
                 .store
                 .latest_run(&loaded.dag.id)
                 .await?
                 .map(|run| from_millis(run.logical_date));
-            for interval in due::due_intervals(&loaded.dag, latest, now) {
+            let due = due::due_intervals(&loaded.dag, latest, now);
+            let more = due.len() == due::MAX_NEW_RUNS_PER_PASS;
+            for interval in due {
                 let run_id = format!("scheduled__{}", interval.start.to_rfc3339());
                 self.insert_run(&loaded, &run_id, interval, "scheduled", "{}")
                     .await?;
+                latest = Some(interval.start);
             }
+            let next = if more {
+                Some(now)
+            } else {
+                due::next_due(&loaded.dag, latest)
+            };
+            next_check = [next_check, next].into_iter().flatten().min();
         }
+        // Look again at the next due time, and at least hourly (clock changes, reloads).
+        let hourly = now + chrono::Duration::hours(1);
+        self.next_schedule_check = Some(next_check.map_or(hourly, |at| at.min(hourly)));
         Ok(())
     }
 
@@ -478,10 +561,6 @@ impl Engine {
             return Ok(());
         };
         let tasks = self.store.task_instances(run.id).await?;
-        let unfinished = tasks
-            .iter()
-            .filter(|t| t.state().is_ok_and(|s| !s.is_terminal()))
-            .count();
         let pk = run.id;
         let mut queued = Vec::new();
         let mut retries = Vec::new();
@@ -498,15 +577,7 @@ impl Engine {
                 _ => {}
             }
         }
-        self.runs.insert(
-            pk,
-            ActiveRun {
-                run,
-                dag: loaded,
-                tasks,
-                unfinished,
-            },
-        );
+        self.runs.insert(pk, ActiveRun::new(run, loaded, tasks));
         for (index, priority) in queued {
             self.push_ready(pk, index, priority);
         }
@@ -538,29 +609,13 @@ impl Engine {
             if active.tasks[index].state()? != TaskState::Pending {
                 continue;
             }
-            let Some(task) = active.dag.dag.task(&active.tasks[index].task_id) else {
+            let Some(task) = active.task(index) else {
                 continue;
             };
-            let position = active
-                .dag
-                .dag
-                .tasks
-                .iter()
-                .position(|t| t.id == task.id)
-                .unwrap_or_default();
             let upstream: Vec<TaskState> = active
-                .dag
-                .dag
-                .graph
-                .upstream(position)
+                .neighbours(index, true)
                 .into_iter()
-                .filter_map(|up| {
-                    active
-                        .tasks
-                        .iter()
-                        .find(|t| t.task_id == active.dag.dag.tasks[up].id)
-                })
-                .map(|t| t.state().unwrap_or(TaskState::Pending))
+                .map(|up| active.tasks[up].state().unwrap_or(TaskState::Pending))
                 .collect();
             let (to, detail) = match decide(task.trigger_rule, &upstream) {
                 Decision::Wait => continue,
@@ -595,27 +650,10 @@ impl Engine {
     }
 
     fn downstream_indexes(&self, pk: i64, index: usize) -> Vec<usize> {
-        let Some(active) = self.runs.get(&pk) else {
-            return Vec::new();
-        };
-        let dag = &active.dag.dag;
-        let Some(position) = dag
-            .tasks
-            .iter()
-            .position(|t| t.id == active.tasks[index].task_id)
-        else {
-            return Vec::new();
-        };
-        dag.graph
-            .downstream(position)
-            .into_iter()
-            .filter_map(|down| {
-                active
-                    .tasks
-                    .iter()
-                    .position(|t| t.task_id == dag.tasks[down].id)
-            })
-            .collect()
+        self.runs
+            .get(&pk)
+            .map(|active| active.neighbours(index, false))
+            .unwrap_or_default()
     }
 
     async fn finish_run_if_done(&mut self, pk: i64) -> Result<(), EngineError> {
@@ -664,6 +702,7 @@ impl Engine {
             self.wake_waiters(&run).await?;
         }
         self.runs.remove(&pk);
+        self.runs_changed = true;
         Ok(())
     }
 
@@ -764,7 +803,7 @@ impl Engine {
         let record = active.tasks[index].clone();
         let run = active.run.clone();
         let dag = active.dag.clone();
-        let Some(task) = dag.dag.task(&record.task_id) else {
+        let Some(task) = active.task(index) else {
             return Ok(());
         };
         let prepared = prepare(&dag.dag, task, &run, &self.templates);
@@ -943,7 +982,7 @@ impl Engine {
             return Ok(());
         };
         let record = active.tasks[index].clone();
-        let policy = active.dag.dag.task(&record.task_id).map(|t| t.retry);
+        let policy = active.task(index).map(|t| t.retry);
         let (to, ready_at, detail) = match &outcome {
             Outcome::Succeeded { .. } => (TaskState::Success, None, "succeeded".to_string()),
             Outcome::Failed {
@@ -1018,7 +1057,7 @@ impl Engine {
         };
         let record = active.tasks[index].clone();
         let logical = active.run.logical_date;
-        let timeout = active.dag.dag.task(&record.task_id).and_then(|t| t.timeout);
+        let timeout = active.task(index).and_then(|t| t.timeout);
         let target = self.store.run_for_interval(dag, logical).await?;
         let done = match (&target, task) {
             (Some(run), None) => run.state()? == RunState::Success,

@@ -141,6 +141,12 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
+    /// Run the engine workloads W1–W5 and print a table.
+    Engine {
+        /// State database (default: a temporary SQLite file).
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
     /// Parse and validate generated DAG files; print wall time and peak memory.
     Validate {
         /// How many DAG files.

@@ -1,5 +1,6 @@
 //! `ferry bench validate`: parses and validates generated DAG files and prints the figures
-//! recorded in docs/benchmarks.md.
+//! recorded in docs/benchmarks.md. `ferry bench engine` (in `bench_engine.rs`) runs the engine
+//! workloads.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -60,7 +61,7 @@ pub(crate) fn validate(dags: usize, tasks: usize, runs: usize) -> Result<ExitCod
 }
 
 /// A DAG file like a real one: a schedule in Tokyo, params, templates, a diamond-ish chain.
-fn dag_file(index: usize, tasks: usize) -> String {
+pub(crate) fn dag_file(index: usize, tasks: usize) -> String {
     let mut text = format!(
         "description: generated DAG {index}\nowner: bench\nschedule: '{} 2 * * *'\ntimezone: Asia/Tokyo\n\
          start_date: 2026-01-01\ncatchup: false\nparams:\n  table: events_{index}\n\
@@ -80,7 +81,7 @@ fn dag_file(index: usize, tasks: usize) -> String {
 }
 
 /// The process's peak resident set size in KiB, from /proc/self/status.
-fn peak_resident_memory() -> Option<u64> {
+pub(crate) fn peak_resident_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

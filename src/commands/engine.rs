@@ -74,12 +74,13 @@ fn print_progress(progress: &Progress) {
 
 /// Loads every valid DAG of the catalog into the engine, with its file's text as its version.
 pub(crate) async fn load_all(engine: &mut Engine, catalog: &Catalog) -> Result<()> {
+    let mut dags = Vec::with_capacity(catalog.dags.len());
     for dag in catalog.dags.values() {
         let source = std::fs::read_to_string(&dag.file)
             .with_context(|| format!("cannot read {}", dag.file.display()))?;
-        engine.load_dag(dag.clone(), &source).await?;
+        dags.push((dag.clone(), source));
     }
-    Ok(())
+    Ok(engine.load_dags(dags).await?)
 }
 
 /// A token cancelled by SIGTERM or SIGINT (Ctrl-C).

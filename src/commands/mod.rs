@@ -2,6 +2,7 @@
 //! errors; other failures (configuration, usage) become exit code 2 in `main`.
 
 mod bench;
+mod bench_engine;
 mod dags;
 mod engine;
 mod run;
@@ -48,6 +49,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => {
             bench::validate(dags, tasks, runs)
+        }
+        Command::Bench(BenchCommand::Engine { database_url }) => {
+            bench_engine::run(&config()?, database_url.as_deref())
         }
         Command::Serve(args) => serve::run(&config()?, &args),
         Command::Run(args) => run::run(&config()?, &args),

@@ -16,8 +16,8 @@ use ferry_dag::template::Templates;
 use ferry_executor::command::{GroupSignal, signal_group};
 use ferry_executor::{LogBuffer, Outcome};
 use ferry_store::{
-    NewRun, NewTaskInstance, RunFilter, RunRecord, RunState, Store, TaskChange, TaskInstanceRecord,
-    TaskState,
+    NewDagVersion, NewRun, NewTaskInstance, RunFilter, RunRecord, RunState, Store, TaskChange,
+    TaskInstanceRecord, TaskState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -241,29 +241,62 @@ impl Engine {
         dag: Dag,
         source: &str,
     ) -> Result<Arc<LoadedDag>, EngineError> {
-        let hash = content_hash(source);
-        if let Some(known) = self.dags.get(&dag.id)
-            && known.hash == hash
-        {
-            return Ok(known.clone());
+        let id = dag.id.clone();
+        self.load_dags(vec![(dag, source.to_string())]).await?;
+        self.dags
+            .get(&id)
+            .cloned()
+            .ok_or(EngineError::UnknownDag(id))
+    }
+
+    /// Loads many DAGs with the text of their files; unchanged ones are left as they are and the
+    /// new versions are recorded together.
+    pub async fn load_dags(&mut self, dags: Vec<(Dag, String)>) -> Result<(), EngineError> {
+        let changed: Vec<(Dag, String, String)> = dags
+            .into_iter()
+            .map(|(dag, source)| {
+                let hash = content_hash(&source);
+                (dag, source, hash)
+            })
+            .filter(|(dag, _, hash)| {
+                self.dags
+                    .get(&dag.id)
+                    .is_none_or(|known| &known.hash != hash)
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
         }
-        let version_id = self
-            .store
-            .record_dag_version(
-                &dag.id,
-                &hash,
-                &dag.file.display().to_string(),
+        let files: Vec<String> = changed
+            .iter()
+            .map(|(dag, ..)| dag.file.display().to_string())
+            .collect();
+        let versions: Vec<NewDagVersion<'_>> = changed
+            .iter()
+            .zip(&files)
+            .map(|((dag, source, hash), file)| NewDagVersion {
+                dag_id: &dag.id,
+                content_hash: hash,
+                file,
                 source,
-                millis(self.clock.now()),
-            )
+            })
+            .collect();
+        let ids = self
+            .store
+            .record_dag_versions(&versions, millis(self.clock.now()))
             .await?;
-        let loaded = Arc::new(LoadedDag {
-            dag,
-            version_id,
-            hash,
-        });
-        self.dags.insert(loaded.dag.id.clone(), loaded.clone());
-        Ok(loaded)
+        for ((dag, _, hash), version_id) in changed.into_iter().zip(ids) {
+            self.dags.insert(
+                dag.id.clone(),
+                Arc::new(LoadedDag {
+                    dag,
+                    version_id,
+                    hash,
+                }),
+            );
+        }
+        self.next_schedule_check = None;
+        Ok(())
     }
 
     /// The DAGs loaded.
@@ -285,7 +318,7 @@ impl Engine {
             .get(dag_id)
             .cloned()
             .ok_or_else(|| EngineError::UnknownDag(dag_id.to_string()))?;
-        let run_id = format!("{run_type}__{}", interval.start.to_rfc3339());
+        let run_id = run_id(dag_id, run_type, interval);
         self.insert_run(
             &loaded,
             &run_id,
@@ -304,27 +337,15 @@ impl Engine {
         run_type: &str,
         conf: &str,
     ) -> Result<Option<RunRecord>, EngineError> {
-        let tasks: Vec<NewTaskInstance<'_>> = loaded
-            .dag
-            .tasks
-            .iter()
-            .map(|task| NewTaskInstance {
-                task_id: &task.id,
-                max_tries: i64::from(task.retry.retries) + 1,
-                priority: i64::from(task.priority),
-                pool: &task.pool,
-            })
-            .collect();
-        let new_run = NewRun {
-            dag_id: &loaded.dag.id,
+        let tasks = new_instances(&loaded.dag);
+        let new_run = new_run(
+            loaded,
             run_id,
-            interval_start: millis(interval.start),
-            interval_end: millis(interval.end),
+            interval,
             run_type,
             conf,
-            dag_version_id: loaded.version_id,
-            at: millis(self.clock.now()),
-        };
+            millis(self.clock.now()),
+        );
         let created = self
             .store
             .create_run(
@@ -421,9 +442,7 @@ impl Engine {
                 _ = reload_tick.tick(), if reloader.is_some() => {
                     if let Some((reload, _)) = reloader.as_mut() {
                         let Reload { dags, keep } = reload();
-                        for (dag, source) in dags {
-                            self.load_dag(dag, &source).await?;
-                        }
+                        self.load_dags(dags).await?;
                         self.dags.retain(|id, _| keep.contains(id));
                         self.next_schedule_check = None;
                         self.runs_changed = true;
@@ -466,33 +485,60 @@ impl Engine {
     }
 
     /// Creates the runs that are due, and notes when the next one will be.
-    async fn create_due_runs(&mut self) -> Result<(), EngineError> {
+    pub async fn create_due_runs(&mut self) -> Result<(), EngineError> {
         let now = self.clock.now();
         let dags: Vec<Arc<LoadedDag>> = self.dags.values().cloned().collect();
         let mut next_check: Option<DateTime<Utc>> = None;
+        let latest_dates = self.store.latest_logical_dates().await?;
+        let mut pending = Vec::new();
         for loaded in dags {
             if loaded.dag.schedule.is_none() {
                 continue;
             }
-            let mut latest = self
-                .store
-                .latest_run(&loaded.dag.id)
-                .await?
-                .map(|run| from_millis(run.logical_date));
+            let mut latest = latest_dates.get(&loaded.dag.id).map(|ms| from_millis(*ms));
             let due = due::due_intervals(&loaded.dag, latest, now);
             let more = due.len() == due::MAX_NEW_RUNS_PER_PASS;
-            for interval in due {
-                let run_id = format!("scheduled__{}", interval.start.to_rfc3339());
-                self.insert_run(&loaded, &run_id, interval, "scheduled", "{}")
-                    .await?;
-                latest = Some(interval.start);
+            if let Some(last) = due.last() {
+                latest = Some(last.start);
             }
+            pending.extend(due.into_iter().map(|interval| (loaded.clone(), interval)));
             let next = if more {
                 Some(now)
             } else {
                 due::next_due(&loaded.dag, latest)
             };
             next_check = [next_check, next].into_iter().flatten().min();
+        }
+        // All of this pass's runs in one transaction.
+        let ids: Vec<String> = pending
+            .iter()
+            .map(|(loaded, interval)| run_id(&loaded.dag.id, "scheduled", *interval))
+            .collect();
+        let instances: Vec<Vec<NewTaskInstance<'_>>> = pending
+            .iter()
+            .map(|(loaded, _)| new_instances(&loaded.dag))
+            .collect();
+        let at = millis(now);
+        let batch: Vec<(NewRun<'_>, &[NewTaskInstance<'_>])> = pending
+            .iter()
+            .zip(&ids)
+            .zip(&instances)
+            .map(|(((loaded, interval), id), tasks)| {
+                (
+                    new_run(loaded, id, *interval, "scheduled", "{}", at),
+                    tasks.as_slice(),
+                )
+            })
+            .collect();
+        for run in self
+            .store
+            .create_runs(&batch, "scheduler")
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            self.runs_changed = true;
+            self.report(&run, None, 0, "queued", "scheduled");
         }
         // Look again at the next due time, and at least hourly (clock changes, reloads).
         let hourly = now + chrono::Duration::hours(1);
@@ -1341,6 +1387,46 @@ impl Engine {
             detail: detail.to_string(),
         });
     }
+}
+
+/// The task instances a new run of `dag` starts with.
+fn new_instances(dag: &Dag) -> Vec<NewTaskInstance<'_>> {
+    dag.tasks
+        .iter()
+        .map(|task| NewTaskInstance {
+            task_id: &task.id,
+            max_tries: i64::from(task.retry.retries) + 1,
+            priority: i64::from(task.priority),
+            pool: &task.pool,
+        })
+        .collect()
+}
+
+/// A run of `loaded` for `interval`, to create.
+fn new_run<'a>(
+    loaded: &'a LoadedDag,
+    run_id: &'a str,
+    interval: ferry_dag::timetable::DataInterval,
+    run_type: &'a str,
+    conf: &'a str,
+    at: i64,
+) -> NewRun<'a> {
+    NewRun {
+        dag_id: &loaded.dag.id,
+        run_id,
+        interval_start: millis(interval.start),
+        interval_end: millis(interval.end),
+        run_type,
+        conf,
+        dag_version_id: loaded.version_id,
+        at,
+    }
+}
+
+/// A run's id, unique among all DAGs: `dag__type__logical-date` (Airflow's run id, prefixed
+/// with the DAG so that `ferry logs RUN TASK` needs no DAG).
+fn run_id(dag_id: &str, run_type: &str, interval: ferry_dag::timetable::DataInterval) -> String {
+    format!("{dag_id}__{run_type}__{}", interval.start.to_rfc3339())
 }
 
 /// `host:pid` of this process.

@@ -29,7 +29,8 @@ use sqlx::sqlite::{
 };
 
 pub use records::{
-    AttemptRecord, EventRecord, NewRun, NewTaskInstance, RunRecord, TaskInstanceRecord,
+    AttemptRecord, EventRecord, NewDagVersion, NewRun, NewTaskInstance, RunRecord,
+    TaskInstanceRecord,
 };
 pub use state::{RunState, TaskState};
 
@@ -240,25 +241,55 @@ impl Store {
         source: &str,
         at: i64,
     ) -> Result<i64, StoreError> {
+        let version = NewDagVersion {
+            dag_id,
+            content_hash,
+            file,
+            source,
+        };
+        let ids = self.record_dag_versions(&[version], at).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Unreadable("no version id returned".to_string()))
+    }
+
+    /// Records many DAG files' contents at once; returns their version ids in the same order.
+    pub async fn record_dag_versions(
+        &self,
+        versions: &[NewDagVersion<'_>],
+        at: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut ids = std::collections::HashMap::new();
         with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO dag_versions (dag_id, content_hash, file, source, loaded_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (dag_id, content_hash) DO NOTHING",
-            )
-            .bind(dag_id)
-            .bind(content_hash)
-            .bind(file)
-            .bind(source)
-            .bind(at)
-            .execute(pool)
-            .await?;
-            let id: i64 = sqlx::query_scalar("SELECT id FROM dag_versions WHERE dag_id = $1 AND content_hash = $2")
-                .bind(dag_id)
-                .bind(content_hash)
-                .fetch_one(pool)
-                .await?;
-            Ok(id)
-        })
+            let mut tx = pool.begin().await?;
+            for chunk in versions.chunks(1000) {
+                let mut insert =
+                    sqlx::QueryBuilder::new("INSERT INTO dag_versions (dag_id, content_hash, file, source, loaded_at) ");
+                insert.push_values(chunk, |mut row, version| {
+                    row.push_bind(version.dag_id)
+                        .push_bind(version.content_hash)
+                        .push_bind(version.file)
+                        .push_bind(version.source)
+                        .push_bind(at);
+                });
+                // The no-op update makes RETURNING give the ids of rows that already existed too.
+                insert.push(" ON CONFLICT (dag_id, content_hash) DO UPDATE SET dag_id = EXCLUDED.dag_id RETURNING id, dag_id, content_hash");
+                let rows: Vec<(i64, String, String)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+                ids.extend(rows.into_iter().map(|(id, dag, hash)| ((dag, hash), id)));
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        })?;
+        versions
+            .iter()
+            .map(|v| {
+                ids.get(&(v.dag_id.to_string(), v.content_hash.to_string()))
+                    .copied()
+                    .ok_or_else(|| {
+                        StoreError::Unreadable(format!("no version id for DAG {}", v.dag_id))
+                    })
+            })
+            .collect()
     }
 
     /// Creates a run and its task instances in one transaction. Returns `None`, creating
@@ -269,49 +300,91 @@ impl Store {
         tasks: &[NewTaskInstance<'_>],
         cause: &str,
     ) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self
+            .create_runs(&[(run.clone(), tasks)], cause)
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Creates several runs with their task instances in one transaction (a scheduler pass over
+    /// many DAGs), with a few statements however many runs. Each result is `None` when that DAG
+    /// already had a run for that logical date.
+    pub async fn create_runs(
+        &self,
+        runs: &[(NewRun<'_>, &[NewTaskInstance<'_>])],
+        cause: &str,
+    ) -> Result<Vec<Option<RunRecord>>, StoreError> {
+        let mut created: std::collections::HashMap<(String, i64), RunRecord> =
+            std::collections::HashMap::new();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let created: Option<RunRecord> = sqlx::query_as(
-                "INSERT INTO dag_runs (dag_id, run_id, logical_date, interval_start, interval_end, run_type, conf, state, \
-                 dag_version_id, queued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING *",
-            )
-            .bind(run.dag_id)
-            .bind(run.run_id)
-            .bind(run.interval_start)
-            .bind(run.interval_start)
-            .bind(run.interval_end)
-            .bind(run.run_type)
-            .bind(run.conf)
-            .bind(RunState::Queued.as_str())
-            .bind(run.dag_version_id)
-            .bind(run.at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(created) = created else {
-                return Ok(None);
-            };
-            for task in tasks {
-                sqlx::query(
-                    "INSERT INTO task_instances (run_pk, task_id, state, max_tries, priority, pool) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(created.id)
-                .bind(task.task_id)
-                .bind(TaskState::Pending.as_str())
-                .bind(task.max_tries)
-                .bind(task.priority)
-                .bind(task.pool)
-                .execute(&mut *tx)
-                .await?;
+            for chunk in runs.chunks(1000) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO dag_runs (dag_id, run_id, logical_date, interval_start, interval_end, run_type, conf, \
+                     state, dag_version_id, queued_at) ",
+                );
+                insert.push_values(chunk, |mut row, (run, _)| {
+                    row.push_bind(run.dag_id)
+                        .push_bind(run.run_id)
+                        .push_bind(run.interval_start)
+                        .push_bind(run.interval_start)
+                        .push_bind(run.interval_end)
+                        .push_bind(run.run_type)
+                        .push_bind(run.conf)
+                        .push_bind(RunState::Queued.as_str())
+                        .push_bind(run.dag_version_id)
+                        .push_bind(run.at);
+                });
+                insert.push(" ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING *");
+                let rows: Vec<RunRecord> = insert.build_query_as().fetch_all(&mut *tx).await?;
+                created.extend(rows.into_iter().map(|run| ((run.dag_id.clone(), run.logical_date), run)));
             }
-            let no_task: Option<&str> = None;
-            let no_try: Option<i64> = None;
-            let no_state: Option<&str> = None;
-            append_event!(tx, run.at, run.dag_id, run.run_id, no_task, no_try, no_state, RunState::Queued.as_str(), cause, run.run_type);
+            // Task instances of every new run, many rows per statement (under SQLite's limit on
+            // bound parameters).
+            let instances: Vec<(i64, &NewTaskInstance<'_>)> = runs
+                .iter()
+                .filter_map(|(run, tasks)| created.get(&(run.dag_id.to_string(), run.interval_start)).map(|c| (c.id, *tasks)))
+                .flat_map(|(pk, tasks)| tasks.iter().map(move |task| (pk, task)))
+                .collect();
+            for chunk in instances.chunks(1000) {
+                let mut insert =
+                    sqlx::QueryBuilder::new("INSERT INTO task_instances (run_pk, task_id, state, max_tries, priority, pool) ");
+                insert.push_values(chunk, |mut row, (pk, task)| {
+                    row.push_bind(*pk)
+                        .push_bind(task.task_id)
+                        .push_bind(TaskState::Pending.as_str())
+                        .push_bind(task.max_tries)
+                        .push_bind(task.priority)
+                        .push_bind(task.pool);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            let new_runs: Vec<&NewRun<'_>> = runs
+                .iter()
+                .map(|(run, _)| run)
+                .filter(|run| created.contains_key(&(run.dag_id.to_string(), run.interval_start)))
+                .collect();
+            for chunk in new_runs.chunks(1000) {
+                let mut insert =
+                    sqlx::QueryBuilder::new("INSERT INTO events (at, dag_id, run_id, to_state, cause, detail) ");
+                insert.push_values(chunk, |mut row, run| {
+                    row.push_bind(run.at)
+                        .push_bind(run.dag_id)
+                        .push_bind(run.run_id)
+                        .push_bind(RunState::Queued.as_str())
+                        .push_bind(cause)
+                        .push_bind(run.run_type);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
             tx.commit().await?;
-            Ok(Some(created))
-        })
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(runs
+            .iter()
+            .map(|(run, _)| created.remove(&(run.dag_id.to_string(), run.interval_start)))
+            .collect())
     }
 
     /// Runs matching `filter`, newest logical date first.
@@ -339,6 +412,17 @@ impl Store {
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as("SELECT * FROM dag_runs WHERE run_id = $1").bind(run_id).fetch_optional(pool).await?)
+        })
+    }
+
+    /// The latest logical date of every DAG that has runs.
+    pub async fn latest_logical_dates(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        with_pool!(self, pool => {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT dag_id, MAX(logical_date) FROM dag_runs GROUP BY dag_id").fetch_all(pool).await?;
+            Ok(rows.into_iter().collect())
         })
     }
 

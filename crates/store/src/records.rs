@@ -180,3 +180,16 @@ pub struct NewTaskInstance<'a> {
     /// Pool.
     pub pool: &'a str,
 }
+
+/// A DAG file's content to record as a version.
+#[derive(Clone, Copy, Debug)]
+pub struct NewDagVersion<'a> {
+    /// The DAG.
+    pub dag_id: &'a str,
+    /// Hash of the file's text.
+    pub content_hash: &'a str,
+    /// The file's path.
+    pub file: &'a str,
+    /// The file's text.
+    pub source: &'a str,
+}

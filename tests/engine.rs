@@ -246,3 +246,32 @@ fn nix_kill(child: &Child, signal: &str) {
         .expect("kill runs");
     assert!(status.success());
 }
+
+#[test]
+fn serve_picks_up_new_dag_files_and_reports_broken_ones() {
+    let dir = project(&[("idle.yaml", "tasks:\n  - {id: a, type: noop}\n")]);
+    let serve = spawn_ferry(dir.path(), &["serve"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let added = "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-02\ncatchup: true\ntasks:\n  - {id: a, type: noop}\n";
+    std::fs::write(dir.path().join("dags/internal/added.yaml"), added).expect("new DAG");
+    wait_for_runs(dir.path(), Duration::from_secs(20), |runs| {
+        runs.as_array().is_some_and(|r| {
+            r.len() == 2
+                && r.iter()
+                    .all(|run| run["dag_id"] == "added" && run["state"] == "success")
+        })
+    });
+    std::fs::write(
+        dir.path().join("dags/internal/added.yaml"),
+        "tasks: [oops\n",
+    )
+    .expect("break the DAG");
+    std::thread::sleep(Duration::from_secs(3));
+    nix_kill(&serve, "TERM");
+    let output = serve.wait_with_output().expect("serve exits");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("added.yaml") && errors.contains("yaml-syntax"),
+        "{errors}"
+    );
+}

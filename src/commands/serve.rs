@@ -40,7 +40,14 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
         );
         let until = cancel_on_signals()?;
         let mut last = catalog.diagnostics.clone();
+        let mut seen = fingerprint(config);
         let mut reload = move || {
+            // Parse again only when a file was added, removed or changed.
+            let now = fingerprint(config);
+            if now == seen {
+                return Reload::unchanged();
+            }
+            seen = now;
             let catalog = read(config);
             report(&catalog, Some(&last));
             last = catalog.diagnostics.clone();
@@ -62,7 +69,11 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
                         .map(|source| (dag, source))
                 })
                 .collect();
-            Reload { dags, keep }
+            Reload {
+                dags,
+                keep,
+                changed: true,
+            }
         };
         let every = Duration::from_secs(config.engine.reload_interval_secs.max(1));
         engine
@@ -72,6 +83,20 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
         eprintln!("ferry: stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Path, size and modification time of every DAG file: what decides whether to reload.
+fn fingerprint(config: &Config) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let (files, _) = ferry_dag::catalog::discover(&config.dags.folders);
+    files
+        .into_iter()
+        .map(|file| {
+            let meta = std::fs::metadata(&file).ok();
+            let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (file, size, modified)
+        })
+        .collect()
 }
 
 fn read(config: &Config) -> Catalog {

@@ -145,6 +145,8 @@ pub struct Dag {
     pub max_active_runs: u32,
     /// Concurrent tasks per run.
     pub max_active_tasks: u32,
+    /// A run still going this long after it started fails.
+    pub dagrun_timeout: Option<Duration>,
     /// Parameters and their defaults.
     pub params: BTreeMap<String, serde_json::Value>,
     /// Deadline.
@@ -284,6 +286,7 @@ impl Reader<'_> {
             catchup: header.catchup,
             max_active_runs: header.max_active_runs,
             max_active_tasks: header.max_active_tasks,
+            dagrun_timeout: header.dagrun_timeout,
             params: header.params,
             sla: header.sla,
             alerts: header.alerts,
@@ -556,6 +559,7 @@ impl Reader<'_> {
             catchup: spec.catchup,
             max_active_runs: spec.max_active_runs.unwrap_or(1),
             max_active_tasks: spec.max_active_tasks.unwrap_or(16),
+            dagrun_timeout: spec.dagrun_timeout,
             params: spec.params,
             defaults: spec.defaults,
             sla,
@@ -811,6 +815,7 @@ struct Header {
     catchup: bool,
     max_active_runs: u32,
     max_active_tasks: u32,
+    dagrun_timeout: Option<Duration>,
     params: BTreeMap<String, serde_json::Value>,
     defaults: TaskSettings,
     sla: Option<Sla>,

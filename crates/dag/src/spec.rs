@@ -48,6 +48,9 @@ pub struct DagSpec<T> {
     pub max_active_runs: Option<u32>,
     /// How many tasks of one run may execute at once. Default 16.
     pub max_active_tasks: Option<u32>,
+    /// A run still going this long after it started fails: its running tasks are stopped and
+    /// the rest fail, without retries.
+    pub dagrun_timeout: Option<Duration>,
     /// What to do with scheduled times that daylight saving skips or repeats.
     pub dst: Option<DstPolicy>,
     /// Run parameters and their defaults; a manual run may override them.

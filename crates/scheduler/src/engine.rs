@@ -84,6 +84,19 @@ pub struct Reload {
     /// Ids to keep scheduling: the valid DAGs and those whose file exists but is now invalid
     /// (they keep their last valid version). Others were deleted and stop being scheduled.
     pub keep: Vec<String>,
+    /// False when nothing changed on disk (the other fields are then empty and ignored).
+    pub changed: bool,
+}
+
+impl Reload {
+    /// Nothing changed on disk: keep everything as it is.
+    pub fn unchanged() -> Self {
+        Self {
+            dags: Vec::new(),
+            keep: Vec::new(),
+            changed: false,
+        }
+    }
 }
 
 /// Reads the DAG folders again; `ferry serve` calls it every `reload_interval`.
@@ -156,8 +169,10 @@ impl ActiveRun {
 }
 
 struct Slot {
+    run_pk: i64,
     dag_id: String,
     pool: String,
+    cancel: CancellationToken,
 }
 
 struct Finished {
@@ -178,6 +193,7 @@ enum Message {
 enum TimerKind {
     Retry,
     Deferral,
+    RunTimeout,
 }
 
 /// The engine.
@@ -202,6 +218,8 @@ pub struct Engine {
     runs_changed: bool,
     /// When the timetables must be looked at again (`None`: now).
     next_schedule_check: Option<DateTime<Utc>>,
+    /// Runs past their `dagrun_timeout`: their attempts are not retried.
+    timed_out: std::collections::HashSet<i64>,
 }
 
 impl Engine {
@@ -232,6 +250,7 @@ impl Engine {
             stop_attempts: CancellationToken::new(),
             runs_changed: true,
             next_schedule_check: None,
+            timed_out: std::collections::HashSet::new(),
         }
     }
 
@@ -441,11 +460,13 @@ impl Engine {
                 }
                 _ = reload_tick.tick(), if reloader.is_some() => {
                     if let Some((reload, _)) = reloader.as_mut() {
-                        let Reload { dags, keep } = reload();
-                        self.load_dags(dags).await?;
-                        self.dags.retain(|id, _| keep.contains(id));
-                        self.next_schedule_check = None;
-                        self.runs_changed = true;
+                        let Reload { dags, keep, changed } = reload();
+                        if changed {
+                            self.load_dags(dags).await?;
+                            self.dags.retain(|id, _| keep.contains(id));
+                            self.next_schedule_check = None;
+                            self.runs_changed = true;
+                        }
                     }
                 }
                 () = until.cancelled() => {
@@ -623,6 +644,12 @@ impl Engine {
                 _ => {}
             }
         }
+        if let Some(limit) = loaded.dag.dagrun_timeout {
+            let started = run.started_at.unwrap_or_else(|| millis(self.clock.now()));
+            let deadline = started + i64::try_from(limit.0.as_millis()).unwrap_or(i64::MAX / 2);
+            self.timers
+                .push(Reverse((deadline, TimerKind::RunTimeout, pk, 0)));
+        }
         self.runs.insert(pk, ActiveRun::new(run, loaded, tasks));
         for (index, priority) in queued {
             self.push_ready(pk, index, priority);
@@ -748,6 +775,7 @@ impl Engine {
             self.wake_waiters(&run).await?;
         }
         self.runs.remove(&pk);
+        self.timed_out.remove(&pk);
         self.runs_changed = true;
         Ok(())
     }
@@ -945,8 +973,10 @@ impl Engine {
         self.running.insert(
             task_id,
             Slot {
+                run_pk: pk,
                 dag_id: dag_id.to_string(),
                 pool: pool.to_string(),
+                cancel: cancel.clone(),
             },
         );
         let sender = self.sender.clone();
@@ -1037,7 +1067,9 @@ impl Engine {
                 reason,
                 ..
             } => {
-                let can_retry = *retryable && record.try_number < record.max_tries;
+                let can_retry = *retryable
+                    && record.try_number < record.max_tries
+                    && !self.timed_out.contains(&pk);
                 match (can_retry, policy) {
                     (true, Some(policy)) => {
                         let next_try = u32::try_from(record.try_number + 1).unwrap_or(u32::MAX);
@@ -1233,6 +1265,41 @@ impl Engine {
         Ok(())
     }
 
+    /// `dagrun_timeout` passed: running attempts are stopped (and not retried), every other
+    /// unfinished task fails, and so the run fails.
+    async fn time_out_run(&mut self, pk: i64) -> Result<(), EngineError> {
+        let Some(active) = self.runs.get(&pk) else {
+            return Ok(());
+        };
+        let waiting: Vec<(usize, TaskState)> = active
+            .tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, task)| task.state().ok().map(|state| (index, state)))
+            .filter(|(_, state)| !state.is_terminal() && *state != TaskState::Running)
+            .collect();
+        self.timed_out.insert(pk);
+        for slot in self.running.values().filter(|slot| slot.run_pk == pk) {
+            slot.cancel.cancel();
+        }
+        let detail = "the run exceeded its dagrun_timeout";
+        for (index, state) in waiting {
+            self.move_task(
+                pk,
+                index,
+                state,
+                TaskState::Failed,
+                None,
+                None,
+                None,
+                "timeout",
+                detail,
+            )
+            .await?;
+        }
+        self.finish_run_if_done(pk).await
+    }
+
     async fn fire_timers(&mut self) -> Result<(), EngineError> {
         let now = millis(self.clock.now());
         while let Some(Reverse((at, kind, pk, index))) = self.timers.peek().copied() {
@@ -1240,6 +1307,10 @@ impl Engine {
                 break;
             }
             self.timers.pop();
+            if kind == TimerKind::RunTimeout {
+                self.time_out_run(pk).await?;
+                continue;
+            }
             let Some(active) = self.runs.get(&pk) else {
                 continue;
             };

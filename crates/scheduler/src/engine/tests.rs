@@ -153,3 +153,30 @@ async fn templates_are_rendered_per_run() {
     assert_eq!(run_dag(&mut h, &yaml).await, RunState::Success);
     assert_eq!(std::fs::read_to_string(&out).expect("output"), "t scores\n");
 }
+
+#[tokio::test]
+async fn a_run_past_its_timeout_fails_without_retries() {
+    let mut h = harness(4).await;
+    let yaml = concat!(
+        "dagrun_timeout: 1s\n",
+        "tasks:\n",
+        "  - {id: slow, type: command, command: 'sleep 30', retries: 3, retry_delay: 0s}\n",
+        "  - {id: after, type: noop, depends_on: [slow]}\n",
+        "  - {id: parallel, type: command, command: 'sleep 30'}\n",
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(run_dag(&mut h, yaml).await, RunState::Failed);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let seen = h.seen.lock().expect("lock").clone();
+    assert!(!seen.iter().any(|s| s == "slow:up_for_retry"), "{seen:?}");
+    assert!(seen.iter().any(|s| s == "slow:failed"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s == "after:upstream_failed" || s == "after:failed"),
+        "{seen:?}"
+    );
+}

@@ -8,7 +8,9 @@ use anyhow::{Context as _, Result};
 use ferry_config::Config;
 use ferry_dag::Catalog;
 use ferry_scheduler::clock::Clock;
-use ferry_scheduler::{Engine, EngineConfig, Progress, worker_name};
+use ferry_scheduler::{Engine, EngineConfig, worker_name};
+
+use crate::progress::Observer;
 use ferry_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +44,13 @@ pub(crate) async fn open_store(config: &Config, args: &EngineArgs) -> Result<Sto
     Ok(Store::open(&url).await?)
 }
 
-/// An engine with the configured limits, printing every change as a line.
-pub(crate) fn engine(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Engine {
+/// An engine with the configured limits; `observer` hears of every change.
+pub(crate) fn engine(
+    config: &Config,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    observer: Observer,
+) -> Engine {
     let settings = EngineConfig {
         worker: worker_name(),
         parallelism: config.engine.parallelism.max(1),
@@ -52,24 +59,7 @@ pub(crate) fn engine(config: &Config, store: Store, clock: Arc<dyn Clock>) -> En
         heartbeat_timeout: Duration::from_secs(config.engine.heartbeat_timeout_secs.max(2)),
         shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_secs),
     };
-    Engine::new(store, clock, settings, Box::new(print_progress))
-}
-
-/// One line per change: `time  run  [task (try n)]  state  detail`.
-fn print_progress(progress: &Progress) {
-    let task = match &progress.task_id {
-        Some(task) => format!("{task} (try {})", progress.try_number),
-        None => "run".to_string(),
-    };
-    let detail = progress.detail.lines().next().unwrap_or_default();
-    println!(
-        "{}  {}  {:<28} {:<16} {}",
-        progress.at.format("%H:%M:%S%.3f"),
-        progress.run_id,
-        task,
-        progress.state,
-        detail
-    );
+    Engine::new(store, clock, settings, observer)
 }
 
 /// Loads every valid DAG of the catalog into the engine, with its file's text as its version.

@@ -23,7 +23,13 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
     let interval = interval_for(&dag, args.date.as_deref(), clock.now())?;
     block_on(async {
         let store = open_store(config, &args.engine).await?;
-        let mut engine = engine(config, store.clone(), clock);
+        let tasks = dag.tasks.iter().map(|t| t.id.clone()).collect();
+        let mut engine = engine(
+            config,
+            store.clone(),
+            clock,
+            crate::progress::for_run(tasks),
+        );
         load_all(&mut engine, &catalog).await?;
         let Some(run) = engine
             .create_run(&dag.id, interval, "manual", &conf)
@@ -72,7 +78,12 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
     }
     block_on(async {
         let store = open_store(config, &args.engine).await?;
-        let mut engine = engine(config, store.clone(), Arc::new(SystemClock::real()));
+        let mut engine = engine(
+            config,
+            store.clone(),
+            Arc::new(SystemClock::real()),
+            crate::progress::lines(),
+        );
         load_all(&mut engine, &catalog).await?;
         let source = std::fs::read_to_string(&dag.file)?;
         engine.load_dag(dag.clone(), &source).await?;

@@ -17,7 +17,12 @@ use crate::cli::EngineArgs;
 pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
     block_on(async {
         let store = open_store(config, args).await?;
-        let mut engine = engine(config, store.clone(), Arc::new(SystemClock::real()));
+        let mut engine = engine(
+            config,
+            store.clone(),
+            Arc::new(SystemClock::real()),
+            crate::progress::lines(),
+        );
         let catalog = read(config);
         report(&catalog, None);
         load_all(&mut engine, &catalog).await?;

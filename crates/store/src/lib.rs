@@ -562,13 +562,15 @@ impl Store {
         rendered: &str,
         at: i64,
     ) -> Result<Option<(TaskInstanceRecord, i64)>, StoreError> {
+        // On PostgreSQL a row another node is claiming is skipped instead of waited for; SQLite
+        // has a single writer, so the guarded update alone decides.
+        let claim_sql = match self.backend() {
+            Backend::Postgres => CLAIM_POSTGRES,
+            Backend::Sqlite => CLAIM_SQLITE,
+        };
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let claimed: Option<TaskInstanceRecord> = sqlx::query_as(
-                "UPDATE task_instances SET state = $1, try_number = try_number + 1, lease = lease + 1, worker = $2, \
-                 started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL \
-                 WHERE id = $4 AND state = $5 RETURNING *",
-            )
+            let claimed: Option<TaskInstanceRecord> = sqlx::query_as(claim_sql)
             .bind(TaskState::Running.as_str())
             .bind(worker)
             .bind(at)
@@ -702,6 +704,16 @@ impl Store {
         })
     }
 }
+
+/// Claims a queued task: running, try and fencing lease up by one.
+const CLAIM_SQLITE: &str = "UPDATE task_instances SET state = $1, try_number = try_number + 1, lease = lease + 1, \
+     worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL \
+     WHERE id = $4 AND state = $5 RETURNING *";
+
+/// The same claim on PostgreSQL, skipping a row that another node has locked.
+const CLAIM_POSTGRES: &str = "UPDATE task_instances SET state = $1, try_number = try_number + 1, lease = lease + 1, \
+     worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL \
+     WHERE id = (SELECT id FROM task_instances WHERE id = $4 AND state = $5 FOR UPDATE SKIP LOCKED) RETURNING *";
 
 /// A database URL with its password replaced by `********`.
 pub fn redact(url: &str) -> String {

@@ -423,3 +423,30 @@ fn passwords_are_masked() {
     );
     assert_eq!(redact("sqlite://data/ferry.db"), "sqlite://data/ferry.db");
 }
+
+#[tokio::test]
+async fn concurrent_claims_have_one_winner() {
+    for (store, _dir) in stores().await {
+        let run = run_with_tasks(&store, "r1", 100).await;
+        let a = store.task_instances(run.id).await.expect("tasks")[0].clone();
+        store
+            .transition_task(
+                &run,
+                &a,
+                &change(&a, TaskState::Pending, TaskState::Queued, "scheduler"),
+            )
+            .await
+            .expect("queue");
+        let attempts = (0..8).map(|n| {
+            let (store, run, a) = (store.clone(), run.clone(), a.clone());
+            tokio::spawn(async move { store.claim(&run, &a, &format!("node-{n}"), "x", 20).await })
+        });
+        let mut winners = 0;
+        for attempt in attempts {
+            if attempt.await.expect("joined").expect("no error").is_some() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "{:?}", store.backend());
+    }
+}

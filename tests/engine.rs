@@ -275,3 +275,113 @@ fn serve_picks_up_new_dag_files_and_reports_broken_ones() {
         "{errors}"
     );
 }
+
+#[test]
+fn sigterm_lets_running_tasks_finish_within_the_grace_period() {
+    let dag = "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-01\ncatchup: true\ntasks:\n  - {id: slow, type: command, command: 'sleep 2; echo finished'}\n";
+    let dir = project(&[("graceful.yaml", dag)]);
+    let serve = spawn_ferry(dir.path(), &["serve"]);
+    wait_for_runs(dir.path(), Duration::from_secs(20), |runs| {
+        runs[0]["state"] == "running"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    nix_kill(&serve, "TERM");
+    let output = serve.wait_with_output().expect("serve exits");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs = wait_for_runs(dir.path(), Duration::from_secs(5), |runs| {
+        runs[0]["state"] == "success"
+    });
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let log = stdout(&ferry_in(dir.path(), &["logs", &run_id, "slow"], &[]));
+    assert!(log.contains("finished"), "{log}");
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error() {
+    let dir = project(&[]);
+    let output = ferry_in(
+        dir.path(),
+        &[
+            "runs",
+            "list",
+            "--database-url",
+            "postgres://ferry:secret@127.0.0.1:1/ferry",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("cannot open the database postgres://ferry:********@127.0.0.1:1/ferry"),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+}
+
+/// A fresh PostgreSQL database for one test, made with `psql`, or `None` (with a note) when the
+/// server is not there and `FERRY_REQUIRE_SERVICES` is not set.
+fn fresh_postgres(name: &str) -> Option<String> {
+    let base = std::env::var("FERRY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let database = format!("ferry_it_{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            base.as_str(),
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {database}"),
+            "-c",
+            &format!("CREATE DATABASE {database}"),
+        ])
+        .output();
+    match created {
+        Ok(output) if output.status.success() => {
+            let root = base
+                .rsplit_once('/')
+                .map_or(base.as_str(), |(root, _)| root);
+            Some(format!("{root}/{database}"))
+        }
+        other => {
+            let required = std::env::var("FERRY_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "PostgreSQL is required but unreachable: {other:?}"
+            );
+            eprintln!("SKIPPED: PostgreSQL unreachable ({other:?})");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_engine_runs_on_postgresql_too() {
+    let Some(url) = fresh_postgres("run") else {
+        return;
+    };
+    let dir = project(&[("chain.yaml", CHAIN)]);
+    let output = ferry_in(dir.path(), &["run", "chain", "--database-url", &url], &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let list = stdout(&ferry_in(
+        dir.path(),
+        &["runs", "list", "--format", "json", "--database-url", &url],
+        &[],
+    ));
+    let runs: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    assert_eq!(runs[0]["state"], "success");
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let log = stdout(&ferry_in(
+        dir.path(),
+        &["logs", &run_id, "first", "--database-url", &url],
+        &[],
+    ));
+    assert!(log.contains("hello from first"), "{log}");
+}

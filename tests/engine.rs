@@ -328,6 +328,28 @@ fn fresh_postgres(name: &str) -> Option<String> {
     let base = std::env::var("FERRY_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
     let database = format!("ferry_it_{name}_{}", std::process::id());
+    // Databases left by earlier runs of this test (one test uses this prefix, so none is in use).
+    let leftovers = Command::new("psql")
+        .args([
+            base.as_str(),
+            "-Atc",
+            &format!("SELECT datname FROM pg_database WHERE datname LIKE 'ferry_it_{name}_%'"),
+        ])
+        .output();
+    if let Ok(listed) = leftovers {
+        for old in String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = Command::new("psql")
+                .args([
+                    base.as_str(),
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {old}"),
+                ])
+                .output();
+        }
+    }
     let created = Command::new("psql")
         .args([
             base.as_str(),

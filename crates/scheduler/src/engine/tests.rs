@@ -180,3 +180,65 @@ async fn a_run_past_its_timeout_fails_without_retries() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn timetables_follow_the_injected_clock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("ferry.db").display()
+    ))
+    .await
+    .expect("store");
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .expect("instant")
+            .with_timezone(&chrono::Utc)
+    };
+    let clock = crate::clock::ManualClock::new(at("2026-11-23T03:00:00+09:00"));
+    let config = EngineConfig {
+        worker: worker_name(),
+        parallelism: 4,
+        pools: BTreeMap::new(),
+        heartbeat_interval: Duration::from_secs(5),
+        heartbeat_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let mut engine = Engine::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        config,
+        Box::new(|_: &Progress| {}),
+    );
+    let yaml = "schedule: '0 2 * * *'\ntimezone: Asia/Tokyo\nstart_date: 2026-11-20\ncatchup: true\ntasks:\n  - {id: a, type: noop}\n";
+    let dag = parse_dag(&dir.path().join("daily.yaml"), yaml, &Templates::new())
+        .dag
+        .expect("valid");
+    engine.load_dag(dag, yaml).await.expect("load");
+    engine.create_due_runs().await.expect("schedule");
+    let logical = |runs: Vec<RunRecord>| runs.iter().map(|r| r.logical_date).collect::<Vec<_>>();
+    let runs = store.runs(&RunFilter::default()).await.expect("runs");
+    assert_eq!(
+        logical(runs),
+        [
+            millis(at("2026-11-22T02:00:00+09:00")),
+            millis(at("2026-11-21T02:00:00+09:00")),
+            millis(at("2026-11-20T02:00:00+09:00"))
+        ]
+    );
+    // Nothing new until the next interval ends; then exactly one more run.
+    clock.advance(chrono::Duration::hours(22));
+    engine.create_due_runs().await.expect("schedule");
+    assert_eq!(
+        store.runs(&RunFilter::default()).await.expect("runs").len(),
+        3
+    );
+    clock.advance(chrono::Duration::hours(1));
+    engine.create_due_runs().await.expect("schedule");
+    let runs = store.runs(&RunFilter::default()).await.expect("runs");
+    assert_eq!(
+        runs[0].logical_date,
+        millis(at("2026-11-23T02:00:00+09:00"))
+    );
+    assert_eq!(runs.len(), 4);
+}

@@ -38,6 +38,14 @@ pub enum Outcome {
         /// Why, for people.
         reason: String,
     },
+    /// Not done yet, and waiting needs no slot: look again after `recheck_after` (a sensor
+    /// such as `wait_for_dag`, or a job started outside ferry).
+    Deferred {
+        /// When to look again.
+        recheck_after: Duration,
+        /// What it waits for.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -56,6 +64,7 @@ impl Outcome {
         match self {
             Outcome::Succeeded { .. } => "success",
             Outcome::Failed { .. } => "failed",
+            Outcome::Deferred { .. } => "deferred",
         }
     }
 
@@ -63,6 +72,7 @@ impl Outcome {
     pub fn code(&self) -> Option<i64> {
         match self {
             Outcome::Succeeded { code } | Outcome::Failed { code, .. } => *code,
+            Outcome::Deferred { .. } => None,
         }
     }
 }

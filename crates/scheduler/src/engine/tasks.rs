@@ -328,30 +328,69 @@ impl Engine {
     /// Records an attempt's end and decides: success, retry later, or failure.
     pub(super) async fn finish(&mut self, finished: Finished) -> Result<(), EngineError> {
         let Finished {
-            run_pk: pk,
+            run_pk,
             index,
             lease,
             attempt_id,
             outcome,
             log,
         } = finished;
+        self.conclude(run_pk, index, lease, attempt_id, outcome, &log)
+            .await
+    }
+
+    /// Applies an attempt's typed outcome; only here are retries decided. A deferred outcome
+    /// leaves the attempt open and the task waiting without a slot until it is looked at again.
+    pub(super) async fn conclude(
+        &mut self,
+        pk: i64,
+        index: usize,
+        lease: i64,
+        attempt_id: i64,
+        outcome: Outcome,
+        log: &str,
+    ) -> Result<(), EngineError> {
         let now = self.clock.now();
+        let Some(active) = self.runs.get(&pk) else {
+            return Ok(());
+        };
+        let record = active.tasks[index].clone();
+        let from = record.state()?;
+        let policy = active.task(index).map(|t| t.retry);
+        if let Outcome::Deferred {
+            recheck_after,
+            reason,
+        } = &outcome
+        {
+            let at = millis(now) + i64::try_from(recheck_after.as_millis()).unwrap_or(i64::MAX / 2);
+            if from == TaskState::Running {
+                self.move_task(
+                    pk,
+                    index,
+                    from,
+                    TaskState::Deferred,
+                    Some(lease),
+                    Some(at),
+                    None,
+                    "executor",
+                    reason,
+                )
+                .await?;
+            }
+            self.timers
+                .push(Reverse((at, TimerKind::Deferral, pk, index)));
+            return Ok(());
+        }
         self.store
             .finish_attempt(
                 attempt_id,
                 outcome.label(),
                 outcome.code(),
-                &log,
+                log,
                 millis(now),
             )
             .await?;
-        let Some(active) = self.runs.get(&pk) else {
-            return Ok(());
-        };
-        let record = active.tasks[index].clone();
-        let policy = active.task(index).map(|t| t.retry);
         let (to, ready_at, detail) = match &outcome {
-            Outcome::Succeeded { .. } => (TaskState::Success, None, "succeeded".to_string()),
             Outcome::Failed {
                 retryable,
                 retry_after,
@@ -359,6 +398,7 @@ impl Engine {
                 ..
             } => {
                 let can_retry = *retryable
+                    && from == TaskState::Running
                     && record.try_number < record.max_tries
                     && !self.timed_out.contains(&pk);
                 match (can_retry, policy) {
@@ -378,17 +418,18 @@ impl Engine {
                     _ => (TaskState::Failed, None, reason.clone()),
                 }
             }
+            _ => (TaskState::Success, None, "succeeded".to_string()),
         };
         let cause = if to == TaskState::UpForRetry {
             "retry"
         } else {
             "executor"
         };
-        if self
+        let moved = self
             .move_task(
                 pk,
                 index,
-                TaskState::Running,
+                from,
                 to,
                 Some(lease),
                 ready_at,
@@ -396,8 +437,8 @@ impl Engine {
                 cause,
                 &detail,
             )
-            .await?
-        {
+            .await?;
+        if moved {
             if let Some(at) = ready_at {
                 self.timers.push(Reverse((at, TimerKind::Retry, pk, index)));
             } else {

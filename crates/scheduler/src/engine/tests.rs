@@ -242,3 +242,63 @@ async fn timetables_follow_the_injected_clock() {
     );
     assert_eq!(runs.len(), 4);
 }
+
+async fn load(h: &mut Harness, name: &str, yaml: &str) -> String {
+    let file = h.dir.path().join(format!("{name}.yaml"));
+    let dag = parse_dag(&file, yaml, &Templates::new())
+        .dag
+        .expect("valid DAG");
+    let id = dag.id.clone();
+    h.engine.load_dag(dag, yaml).await.expect("load");
+    id
+}
+
+#[tokio::test]
+async fn wait_for_dag_defers_without_a_slot_and_wakes_when_the_other_run_succeeds() {
+    // One slot: if the waiting task held it, the awaited run could never run.
+    let mut h = harness(1).await;
+    let waiter = load(&mut h, "waiter", "tasks:\n  - {id: wait, type: wait_for_dag, dag: upstream, poll_interval: 1h, priority: 10}\n  - {id: after, type: noop, depends_on: [wait]}\n").await;
+    let upstream = load(
+        &mut h,
+        "upstream",
+        "tasks:\n  - {id: work, type: command, command: 'sleep 0.2'}\n",
+    )
+    .await;
+    let start = chrono::Utc::now();
+    let interval = ferry_dag::timetable::DataInterval { start, end: start };
+    let none = serde_json::Map::new();
+    let first = h
+        .engine
+        .create_run(&waiter, interval, "manual", &none)
+        .await
+        .expect("create")
+        .expect("new");
+    let second = h
+        .engine
+        .create_run(&upstream, interval, "manual", &none)
+        .await
+        .expect("create")
+        .expect("new");
+    let focus = [first.run_id.clone(), second.run_id.clone()];
+    let ended = tokio::time::timeout(
+        Duration::from_secs(20),
+        h.engine
+            .drive(CancellationToken::new(), Some(&focus), false, None),
+    )
+    .await
+    .expect("both runs end long before the 1 h poll")
+    .expect("no engine error");
+    assert!(ended.iter().all(|run| run.state == "success"), "{ended:?}");
+    let seen = h.seen.lock().expect("lock").clone();
+    assert!(seen.iter().any(|s| s == "wait:deferred"), "{seen:?}");
+    assert!(seen.iter().any(|s| s == "wait:success"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn wait_for_dag_gives_up_at_its_timeout() {
+    let mut h = harness(2).await;
+    let state = run_dag(&mut h, "tasks:\n  - {id: wait, type: wait_for_dag, dag: missing, timeout: 1s, poll_interval: 10m}\n").await;
+    assert_eq!(state, RunState::Failed);
+    let seen = h.seen.lock().expect("lock").clone();
+    assert!(seen.iter().any(|s| s == "wait:failed"), "{seen:?}");
+}

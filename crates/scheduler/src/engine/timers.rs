@@ -3,8 +3,9 @@
 use super::*;
 
 impl Engine {
-    /// A `wait_for_dag` attempt: success when the other DAG's run for the same interval has
-    /// succeeded; otherwise deferred (no slot held) until the next poll, failed at its timeout.
+    /// A `wait_for_dag` attempt: succeeded when the other DAG's run for the same interval (or
+    /// the named task of it) has succeeded; failed, without retries, at the task's timeout;
+    /// deferred until the next poll otherwise.
     pub(super) async fn check_wait(
         &mut self,
         pk: i64,
@@ -19,7 +20,6 @@ impl Engine {
         let Some(active) = self.runs.get(&pk) else {
             return Ok(());
         };
-        let record = active.tasks[index].clone();
         let logical = active.run.logical_date;
         let timeout = active.task(index).and_then(|t| t.timeout);
         let target = self.store.run_for_interval(dag, logical).await?;
@@ -33,90 +33,45 @@ impl Engine {
             (None, _) => false,
         };
         let now = millis(self.clock.now());
-        let since = self
-            .deferred_since
-            .get(&(pk, index))
-            .copied()
-            .unwrap_or(now);
-        let from = record.state()?;
-        if done {
-            self.deferred_since.remove(&(pk, index));
-            self.store
-                .finish_attempt(
-                    attempt_id,
-                    "success",
-                    None,
-                    &format!("DAG {dag} has succeeded for this interval\n"),
-                    now,
-                )
-                .await?;
-            if self
-                .move_task(
-                    pk,
-                    index,
-                    from,
-                    TaskState::Success,
-                    Some(lease),
-                    None,
-                    None,
-                    "executor",
-                    &format!("{dag} succeeded"),
-                )
-                .await?
-            {
-                let downstream = self.downstream_indexes(pk, index);
-                self.advance(pk, downstream).await?;
-            }
-            return Ok(());
-        }
-        let timed_out = timeout
-            .is_some_and(|t| now - since >= i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX));
-        if timed_out {
-            self.deferred_since.remove(&(pk, index));
-            let reason = format!("gave up waiting for DAG {dag}");
-            self.store
-                .finish_attempt(attempt_id, "failed", None, &format!("{reason}\n"), now)
-                .await?;
-            if self
-                .move_task(
-                    pk,
-                    index,
-                    from,
-                    TaskState::Failed,
-                    Some(lease),
-                    None,
-                    None,
-                    "timeout",
-                    &reason,
-                )
-                .await?
-            {
-                let downstream = self.downstream_indexes(pk, index);
-                self.advance(pk, downstream).await?;
-            }
-            return Ok(());
-        }
-        let next = now + i64::try_from(poll.as_millis()).unwrap_or(60_000);
-        let next = timeout.map_or(next, |t| {
-            next.min(since + i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX / 2))
-        });
-        if from == TaskState::Running {
-            self.move_task(
-                pk,
-                index,
-                from,
-                TaskState::Deferred,
-                Some(lease),
-                Some(next),
-                None,
-                "executor",
-                &format!("waiting for DAG {dag}"),
+        let since = *self.deferred_since.entry((pk, index)).or_insert(now);
+        let timeout_ms = timeout.map(|t| i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX / 2));
+        let (outcome, log) = if done {
+            let what = task.as_deref().map_or_else(
+                || format!("DAG {dag}"),
+                |t| format!("task {t} of DAG {dag}"),
+            );
+            (
+                Outcome::Succeeded { code: None },
+                format!("{what} has succeeded for this interval\n"),
             )
-            .await?;
+        } else if timeout_ms.is_some_and(|limit| now - since >= limit) {
+            let reason = format!("gave up waiting for DAG {dag}");
+            let outcome = Outcome::Failed {
+                retryable: false,
+                retry_after: None,
+                code: None,
+                reason: reason.clone(),
+            };
+            (outcome, format!("{reason}\n"))
+        } else {
+            let mut next = i64::try_from(poll.as_millis()).unwrap_or(60_000);
+            if let Some(limit) = timeout_ms {
+                next = next.min(since + limit - now).max(0);
+            }
+            let recheck_after = std::time::Duration::from_millis(u64::try_from(next).unwrap_or(0));
+            (
+                Outcome::Deferred {
+                    recheck_after,
+                    reason: format!("waiting for DAG {dag}"),
+                },
+                String::new(),
+            )
+        };
+        if !matches!(outcome, Outcome::Deferred { .. }) {
+            self.deferred_since.remove(&(pk, index));
         }
-        self.timers
-            .push(Reverse((next, TimerKind::Deferral, pk, index)));
-        Ok(())
+        self.conclude(pk, index, lease, attempt_id, outcome, &log)
+            .await
     }
 
     /// When a run ends, the deferred tasks waiting for its DAG look again at once.

@@ -56,15 +56,6 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
             let catalog = read(config);
             report(&catalog, Some(&last));
             last = catalog.diagnostics.clone();
-            // A DAG whose file became invalid keeps its last valid version; a deleted one stops.
-            let mut keep: Vec<String> = catalog.dags.keys().cloned().collect();
-            keep.extend(
-                catalog
-                    .diagnostics
-                    .iter()
-                    .filter(|d| d.file.exists())
-                    .filter_map(|d| d.dag.clone()),
-            );
             let dags = catalog
                 .dags
                 .into_values()
@@ -76,7 +67,7 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
                 .collect();
             Reload {
                 dags,
-                keep,
+                files: catalog.files,
                 changed: true,
             }
         };

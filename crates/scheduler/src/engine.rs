@@ -81,9 +81,10 @@ pub struct LoadedDag {
 pub struct Reload {
     /// Valid DAGs with the text of their files.
     pub dags: Vec<(Dag, String)>,
-    /// Ids to keep scheduling: the valid DAGs and those whose file exists but is now invalid
-    /// (they keep their last valid version). Others were deleted and stop being scheduled.
-    pub keep: Vec<String>,
+    /// Every DAG file found, valid or not. A loaded DAG whose file is still there but now
+    /// invalid keeps its last valid version; one whose file is gone stops being scheduled (its
+    /// history stays).
+    pub files: Vec<std::path::PathBuf>,
     /// False when nothing changed on disk (the other fields are then empty and ignored).
     pub changed: bool,
 }
@@ -93,7 +94,7 @@ impl Reload {
     pub fn unchanged() -> Self {
         Self {
             dags: Vec::new(),
-            keep: Vec::new(),
+            files: Vec::new(),
             changed: false,
         }
     }
@@ -330,10 +331,10 @@ impl Engine {
                 }
                 _ = reload_tick.tick(), if reloader.is_some() => {
                     if let Some((reload, _)) = reloader.as_mut() {
-                        let Reload { dags, keep, changed } = reload();
+                        let Reload { dags, files, changed } = reload();
                         if changed {
+                            self.retain_present(&dags, &files);
                             self.load_dags(dags).await?;
-                            self.dags.retain(|id, _| keep.contains(id));
                             self.next_schedule_check = None;
                             self.runs_changed = true;
                         }

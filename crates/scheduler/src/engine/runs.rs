@@ -383,4 +383,18 @@ impl Engine {
         }
         self.finish_run_if_done(pk).await
     }
+
+    /// After a reload: keep the DAGs that are valid now, and those whose file is still there
+    /// but no longer valid (their last valid version); drop those whose file is gone or now
+    /// defines another DAG.
+    pub(super) fn retain_present(&mut self, valid: &[(Dag, String)], files: &[std::path::PathBuf]) {
+        let valid_ids: Vec<&str> = valid.iter().map(|(dag, _)| dag.id.as_str()).collect();
+        let valid_files: Vec<&std::path::Path> =
+            valid.iter().map(|(dag, _)| dag.file.as_path()).collect();
+        self.dags.retain(|id, loaded| {
+            valid_ids.contains(&id.as_str())
+                || (files.contains(&loaded.dag.file)
+                    && !valid_files.contains(&loaded.dag.file.as_path()))
+        });
+    }
 }

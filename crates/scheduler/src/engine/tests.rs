@@ -302,3 +302,27 @@ async fn wait_for_dag_gives_up_at_its_timeout() {
     let seen = h.seen.lock().expect("lock").clone();
     assert!(seen.iter().any(|s| s == "wait:failed"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_broken_files_last_version_and_drops_deleted_files() {
+    let mut h = harness(1).await;
+    let kept = load(&mut h, "kept", "tasks:\n  - {id: a, type: noop}\n").await;
+    let broken = load(&mut h, "broken", "tasks:\n  - {id: a, type: noop}\n").await;
+    let deleted = load(&mut h, "deleted", "tasks:\n  - {id: a, type: noop}\n").await;
+    let file = |name: &str| h.dir.path().join(format!("{name}.yaml"));
+    let still_valid = h.engine.dag(&kept).expect("loaded").dag.clone();
+    // `broken.yaml` is still there but invalid (not among the valid DAGs); `deleted.yaml` is gone.
+    h.engine.retain_present(
+        &[(still_valid, String::new())],
+        &[file("kept"), file("broken")],
+    );
+    assert!(h.engine.dag(&kept).is_some());
+    assert!(
+        h.engine.dag(&broken).is_some(),
+        "an invalid file keeps its last valid version"
+    );
+    assert!(
+        h.engine.dag(&deleted).is_none(),
+        "a deleted file stops its DAG"
+    );
+}

@@ -219,6 +219,8 @@ pub struct Engine {
     runs_changed: bool,
     /// When the timetables must be looked at again (`None`: now).
     next_schedule_check: Option<DateTime<Utc>>,
+    /// Older DAG versions that active runs still use, by version id.
+    versions: HashMap<i64, Arc<LoadedDag>>,
     /// Runs past their `dagrun_timeout`: their attempts are not retried.
     timed_out: std::collections::HashSet<i64>,
 }
@@ -251,6 +253,7 @@ impl Engine {
             stop_attempts: CancellationToken::new(),
             runs_changed: true,
             next_schedule_check: None,
+            versions: HashMap::new(),
             timed_out: std::collections::HashSet::new(),
         }
     }

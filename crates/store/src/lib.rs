@@ -292,6 +292,13 @@ impl Store {
             .collect()
     }
 
+    /// The file path and text of a recorded DAG version.
+    pub async fn dag_version(&self, id: i64) -> Result<Option<(String, String)>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as("SELECT file, source FROM dag_versions WHERE id = $1").bind(id).fetch_optional(pool).await?)
+        })
+    }
+
     /// Creates a run and its task instances in one transaction. Returns `None`, creating
     /// nothing, when the DAG already has a run for that logical date.
     pub async fn create_run(

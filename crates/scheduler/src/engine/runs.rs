@@ -256,9 +256,10 @@ impl Engine {
 
     /// Loads a running run into memory and decides what its tasks can do.
     pub(super) async fn activate(&mut self, run: RunRecord) -> Result<(), EngineError> {
-        let Some(loaded) = self.dags.get(&run.dag_id).cloned() else {
+        let Some(current) = self.dags.get(&run.dag_id).cloned() else {
             return Ok(());
         };
+        let loaded = self.version_of(&run, current).await?;
         let tasks = self.store.task_instances(run.id).await?;
         let pk = run.id;
         let mut queued = Vec::new();
@@ -345,6 +346,9 @@ impl Engine {
         }
         self.runs.remove(&pk);
         self.timed_out.remove(&pk);
+        let runs = &self.runs;
+        self.versions
+            .retain(|id, _| runs.values().any(|active| active.dag.version_id == *id));
         self.runs_changed = true;
         Ok(())
     }
@@ -396,5 +400,34 @@ impl Engine {
                 || (files.contains(&loaded.dag.file)
                     && !valid_files.contains(&loaded.dag.file.as_path()))
         });
+    }
+
+    /// The DAG as it was when `run` was created: a run keeps the version it started with even
+    /// if the file changed since. Falls back to `current` if that version cannot be read.
+    async fn version_of(
+        &mut self,
+        run: &RunRecord,
+        current: Arc<LoadedDag>,
+    ) -> Result<Arc<LoadedDag>, EngineError> {
+        if current.version_id == run.dag_version_id {
+            return Ok(current);
+        }
+        if let Some(known) = self.versions.get(&run.dag_version_id) {
+            return Ok(known.clone());
+        }
+        let Some((file, source)) = self.store.dag_version(run.dag_version_id).await? else {
+            return Ok(current);
+        };
+        let parsed = ferry_dag::parse_dag(std::path::Path::new(&file), &source, &self.templates);
+        let Some(dag) = parsed.dag else {
+            return Ok(current);
+        };
+        let loaded = Arc::new(LoadedDag {
+            dag,
+            version_id: run.dag_version_id,
+            hash: content_hash(&source),
+        });
+        self.versions.insert(run.dag_version_id, loaded.clone());
+        Ok(loaded)
     }
 }

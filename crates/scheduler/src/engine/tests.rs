@@ -326,3 +326,33 @@ async fn a_reload_keeps_broken_files_last_version_and_drops_deleted_files() {
         "a deleted file stops its DAG"
     );
 }
+
+#[tokio::test]
+async fn a_run_keeps_the_dag_version_it_was_created_with() {
+    let mut h = harness(2).await;
+    let out = h.dir.path().join("which");
+    let version = |n: u32| {
+        format!(
+            "tasks:\n  - {{id: a, type: command, command: 'echo v{n} > {}'}}\n",
+            out.display()
+        )
+    };
+    let id = load(&mut h, "versioned", &version(1)).await;
+    let start = chrono::Utc::now();
+    let interval = ferry_dag::timetable::DataInterval { start, end: start };
+    let run = h
+        .engine
+        .create_run(&id, interval, "manual", &serde_json::Map::new())
+        .await
+        .expect("create")
+        .expect("new");
+    load(&mut h, "versioned", &version(2)).await;
+    let focus = [run.run_id.clone()];
+    let ended = h
+        .engine
+        .drive(CancellationToken::new(), Some(&focus), false, None)
+        .await
+        .expect("drive");
+    assert_eq!(ended[0].state, "success");
+    assert_eq!(std::fs::read_to_string(&out).expect("output"), "v1\n");
+}

@@ -169,6 +169,50 @@ impl ActiveRun {
     }
 }
 
+/// A task state change the engine makes: from, to, why; and, for an attempt's worker, the
+/// fencing lease it holds.
+pub(crate) struct Transition<'a> {
+    from: TaskState,
+    to: TaskState,
+    lease: Option<i64>,
+    ready_at: Option<i64>,
+    exit_code: Option<i64>,
+    cause: &'a str,
+    detail: &'a str,
+}
+
+impl<'a> Transition<'a> {
+    fn new(from: TaskState, to: TaskState, cause: &'a str, detail: &'a str) -> Self {
+        Self {
+            from,
+            to,
+            lease: None,
+            ready_at: None,
+            exit_code: None,
+            cause,
+            detail,
+        }
+    }
+
+    /// Only if the task still holds this fencing lease.
+    fn lease(mut self, lease: i64) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Not before this time (retry delay, deferral poll).
+    fn ready_at(mut self, at: Option<i64>) -> Self {
+        self.ready_at = at;
+        self
+    }
+
+    /// The attempt's exit code.
+    fn exit_code(mut self, code: Option<i64>) -> Self {
+        self.exit_code = code;
+        self
+    }
+}
+
 struct Slot {
     run_pk: i64,
     dag_id: String,

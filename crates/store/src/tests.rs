@@ -122,6 +122,18 @@ async fn run_with_tasks(store: &Store, run_id: &str, start: i64) -> RunRecord {
         .expect("new run")
 }
 
+/// A run `r1` whose task `a` is queued.
+async fn queued_task(store: &Store) -> (RunRecord, TaskInstanceRecord) {
+    let run = run_with_tasks(store, "r1", 100).await;
+    let a = store.task_instances(run.id).await.expect("tasks")[0].clone();
+    let queue = change(&a, TaskState::Pending, TaskState::Queued, "scheduler");
+    store
+        .transition_task(&run, &a, &queue)
+        .await
+        .expect("queue");
+    (run, a)
+}
+
 fn change<'a>(
     task: &TaskInstanceRecord,
     from: TaskState,
@@ -260,16 +272,7 @@ async fn transitions_are_guarded_and_logged() {
 #[tokio::test]
 async fn a_claim_fences_out_older_leases() {
     for (store, _dir) in stores().await {
-        let run = run_with_tasks(&store, "r1", 100).await;
-        let a = store.task_instances(run.id).await.expect("tasks")[0].clone();
-        store
-            .transition_task(
-                &run,
-                &a,
-                &change(&a, TaskState::Pending, TaskState::Queued, "scheduler"),
-            )
-            .await
-            .expect("queue");
+        let (run, a) = queued_task(&store).await;
         let (claimed, attempt) = store
             .claim(&run, &a, "node-1", "echo hi", 20)
             .await
@@ -331,16 +334,7 @@ async fn a_claim_fences_out_older_leases() {
 #[tokio::test]
 async fn silent_workers_are_found_by_heartbeat() {
     for (store, _dir) in stores().await {
-        let run = run_with_tasks(&store, "r1", 100).await;
-        let a = store.task_instances(run.id).await.expect("tasks")[0].clone();
-        store
-            .transition_task(
-                &run,
-                &a,
-                &change(&a, TaskState::Pending, TaskState::Queued, "scheduler"),
-            )
-            .await
-            .expect("queue");
+        let (run, a) = queued_task(&store).await;
         store
             .claim(&run, &a, "node-1", "sleep", 20)
             .await
@@ -427,16 +421,7 @@ fn passwords_are_masked() {
 #[tokio::test]
 async fn concurrent_claims_have_one_winner() {
     for (store, _dir) in stores().await {
-        let run = run_with_tasks(&store, "r1", 100).await;
-        let a = store.task_instances(run.id).await.expect("tasks")[0].clone();
-        store
-            .transition_task(
-                &run,
-                &a,
-                &change(&a, TaskState::Pending, TaskState::Queued, "scheduler"),
-            )
-            .await
-            .expect("queue");
+        let (run, a) = queued_task(&store).await;
         let attempts = (0..8).map(|n| {
             let (store, run, a) = (store.clone(), run.clone(), a.clone());
             tokio::spawn(async move { store.claim(&run, &a, &format!("node-{n}"), "x", 20).await })

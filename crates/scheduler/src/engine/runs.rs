@@ -375,13 +375,7 @@ impl Engine {
             self.move_task(
                 pk,
                 index,
-                state,
-                TaskState::Failed,
-                None,
-                None,
-                None,
-                "timeout",
-                detail,
+                Transition::new(state, TaskState::Failed, "timeout", detail),
             )
             .await?;
         }

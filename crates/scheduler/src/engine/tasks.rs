@@ -44,13 +44,7 @@ impl Engine {
                 .move_task(
                     pk,
                     index,
-                    TaskState::Pending,
-                    to,
-                    None,
-                    None,
-                    None,
-                    "scheduler",
-                    detail,
+                    Transition::new(TaskState::Pending, to, "scheduler", detail),
                 )
                 .await?
             {
@@ -73,18 +67,11 @@ impl Engine {
 
     /// Writes a task's change, then mirrors it in memory. False if the store refused (the task
     /// had moved on).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn move_task(
         &mut self,
         pk: i64,
         index: usize,
-        from: TaskState,
-        to: TaskState,
-        lease: Option<i64>,
-        ready_at: Option<i64>,
-        exit_code: Option<i64>,
-        cause: &str,
-        detail: &str,
+        step: Transition<'_>,
     ) -> Result<bool, EngineError> {
         let now = millis(self.clock.now());
         let Some(active) = self.runs.get_mut(&pk) else {
@@ -93,14 +80,14 @@ impl Engine {
         let record = active.tasks[index].clone();
         let change = TaskChange {
             id: record.id,
-            from,
-            to,
-            lease,
-            ready_at,
-            exit_code,
+            from: step.from,
+            to: step.to,
+            lease: step.lease,
+            ready_at: step.ready_at,
+            exit_code: step.exit_code,
             at: now,
-            cause,
-            detail,
+            cause: step.cause,
+            detail: step.detail,
         };
         if !self
             .store
@@ -110,14 +97,20 @@ impl Engine {
             return Ok(false);
         }
         let task = &mut active.tasks[index];
-        task.state = to.as_str().to_string();
-        task.ready_at = ready_at;
-        if to.is_terminal() && !from.is_terminal() {
+        task.state = step.to.as_str().to_string();
+        task.ready_at = step.ready_at;
+        if step.to.is_terminal() && !step.from.is_terminal() {
             active.unfinished = active.unfinished.saturating_sub(1);
         }
         let run = active.run.clone();
         let (task_id, try_number) = (task.task_id.clone(), task.try_number);
-        self.report(&run, Some(&task_id), try_number, to.as_str(), detail);
+        self.report(
+            &run,
+            Some(&task_id),
+            try_number,
+            step.to.as_str(),
+            step.detail,
+        );
         Ok(true)
     }
 
@@ -367,13 +360,9 @@ impl Engine {
                 self.move_task(
                     pk,
                     index,
-                    from,
-                    TaskState::Deferred,
-                    Some(lease),
-                    Some(at),
-                    None,
-                    "executor",
-                    reason,
+                    Transition::new(from, TaskState::Deferred, "executor", reason)
+                        .lease(lease)
+                        .ready_at(Some(at)),
                 )
                 .await?;
             }
@@ -429,13 +418,10 @@ impl Engine {
             .move_task(
                 pk,
                 index,
-                from,
-                to,
-                Some(lease),
-                ready_at,
-                outcome.code(),
-                cause,
-                &detail,
+                Transition::new(from, to, cause, &detail)
+                    .lease(lease)
+                    .ready_at(ready_at)
+                    .exit_code(outcome.code()),
             )
             .await?;
         if moved {

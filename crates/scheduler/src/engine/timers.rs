@@ -129,13 +129,7 @@ impl Engine {
                         .move_task(
                             pk,
                             index,
-                            from,
-                            to,
-                            None,
-                            None,
-                            None,
-                            "retry",
-                            "retry delay passed",
+                            Transition::new(from, to, "retry", "retry delay passed"),
                         )
                         .await?;
                     if moved {

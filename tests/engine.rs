@@ -407,3 +407,68 @@ fn the_engine_runs_on_postgresql_too() {
     ));
     assert!(log.contains("hello from first"), "{log}");
 }
+
+#[test]
+fn backfill_runs_every_interval_in_the_range_once() {
+    let dag = "schedule: '0 2 * * *'\ntimezone: Asia/Tokyo\nstart_date: 2026-11-01\ntasks:\n  - {id: a, type: command, command: 'echo {{ ds }}'}\n";
+    let dir = project(&[("daily.yaml", dag)]);
+    let output = ferry_in(
+        dir.path(),
+        &[
+            "backfill",
+            "daily",
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-04",
+            "--parallel",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let runs = wait_for_runs(dir.path(), Duration::from_secs(5), |runs| {
+        runs.as_array().is_some_and(|r| r.len() == 3)
+    });
+    let ids: Vec<&str> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "daily__backfill__2026-11-03T17:00:00+00:00",
+            "daily__backfill__2026-11-02T17:00:00+00:00",
+            "daily__backfill__2026-11-01T17:00:00+00:00"
+        ]
+    );
+    let log = stdout(&ferry_in(dir.path(), &["logs", ids[2], "a"], &[]));
+    assert!(log.ends_with("2026-11-02\n"), "{log}");
+    // The same range again creates nothing new.
+    let again = ferry_in(
+        dir.path(),
+        &[
+            "backfill",
+            "daily",
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-04",
+        ],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        stderr(&again).contains("nothing to backfill"),
+        "{}",
+        stderr(&again)
+    );
+}

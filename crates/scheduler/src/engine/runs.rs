@@ -306,6 +306,18 @@ impl Engine {
         if active.unfinished > 0 {
             return Ok(());
         }
+        // An operator may have cleared tasks meanwhile (`ferry tasks clear`): the store decides.
+        let stored = self.store.task_instances(pk).await?;
+        let changed = stored.len() != active.tasks.len()
+            || stored
+                .iter()
+                .zip(&active.tasks)
+                .any(|(s, m)| s.state != m.state || s.try_number != m.try_number);
+        if changed {
+            let run = active.run.clone();
+            self.runs.remove(&pk);
+            return Box::pin(self.activate(run)).await;
+        }
         let states: Vec<TaskState> = active
             .tasks
             .iter()

@@ -356,3 +356,69 @@ async fn a_run_keeps_the_dag_version_it_was_created_with() {
     assert_eq!(ended[0].state, "success");
     assert_eq!(std::fs::read_to_string(&out).expect("output"), "v1\n");
 }
+
+#[tokio::test]
+async fn tasks_cleared_while_the_run_is_active_run_again() {
+    let mut h = harness(2).await;
+    let id = load(
+        &mut h,
+        "clearing",
+        "tasks:\n  - {id: a, type: noop}\n  - {id: slow, type: command, command: 'sleep 0.5'}\n",
+    )
+    .await;
+    let start = chrono::Utc::now();
+    let interval = ferry_dag::timetable::DataInterval { start, end: start };
+    let run = h
+        .engine
+        .create_run(&id, interval, "manual", &serde_json::Map::new())
+        .await
+        .expect("create")
+        .expect("new");
+    let dir = h.dir.path().to_path_buf();
+    let operator = tokio::spawn(async move {
+        // Another process (`ferry tasks clear`) clears `a` while `slow` still runs.
+        let store = Store::open(&format!("sqlite://{}", dir.join("ferry.db").display()))
+            .await
+            .expect("store");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let run = store.run(&run.run_id).await.expect("read").expect("run");
+        let a = store
+            .task_instances(run.id)
+            .await
+            .expect("tasks")
+            .into_iter()
+            .find(|t| t.task_id == "a")
+            .expect("a");
+        let clear = TaskChange {
+            id: a.id,
+            from: TaskState::Success,
+            to: TaskState::Pending,
+            lease: None,
+            ready_at: None,
+            exit_code: None,
+            at: 0,
+            cause: "operator",
+            detail: "cleared",
+        };
+        assert!(
+            store
+                .transition_task(&run, &a, &clear)
+                .await
+                .expect("clear")
+        );
+    });
+    let focus = [format!("{id}__manual__{}", start.to_rfc3339())];
+    let ended = h
+        .engine
+        .drive(CancellationToken::new(), Some(&focus), false, None)
+        .await
+        .expect("drive");
+    operator.await.expect("operator");
+    assert_eq!(ended[0].state, "success");
+    let seen = h.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.as_str() == "a:success").count(),
+        2,
+        "{seen:?}"
+    );
+}

@@ -226,53 +226,48 @@ impl Engine {
                     .await
             }
             work => {
-                self.spawn(
-                    pk,
+                let slot = Slot {
+                    run_pk: pk,
+                    dag_id: dag.dag.id.clone(),
+                    pool: claimed.pool.clone(),
+                    cancel: self.stop_attempts.child_token(),
+                };
+                let ended = Finished {
+                    run_pk: pk,
                     index,
                     lease,
                     attempt_id,
-                    &dag.dag.id,
-                    &claimed.pool,
-                    claimed.id,
-                    work,
-                );
+                    outcome: Outcome::Succeeded { code: None },
+                    log: String::new(),
+                };
+                self.spawn(claimed.id, slot, ended, work);
                 Ok(())
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Starts an attempt in its own task, holding `slot` until it reports its end; `ended`
+    /// names the attempt and receives the outcome and log.
     pub(super) fn spawn(
         &mut self,
-        pk: i64,
-        index: usize,
-        lease: i64,
-        attempt_id: i64,
-        dag_id: &str,
-        pool: &str,
-        task_id: i64,
+        task_instance: i64,
+        slot: Slot,
+        mut ended: Finished,
         work: Work,
     ) {
-        let cancel = self.stop_attempts.child_token();
-        self.running.insert(
-            task_id,
-            Slot {
-                run_pk: pk,
-                dag_id: dag_id.to_string(),
-                pool: pool.to_string(),
-                cancel: cancel.clone(),
-            },
-        );
+        let cancel = slot.cancel.clone();
+        self.running.insert(task_instance, slot);
         let sender = self.sender.clone();
         let http = self.http.clone();
         tokio::spawn(async move {
             let log = LogBuffer::new(LOG_LIMIT);
-            let outcome = match &work {
+            let lease = ended.lease;
+            ended.outcome = match &work {
                 Work::Command(spec) => {
                     let started = sender.clone();
                     ferry_executor::command::run(spec, &log, &cancel, move |pid| {
                         let _ = started.send(Message::Started {
-                            task_id,
+                            task_id: task_instance,
                             lease,
                             pid,
                         });
@@ -282,14 +277,8 @@ impl Engine {
                 Work::Http(spec) => ferry_executor::http::run(&http, spec, &log, &cancel).await,
                 Work::Noop | Work::WaitForDag { .. } => Outcome::Succeeded { code: None },
             };
-            let _ = sender.send(Message::Finished(Finished {
-                run_pk: pk,
-                index,
-                lease,
-                attempt_id,
-                outcome,
-                log: log.text(),
-            }));
+            ended.log = log.text();
+            let _ = sender.send(Message::Finished(ended));
         });
     }
 

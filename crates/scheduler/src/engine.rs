@@ -249,12 +249,15 @@ pub struct Engine {
     templates: Templates,
     http: reqwest::Client,
     dags: HashMap<String, Arc<LoadedDag>>,
+    /// Running runs, by primary key.
     runs: HashMap<i64, ActiveRun>,
+    /// Queued tasks: highest priority first, then first come: (priority, order, run, index).
     ready: BinaryHeap<(i64, Reverse<u64>, i64, usize)>,
     sequence: u64,
+    /// Retries, deferral polls and run timeouts, earliest first: (due ms, kind, run, index).
     timers: BinaryHeap<Reverse<(i64, TimerKind, i64, usize)>>,
+    /// Attempts holding an execution slot, by task instance id.
     running: HashMap<i64, Slot>,
-    deferred_since: HashMap<(i64, usize), i64>,
     sender: mpsc::UnboundedSender<Message>,
     receiver: mpsc::UnboundedReceiver<Message>,
     observer: Box<dyn Fn(&Progress) + Send>,
@@ -290,7 +293,6 @@ impl Engine {
             sequence: 0,
             timers: BinaryHeap::new(),
             running: HashMap::new(),
-            deferred_since: HashMap::new(),
             sender,
             receiver,
             observer,

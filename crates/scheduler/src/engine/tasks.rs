@@ -197,31 +197,16 @@ impl Engine {
                     reason: format!("template error: {problem}"),
                 };
                 return self
-                    .finish(Finished {
-                        run_pk: pk,
-                        index,
-                        lease,
-                        attempt_id,
-                        outcome,
-                        log: String::new(),
-                    })
+                    .conclude(pk, index, lease, attempt_id, outcome, "")
                     .await;
             }
         };
         match prepared.work {
             Work::Noop => {
-                self.finish(Finished {
-                    run_pk: pk,
-                    index,
-                    lease,
-                    attempt_id,
-                    outcome: Outcome::Succeeded { code: None },
-                    log: String::new(),
-                })
-                .await
+                let done = Outcome::Succeeded { code: None };
+                self.conclude(pk, index, lease, attempt_id, done, "").await
             }
             Work::WaitForDag { .. } => {
-                self.deferred_since.entry((pk, index)).or_insert(now);
                 self.check_wait(pk, index, lease, attempt_id, &prepared)
                     .await
             }

@@ -21,6 +21,9 @@ impl Engine {
             return Ok(());
         };
         let logical = active.run.logical_date;
+        // The wait began when its attempt was claimed (kept in the store, so a restart does not
+        // restart the clock).
+        let began = active.tasks[index].started_at;
         let timeout = active.task(index).and_then(|t| t.timeout);
         let target = self.store.run_for_interval(dag, logical).await?;
         let done = match (&target, task) {
@@ -33,7 +36,7 @@ impl Engine {
             (None, _) => false,
         };
         let now = millis(self.clock.now());
-        let since = *self.deferred_since.entry((pk, index)).or_insert(now);
+        let since = began.unwrap_or(now);
         let timeout_ms = timeout.map(|t| i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX / 2));
         let (outcome, log) = if done {
             let what = task.as_deref().map_or_else(
@@ -67,9 +70,6 @@ impl Engine {
                 String::new(),
             )
         };
-        if !matches!(outcome, Outcome::Deferred { .. }) {
-            self.deferred_since.remove(&(pk, index));
-        }
         self.conclude(pk, index, lease, attempt_id, outcome, &log)
             .await
     }

@@ -34,6 +34,16 @@ fn wait_for_runs(
     limit: Duration,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    wait_for_runs_of(dir, limit, None, check)
+}
+
+/// The same, failing at once (with its output) if `daemon` exits meanwhile.
+fn wait_for_runs_of(
+    dir: &Path,
+    limit: Duration,
+    mut daemon: Option<&mut Child>,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + limit;
     loop {
         let output = ferry_in(dir, &["runs", "list", "--format", "json"], &[]);
@@ -44,6 +54,16 @@ fn wait_for_runs(
             assert!(Instant::now() < deadline, "timed out; runs: {runs}");
         }
         assert!(Instant::now() < deadline, "timed out: {}", stderr(&output));
+        if let Some(child) = daemon.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            let mut errors = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use std::io::Read as _;
+                let _ = pipe.read_to_string(&mut errors);
+            }
+            panic!("the daemon exited ({status}): {errors}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -174,10 +194,15 @@ fn serve_schedules_catchup_runs_and_stops_cleanly_on_sigterm() {
     let dir = project(&[("sixhourly.yaml", dag)]);
     let mut serve = spawn_ferry(dir.path(), &["serve"]);
     // 2026-11-01 00:00 to 2026-11-02 00:00 Tokyo: five intervals start on or before the end date.
-    wait_for_runs(dir.path(), Duration::from_secs(30), |runs| {
-        runs.as_array()
-            .is_some_and(|r| r.len() == 5 && r.iter().all(|run| run["state"] == "success"))
-    });
+    wait_for_runs_of(
+        dir.path(),
+        Duration::from_secs(30),
+        Some(&mut serve),
+        |runs| {
+            runs.as_array()
+                .is_some_and(|r| r.len() == 5 && r.iter().all(|run| run["state"] == "success"))
+        },
+    );
     nix_kill(&serve, "TERM");
     let status = serve.wait().expect("serve exits");
     assert!(status.success(), "{status:?}");
@@ -211,9 +236,12 @@ fn a_killed_daemon_loses_nothing_and_runs_nothing_twice() {
     first.wait().expect("reaped");
     // The orphaned `sleep 60` is still running; a new daemon must stop it before retrying.
     let mut serve = spawn_ferry(dir.path(), &["serve"]);
-    let runs = wait_for_runs(dir.path(), Duration::from_secs(30), |runs| {
-        runs[0]["state"] == "success"
-    });
+    let runs = wait_for_runs_of(
+        dir.path(),
+        Duration::from_secs(30),
+        Some(&mut serve),
+        |runs| runs[0]["state"] == "success",
+    );
     nix_kill(&serve, "TERM");
     serve.wait().expect("serve exits");
     let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
@@ -250,17 +278,22 @@ fn nix_kill(child: &Child, signal: &str) {
 #[test]
 fn serve_picks_up_new_dag_files_and_reports_broken_ones() {
     let dir = project(&[("idle.yaml", "tasks:\n  - {id: a, type: noop}\n")]);
-    let serve = spawn_ferry(dir.path(), &["serve"]);
+    let mut serve = spawn_ferry(dir.path(), &["serve"]);
     std::thread::sleep(Duration::from_millis(500));
     let added = "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-02\ncatchup: true\ntasks:\n  - {id: a, type: noop}\n";
     std::fs::write(dir.path().join("dags/internal/added.yaml"), added).expect("new DAG");
-    wait_for_runs(dir.path(), Duration::from_secs(20), |runs| {
-        runs.as_array().is_some_and(|r| {
-            r.len() == 2
-                && r.iter()
-                    .all(|run| run["dag_id"] == "added" && run["state"] == "success")
-        })
-    });
+    wait_for_runs_of(
+        dir.path(),
+        Duration::from_secs(20),
+        Some(&mut serve),
+        |runs| {
+            runs.as_array().is_some_and(|r| {
+                r.len() == 2
+                    && r.iter()
+                        .all(|run| run["dag_id"] == "added" && run["state"] == "success")
+            })
+        },
+    );
     std::fs::write(
         dir.path().join("dags/internal/added.yaml"),
         "tasks: [oops\n",
@@ -280,10 +313,13 @@ fn serve_picks_up_new_dag_files_and_reports_broken_ones() {
 fn sigterm_lets_running_tasks_finish_within_the_grace_period() {
     let dag = "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-01\ncatchup: true\ntasks:\n  - {id: slow, type: command, command: 'sleep 2; echo finished'}\n";
     let dir = project(&[("graceful.yaml", dag)]);
-    let serve = spawn_ferry(dir.path(), &["serve"]);
-    wait_for_runs(dir.path(), Duration::from_secs(20), |runs| {
-        runs[0]["state"] == "running"
-    });
+    let mut serve = spawn_ferry(dir.path(), &["serve"]);
+    wait_for_runs_of(
+        dir.path(),
+        Duration::from_secs(20),
+        Some(&mut serve),
+        |runs| runs[0]["state"] == "running",
+    );
     std::thread::sleep(Duration::from_millis(300));
     nix_kill(&serve, "TERM");
     let output = serve.wait_with_output().expect("serve exits");

@@ -205,11 +205,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await
-                .map_err(|source| classify_open_error(&shown, source))?;
+            let pool = connect_sqlite(options, &shown).await?;
             migrate_sqlite(&pool, &shown).await?;
             Self {
                 pool: Pool::Sqlite(pool),
@@ -733,6 +729,29 @@ pub fn redact(url: &str) -> String {
     match credentials.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
         None => url.to_string(),
+    }
+}
+
+/// Opens a SQLite pool. Switching a new file to WAL takes a lock that another process creating
+/// the same database may hold for a moment, so a busy database is tried again.
+async fn connect_sqlite(
+    options: SqliteConnectOptions,
+    url: &str,
+) -> Result<SqlitePool, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+        {
+            Ok(pool) => return Ok(pool),
+            Err(error) if !is_corruption(&error) && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => return Err(classify_open_error(url, error)),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The task graph of one DAG (petgraph): edges, order, cycles, and Mermaid or DOT renderings.
 
 use petgraph::Direction;
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 /// Edges from each upstream task to its downstream tasks; nodes are task indexes.
@@ -54,14 +54,6 @@ impl TaskGraph {
         found.sort_unstable();
         found.dedup();
         found
-    }
-
-    /// Tasks in an order where every task comes after its upstream tasks; `None` if there is a
-    /// cycle.
-    pub fn topological_order(&self) -> Option<Vec<usize>> {
-        toposort(&self.graph, None)
-            .ok()
-            .map(|order| order.into_iter().map(NodeIndex::index).collect())
     }
 
     /// Each cycle once, as the tasks along it (the first task is not repeated at the end).
@@ -155,7 +147,6 @@ mod tests {
     #[test]
     fn orders_a_diamond() {
         let graph = TaskGraph::new(4, [(0, 1), (0, 2), (1, 3), (2, 3)]);
-        assert_eq!(graph.topological_order().map(|o| o[0]), Some(0));
         assert_eq!(graph.upstream(3), [1, 2]);
         assert_eq!(graph.downstream(0), [1, 2]);
         assert!(graph.cycles().is_empty());
@@ -166,7 +157,6 @@ mod tests {
         // 0 -> 1 -> 2 -> 0, and 3 -> 3.
         let graph = TaskGraph::new(5, [(0, 1), (1, 2), (2, 0), (3, 3), (2, 4)]);
         assert_eq!(graph.cycles(), vec![vec![0, 1, 2], vec![3]]);
-        assert!(graph.topological_order().is_none());
     }
 
     #[test]

@@ -89,11 +89,7 @@ pub fn prepare(
                 ),
                 (None, None) => Program::Argv(Vec::new()),
             };
-            let env: Vec<(String, String)> = command
-                .env
-                .iter()
-                .map(|(name, value)| Ok((name.clone(), render(value)?)))
-                .collect::<Result<_, TemplateProblem>>()?;
+            let env = render_pairs(&command.env, &render)?;
             let working_dir = match &command.working_dir {
                 Some(dir) => Some(render(dir)?.into()),
                 None => dag
@@ -106,9 +102,7 @@ pub fn prepare(
                 Program::Shell(line) => format!("sh -c {line:?}"),
                 Program::Argv(argv) => format!("{argv:?}"),
             };
-            for (name, value) in &env {
-                shown.push_str(&format!("\n{name}={}", mask(name, value)));
-            }
+            shown.push_str(&shown_pairs(&env, "="));
             Prepared {
                 work: Work::Command(CommandSpec {
                     program,
@@ -122,20 +116,14 @@ pub fn prepare(
         }
         TaskKind::Http(http) => {
             let url = render(&http.url)?;
-            let headers: Vec<(String, String)> = http
-                .headers
-                .iter()
-                .map(|(name, value)| Ok((name.clone(), render(value)?)))
-                .collect::<Result<_, TemplateProblem>>()?;
+            let headers = render_pairs(&http.headers, &render)?;
             let body = http.body.as_deref().map(render).transpose()?;
             let method = serde_json::to_value(http.method)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "GET".to_string());
             let mut shown = format!("{method} {url}");
-            for (name, value) in &headers {
-                shown.push_str(&format!("\n{name}: {}", mask(name, value)));
-            }
+            shown.push_str(&shown_pairs(&headers, ": "));
             Prepared {
                 work: Work::Http(HttpSpec {
                     method,
@@ -169,6 +157,25 @@ pub fn prepare(
         },
     };
     Ok(prepared)
+}
+
+/// Renders the values of a name → template map (environment variables, headers).
+fn render_pairs(
+    pairs: &BTreeMap<String, String>,
+    render: &impl Fn(&str) -> Result<String, TemplateProblem>,
+) -> Result<Vec<(String, String)>, TemplateProblem> {
+    pairs
+        .iter()
+        .map(|(name, value)| Ok((name.clone(), render(value)?)))
+        .collect()
+}
+
+/// One `name<separator>value` line per pair, secrets masked, each after a newline.
+fn shown_pairs(pairs: &[(String, String)], separator: &str) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| format!("\n{name}{separator}{}", mask(name, value)))
+        .collect()
 }
 
 /// Values of variables and headers whose names say they are secret are shown as `********`.

@@ -429,16 +429,6 @@ impl Store {
         })
     }
 
-    /// The run of `dag_id` with the latest logical date.
-    pub async fn latest_run(&self, dag_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query_as("SELECT * FROM dag_runs WHERE dag_id = $1 ORDER BY logical_date DESC LIMIT 1")
-                .bind(dag_id)
-                .fetch_optional(pool)
-                .await?)
-        })
-    }
-
     /// The run of `dag_id` for the data interval starting at `logical_date`.
     pub async fn run_for_interval(
         &self,

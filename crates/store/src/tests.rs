@@ -172,14 +172,8 @@ async fn a_run_is_created_once_per_logical_date() {
             .expect("no error");
         assert_eq!(again, None, "{:?}", store.backend());
         assert_eq!(store.task_instances(run.id).await.expect("tasks").len(), 2);
-        assert_eq!(
-            store
-                .latest_run("d")
-                .await
-                .expect("latest")
-                .map(|r| r.run_id),
-            Some("r1".to_string())
-        );
+        let latest = store.latest_logical_dates().await.expect("latest");
+        assert_eq!(latest.get("d"), Some(&100));
         assert_eq!(
             store
                 .run_for_interval("d", 100)

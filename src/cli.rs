@@ -31,7 +31,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Run the daemon: schedule the DAGs and run their tasks (stop with SIGTERM or Ctrl-C).
-    Serve(EngineArgs),
+    Serve(ServeArgs),
     /// Run one DAG run in the foreground with live progress; exit 0 only on success.
     Run(RunArgs),
     /// Create and run the runs of a DAG for a range of dates.
@@ -47,6 +47,12 @@ pub(crate) enum Command {
     /// Run a benchmark and print its figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Supervise one command attempt (started by the engine; not for people).
+    #[command(hide = true)]
+    Supervise {
+        /// The attempt folder.
+        dir: PathBuf,
+    },
 }
 
 /// Output format of reports.
@@ -164,9 +170,36 @@ pub(crate) enum BenchCommand {
 /// Where the run state lives.
 #[derive(Debug, Args)]
 pub(crate) struct EngineArgs {
-    /// State database (`postgres://...` or a SQLite path); default from the configuration.
+    /// State database: `postgres://…`, a PostgreSQL `key=value …` string, or a SQLite path;
+    /// default from the configuration.
     #[arg(long, value_name = "URL")]
     pub(crate) database_url: Option<String>,
+}
+
+/// What a stop request does to running commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnStop {
+    /// Leave them to their supervisors and exit at once; the next start reattaches.
+    Detach,
+    /// Let them finish within the grace period, then stop them.
+    Drain,
+}
+
+/// Options of the commands that run an engine.
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// On SIGTERM or Ctrl-C (default: `engine.on_stop`); a second signal stops running
+    /// commands at once.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) on_stop: Option<OnStop>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+    #[command(flatten)]
+    pub(crate) stop: StopArgs,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +217,8 @@ pub(crate) struct RunArgs {
     pub(crate) now: Option<DateTime<Utc>>,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    #[command(flatten)]
+    pub(crate) stop: StopArgs,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +236,8 @@ pub(crate) struct BackfillArgs {
     pub(crate) parallel: Option<u32>,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+    #[command(flatten)]
+    pub(crate) stop: StopArgs,
 }
 
 #[derive(Debug, Subcommand)]

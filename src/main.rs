@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("ferry: error: {error:#}");
+            // Whatever the error quotes (a URL, a DSN, a command line), no password shows.
+            eprintln!(
+                "ferry: error: {}",
+                ferry_secrets::redact_text(&format!("{error:#}"))
+            );
             ExitCode::from(2)
         }
     }

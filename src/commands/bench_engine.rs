@@ -16,16 +16,16 @@ use ferry_config::Config;
 use ferry_dag::timetable::DataInterval;
 use ferry_dag::{CatalogOptions, Templates, parse_dag};
 use ferry_scheduler::clock::SystemClock;
-use ferry_scheduler::{Engine, EngineConfig, Progress, worker_name};
+use ferry_scheduler::{Engine, Progress, Shutdown};
 use ferry_store::{RunState, Store};
-use tokio_util::sync::CancellationToken;
 
 use super::bench::{dag_file, peak_resident_memory};
 use super::engine::block_on;
+use crate::cli::StopArgs;
 
 type Events = Arc<Mutex<Vec<(String, String, Instant)>>>;
 
-pub(crate) fn run(_config: &Config, database_url: Option<&str>) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, database_url: Option<&str>) -> Result<ExitCode> {
     let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
     let url = database_url.map_or_else(
         || format!("sqlite://{}", dir.path().join("bench.db").display()),
@@ -41,23 +41,23 @@ pub(crate) fn run(_config: &Config, database_url: Option<&str>) -> Result<ExitCo
         let store = Store::open(&url).await?;
         println!("ferry bench engine ({backend}, release build recommended)");
         println!("{:<6} {:<52} result", "", "workload");
-        let (rss, cpu) = idle(&store, dir.path(), &tag).await?;
+        let (rss, cpu) = idle(config, &store, dir.path(), &tag).await?;
         println!(
             "{:<6} {:<52} RSS {:.1} MB, CPU {:.2}% of a core over 5 s",
             "W4", "10 DAGs loaded, nothing due", rss, cpu
         );
-        let (total, gap) = chain(&store, dir.path(), &tag).await?;
+        let (total, gap) = chain(config, &store, dir.path(), &tag).await?;
         println!(
             "{:<6} {:<52} {:.3} s trigger to success, median gap {:.2} ms",
             "W1", "chain of 100 `true` tasks", total, gap
         );
-        let fan_time = fan(&store, dir.path(), &tag).await?;
+        let fan_time = fan(config, &store, dir.path(), &tag).await?;
         println!(
             "{:<6} {:<52} {:.3} s",
             "W2", "fan 1 -> 200 `true` -> 1, parallelism 16", fan_time
         );
         for size in [100, 1_000, 10_000] {
-            let seconds = wide_and_deep(&store, dir.path(), &tag, size).await?;
+            let seconds = wide_and_deep(config, &store, dir.path(), &tag, size).await?;
             println!(
                 "{:<6} {:<52} {:.3} s, {:.1} µs per task",
                 "W5",
@@ -66,7 +66,7 @@ pub(crate) fn run(_config: &Config, database_url: Option<&str>) -> Result<ExitCo
                 seconds * 1e6 / size as f64
             );
         }
-        let load = load_many(&store, dir.path(), &tag).await?;
+        let load = load_many(config, &store, dir.path(), &tag).await?;
         println!(
             "{:<6} {:<52} {:.3} s",
             "W3", "1,000 DAG files x 10 tasks loaded and scheduled", load
@@ -76,15 +76,14 @@ pub(crate) fn run(_config: &Config, database_url: Option<&str>) -> Result<ExitCo
     })
 }
 
-fn engine(store: &Store, parallelism: usize, events: Option<Events>) -> Engine {
-    let config = EngineConfig {
-        worker: worker_name(),
-        parallelism,
-        pools: Default::default(),
-        heartbeat_interval: Duration::from_secs(5),
-        heartbeat_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_secs(5),
-    };
+fn engine(
+    config: &Config,
+    store: &Store,
+    parallelism: usize,
+    events: Option<Events>,
+) -> Result<Engine> {
+    let mut settings = super::engine::engine_config(config, store, &StopArgs { on_stop: None })?;
+    settings.parallelism = parallelism;
     let observer = Box::new(move |progress: &Progress| {
         if let (Some(events), Some(task)) = (&events, &progress.task_id) {
             events.lock().unwrap_or_else(PoisonError::into_inner).push((
@@ -94,12 +93,12 @@ fn engine(store: &Store, parallelism: usize, events: Option<Events>) -> Engine {
             ));
         }
     });
-    Engine::new(
+    Ok(Engine::new(
         store.clone(),
         Arc::new(SystemClock::real()),
-        config,
+        settings,
         observer,
-    )
+    ))
 }
 
 /// Loads `text` as DAG `id`, runs it once, returns the wall time from trigger to its end.
@@ -127,7 +126,7 @@ async fn run_once(engine: &mut Engine, dir: &Path, id: &str, text: &str) -> Resu
         .context("a new run")?;
     let ended = engine
         .drive(
-            CancellationToken::new(),
+            &Shutdown::default(),
             Some(std::slice::from_ref(&run.run_id)),
             false,
             None,
@@ -141,9 +140,9 @@ async fn run_once(engine: &mut Engine, dir: &Path, id: &str, text: &str) -> Resu
     Ok(elapsed)
 }
 
-async fn chain(store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
+async fn chain(config: &Config, store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
     let events: Events = Arc::default();
-    let mut engine = engine(store, 16, Some(events.clone()));
+    let mut engine = engine(config, store, 16, Some(events.clone()))?;
     let mut text = String::from("max_active_tasks: 16\ntasks:\n");
     for i in 0..100 {
         text.push_str(&format!("  - {{id: t{i}, type: command, argv: [\"true\"]"));
@@ -176,8 +175,8 @@ async fn chain(store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
     Ok((total, gaps.get(gaps.len() / 2).copied().unwrap_or_default()))
 }
 
-async fn fan(store: &Store, dir: &Path, tag: &str) -> Result<f64> {
-    let mut engine = engine(store, 16, None);
+async fn fan(config: &Config, store: &Store, dir: &Path, tag: &str) -> Result<f64> {
+    let mut engine = engine(config, store, 16, None)?;
     let mut text = String::from(
         "max_active_tasks: 16\ntasks:\n  - {id: start, type: command, argv: [\"true\"]}\n",
     );
@@ -194,8 +193,14 @@ async fn fan(store: &Store, dir: &Path, tag: &str) -> Result<f64> {
     run_once(&mut engine, dir, &format!("w2_{tag}"), &text).await
 }
 
-async fn wide_and_deep(store: &Store, dir: &Path, tag: &str, size: usize) -> Result<f64> {
-    let mut engine = engine(store, 64, None);
+async fn wide_and_deep(
+    config: &Config,
+    store: &Store,
+    dir: &Path,
+    tag: &str,
+    size: usize,
+) -> Result<f64> {
+    let mut engine = engine(config, store, 64, None)?;
     let width = (size as f64).sqrt().ceil() as usize;
     let mut text = String::from("max_active_tasks: 64\ntasks:\n");
     for i in 0..size {
@@ -214,7 +219,7 @@ async fn wide_and_deep(store: &Store, dir: &Path, tag: &str, size: usize) -> Res
     run_once(&mut engine, dir, &format!("w5_{size}_{tag}"), &text).await
 }
 
-async fn load_many(store: &Store, dir: &Path, tag: &str) -> Result<f64> {
+async fn load_many(config: &Config, store: &Store, dir: &Path, tag: &str) -> Result<f64> {
     let folder = dir.join(format!("w3_{tag}"));
     std::fs::create_dir_all(&folder)?;
     for index in 0..1000 {
@@ -233,15 +238,15 @@ async fn load_many(store: &Store, dir: &Path, tag: &str) -> Result<f64> {
         "generated DAGs invalid: {:?}",
         catalog.diagnostics.first()
     );
-    let mut engine = engine(store, 16, None);
+    let mut engine = engine(config, store, 16, None)?;
     super::engine::load_all(&mut engine, &catalog).await?;
     engine.create_due_runs().await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
 /// Resident memory (MB) and CPU use (% of one core) while 10 DAGs are loaded and nothing is due.
-async fn idle(store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
-    let mut engine = engine(store, 16, None);
+async fn idle(config: &Config, store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
+    let mut engine = engine(config, store, 16, None)?;
     for index in 0..10 {
         let text = format!(
             "schedule: '0 0 1 1 *'\nstart_date: 2099-01-01\ntasks:\n  - {{id: a, type: command, command: 'echo {index}'}}\n"
@@ -253,15 +258,15 @@ async fn idle(store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
             .context("idle DAG")?;
         engine.load_dag(dag, &text).await?;
     }
-    let until = CancellationToken::new();
-    let stopper = until.clone();
+    let shutdown = Shutdown::default();
+    let stopper = shutdown.requested.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
         stopper.cancel();
     });
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    engine.drive(until, None, true, None).await?;
+    engine.drive(&shutdown, None, true, None).await?;
     let cpu = (cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
     let rss = resident_memory().unwrap_or_else(|| peak_resident_memory().unwrap_or_default())
         as f64

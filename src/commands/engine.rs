@@ -1,20 +1,20 @@
-//! What the engine commands share: the runtime, the store, the engine and the progress lines.
+//! What the engine commands share: the runtime, the store and who owns it, the engine, the
+//! signals, and following a run that another process executes.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use ferry_config::Config;
-use ferry_dag::Catalog;
-use ferry_scheduler::clock::Clock;
-use ferry_scheduler::{Engine, EngineConfig, worker_name};
+use ferry_config::{Config, LeftoverProcesses, OnStop};
+use ferry_executor::supervisor::{Launcher, Leftovers};
+use ferry_scheduler::clock::{Clock, from_millis};
+use ferry_scheduler::{Engine, EngineConfig, Progress, Shutdown, StopMode, worker_name};
+use ferry_store::{OpenMode, OwnerLock, Store, StoreError};
 
+use crate::cli::{self, EngineArgs, StopArgs};
 use crate::progress::Observer;
-use ferry_store::Store;
-use tokio_util::sync::CancellationToken;
-
-use crate::cli::EngineArgs;
 
 /// Runs `future` on a multi-threaded runtime.
 pub(crate) fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
@@ -25,23 +25,43 @@ pub(crate) fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> 
         .block_on(future)
 }
 
-/// Opens the state database named by `--database-url` or the configuration.
-pub(crate) async fn open_store(config: &Config, args: &EngineArgs) -> Result<Store> {
-    let url = args
-        .database_url
+/// The state database named by `--database-url` or the configuration.
+pub(crate) fn database_url(config: &Config, args: &EngineArgs) -> String {
+    args.database_url
         .clone()
-        .unwrap_or_else(|| config.engine.database_url());
-    let path = url
-        .strip_prefix("sqlite://")
-        .filter(|_| !url.starts_with("postgres"));
-    if let Some(parent) = path
-        .and_then(|p| std::path::Path::new(p).parent())
-        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| config.engine.database_url())
+}
+
+/// Opens the state database. Only the engine's commands ([`OpenMode::Create`]) create a new
+/// one; the others fail clearly when there is none.
+pub(crate) async fn open_store(
+    config: &Config,
+    args: &EngineArgs,
+    mode: OpenMode,
+) -> Result<Store> {
+    Ok(Store::open_with(&database_url(config, args), mode).await?)
+}
+
+/// How this process describes itself as the owner of a store.
+pub(crate) fn holder(command: &str) -> String {
+    format!(
+        "`{command}` (pid {} on {}, since {})",
+        std::process::id(),
+        ferry_executor::supervisor::host_name(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    )
+}
+
+/// Takes the store for this process, or says who holds it (`Ok(Err(holder))`).
+pub(crate) async fn try_own(store: &Store, command: &str) -> Result<Result<OwnerLock, String>> {
+    match store
+        .acquire_owner(&holder(command), chrono::Utc::now().timestamp_millis())
+        .await
     {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create the data folder {}", parent.display()))?;
+        Ok(lock) => Ok(Ok(lock)),
+        Err(StoreError::Owned { holder, .. }) => Ok(Err(holder)),
+        Err(error) => Err(error.into()),
     }
-    Ok(Store::open(&url).await?)
 }
 
 /// An engine with the configured limits; `observer` hears of every change.
@@ -50,20 +70,74 @@ pub(crate) fn engine(
     store: Store,
     clock: Arc<dyn Clock>,
     observer: Observer,
-) -> Engine {
-    let settings = EngineConfig {
+    stop: &StopArgs,
+) -> Result<Engine> {
+    let settings = engine_config(config, &store, stop)?;
+    Ok(Engine::new(store, clock, settings, observer))
+}
+
+/// The engine's settings from the configuration (and `--on-stop`).
+pub(crate) fn engine_config(
+    config: &Config,
+    store: &Store,
+    stop: &StopArgs,
+) -> Result<EngineConfig> {
+    let environment: Vec<(String, String)> = std::env::vars().collect();
+    let task_env = config.engine.inherited_env(&environment);
+    let mut secrets = config.secrets();
+    for (name, value) in &task_env {
+        secrets.add_pair(name, value);
+    }
+    let stop_mode = match stop.on_stop {
+        Some(cli::OnStop::Drain) => StopMode::Drain,
+        Some(cli::OnStop::Detach) => StopMode::Detach,
+        None => match config.engine.on_stop {
+            OnStop::Drain => StopMode::Drain,
+            OnStop::Detach => StopMode::Detach,
+        },
+    };
+    let program =
+        std::env::current_exe().context("cannot find the ferry binary to start supervisors")?;
+    Ok(EngineConfig {
         worker: worker_name(),
         parallelism: config.engine.parallelism.max(1),
         pools: config.engine.pools.clone(),
         heartbeat_interval: Duration::from_secs(config.engine.heartbeat_interval_secs.max(1)),
         heartbeat_timeout: Duration::from_secs(config.engine.heartbeat_timeout_secs.max(2)),
         shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_secs),
+        stop_mode,
+        attempts_dir: attempts_dir(config, store),
+        launcher: Launcher::new(program, vec!["supervise".into()], Vec::new()),
+        task_env,
+        leftovers: match config.engine.leftover_processes {
+            LeftoverProcesses::Stop => Leftovers::Stop,
+            LeftoverProcesses::Keep => Leftovers::Keep,
+        },
+        secrets,
+    })
+}
+
+/// Where the attempt folders of `store` live: under the data folder, one folder per store so
+/// that two stores never share them.
+fn attempts_dir(config: &Config, store: &Store) -> PathBuf {
+    let key = store
+        .shown()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let data_dir = if config.engine.data_dir.is_absolute() {
+        config.engine.data_dir.clone()
+    } else {
+        std::env::current_dir()
+            .map(|dir| dir.join(&config.engine.data_dir))
+            .unwrap_or_else(|_| config.engine.data_dir.clone())
     };
-    Engine::new(store, clock, settings, observer)
+    data_dir.join("attempts").join(format!("{key:016x}"))
 }
 
 /// Loads every valid DAG of the catalog into the engine, with its file's text as its version.
-pub(crate) async fn load_all(engine: &mut Engine, catalog: &Catalog) -> Result<()> {
+pub(crate) async fn load_all(engine: &mut Engine, catalog: &ferry_dag::Catalog) -> Result<()> {
     let mut dags = Vec::with_capacity(catalog.dags.len());
     for dag in catalog.dags.values() {
         let source = std::fs::read_to_string(&dag.file)
@@ -73,22 +147,87 @@ pub(crate) async fn load_all(engine: &mut Engine, catalog: &Catalog) -> Result<(
     Ok(engine.load_dags(dags).await?)
 }
 
-/// A token cancelled by SIGTERM or SIGINT (Ctrl-C).
-pub(crate) fn cancel_on_signals() -> Result<CancellationToken> {
+/// A [`Shutdown`] driven by SIGTERM and SIGINT (Ctrl-C): the first signal requests the stop
+/// (and prints `first`), the second forces it.
+pub(crate) fn shutdown_on_signals(first: &str) -> Result<Shutdown> {
     use tokio::signal::unix::{SignalKind, signal};
-    let token = CancellationToken::new();
+    let shutdown = Shutdown::default();
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let cancel = token.clone();
+    let signals = shutdown.clone();
+    let first = first.to_string();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+        for step in 0..2 {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            if step == 0 {
+                eprintln!("ferry: {first}");
+                signals.requested.cancel();
+            } else {
+                eprintln!("ferry: stopping now: running commands are stopped");
+                signals.forced.cancel();
+            }
         }
-        eprintln!(
-            "ferry: stopping: no new tasks start; running ones may finish within the grace period"
-        );
-        cancel.cancel();
     });
-    Ok(token)
+    Ok(shutdown)
+}
+
+/// What a stop request does, in words.
+pub(crate) fn stop_message(config: &Config, stop: &StopArgs) -> &'static str {
+    let drain = match stop.on_stop {
+        Some(mode) => mode == cli::OnStop::Drain,
+        None => config.engine.on_stop == OnStop::Drain,
+    };
+    if drain {
+        "stopping: no new task starts; running commands may finish within the grace period (signal again to stop them now)"
+    } else {
+        "stopping: no new task starts; running commands go on under their supervisors and are picked up at the next start (signal again to stop them now)"
+    }
+}
+
+/// Follows runs that the process owning the store executes: prints their changes as they are
+/// recorded until they have all ended, or until Ctrl-C. Returns the runs as they ended
+/// (empty if interrupted).
+pub(crate) async fn follow(
+    store: &Store,
+    run_ids: &[String],
+    observer: &Observer,
+) -> Result<Vec<ferry_store::RunRecord>> {
+    let stop = shutdown_on_signals(
+        "stopped following; the runs go on under the process that owns the store",
+    )?;
+    let mut seen: Vec<i64> = vec![0; run_ids.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        for (run_id, last) in run_ids.iter().zip(seen.iter_mut()) {
+            for event in store.events_after(run_id, *last).await? {
+                *last = event.id;
+                observer(&Progress {
+                    at: from_millis(event.at),
+                    dag_id: event.dag_id,
+                    run_id: event.run_id,
+                    task_id: event.task_id,
+                    try_number: event.try_number.unwrap_or(0),
+                    state: event.to_state,
+                    detail: event.detail,
+                });
+            }
+        }
+        let mut ended = Vec::new();
+        for run_id in run_ids {
+            match store.run(run_id).await? {
+                Some(run) if run.state()?.is_terminal() => ended.push(run),
+                _ => break,
+            }
+        }
+        if ended.len() == run_ids.len() {
+            return Ok(ended);
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.requested.cancelled() => return Ok(Vec::new()),
+        }
+    }
 }

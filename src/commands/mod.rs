@@ -54,6 +54,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             bench_engine::run(&config()?, database_url.as_deref())
         }
         Command::Serve(args) => serve::run(&config()?, &args),
+        Command::Supervise { dir } => Ok(supervise(&dir)),
         Command::Run(args) => run::run(&config()?, &args),
         Command::Backfill(args) => run::backfill(&config()?, &args),
         Command::Runs(RunsCommand::List {
@@ -77,6 +78,28 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             downstream,
             engine,
         }) => runs::clear(&config()?, &run_id, &task_id, downstream, &engine),
+    }
+}
+
+/// `ferry supervise DIR`: the supervisor of one command attempt, started by the engine. Its
+/// errors go to its standard error, which the engine keeps in the attempt folder.
+fn supervise(dir: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferry supervise: cannot start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(ferry_executor::supervisor::serve(dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferry supervise: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 

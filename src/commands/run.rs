@@ -11,8 +11,12 @@ use ferry_dag::timetable::{DataInterval, parse_instant};
 use ferry_scheduler::clock::{Clock, SystemClock};
 use ferry_store::RunState;
 
-use super::engine::{block_on, cancel_on_signals, engine, load_all, open_store};
+use super::engine::{
+    block_on, engine, follow, load_all, open_store, shutdown_on_signals, stop_message, try_own,
+};
 use crate::cli::{BackfillArgs, DagSource, RunArgs};
+use crate::progress::Observer;
+use ferry_store::{OpenMode, Store};
 
 pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], &DagSource { now: args.now });
@@ -22,14 +26,16 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
         Arc::new(args.now.map_or_else(SystemClock::real, SystemClock::as_if));
     let interval = interval_for(&dag, args.date.as_deref(), clock.now())?;
     block_on(async {
-        let store = open_store(config, &args.engine).await?;
+        let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let tasks = dag.tasks.iter().map(|t| t.id.clone()).collect();
+        let owner = try_own(&store, "ferry run").await?;
         let mut engine = engine(
             config,
             store.clone(),
             clock,
             crate::progress::for_run(tasks),
-        );
+            &args.stop,
+        )?;
         load_all(&mut engine, &catalog).await?;
         let Some(run) = engine
             .create_run(&dag.id, interval, "manual", &conf)
@@ -42,13 +48,35 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
                 dag.id
             );
         };
-        let until = cancel_on_signals()?;
-        let ended = engine
-            .drive(until, Some(std::slice::from_ref(&run.run_id)), false, None)
-            .await?;
+        let ended = execute(engine, owner, &store, &[run.run_id], config, &args.stop).await?;
         store.close().await;
         finish(&ended)
     })
+}
+
+/// Executes the runs `run_ids` in this process if it owns the store, or hands them to the
+/// process that does and follows them.
+async fn execute(
+    mut engine: ferry_scheduler::Engine,
+    owner: Result<ferry_store::OwnerLock, String>,
+    store: &Store,
+    run_ids: &[String],
+    config: &Config,
+    stop: &crate::cli::StopArgs,
+) -> Result<Vec<ferry_store::RunRecord>> {
+    match owner {
+        Ok(lock) => {
+            engine.set_owner(lock);
+            let shutdown = shutdown_on_signals(stop_message(config, stop))?;
+            Ok(engine.drive(&shutdown, Some(run_ids), false, None).await?)
+        }
+        Err(holder) => {
+            store.wake().await?;
+            eprintln!("ferry: the store is owned by {holder}: it executes the run(s); following");
+            let observer: Observer = engine.take_observer();
+            follow(store, run_ids, &observer).await
+        }
+    }
 }
 
 pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode> {
@@ -77,13 +105,15 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
         dag.max_active_runs = parallel.max(1);
     }
     block_on(async {
-        let store = open_store(config, &args.engine).await?;
+        let store = open_store(config, &args.engine, OpenMode::Create).await?;
+        let owner = try_own(&store, "ferry backfill").await?;
         let mut engine = engine(
             config,
             store.clone(),
             Arc::new(SystemClock::real()),
             crate::progress::lines(),
-        );
+            &args.stop,
+        )?;
         load_all(&mut engine, &catalog).await?;
         let source = std::fs::read_to_string(&dag.file)?;
         engine.load_dag(dag.clone(), &source).await?;
@@ -105,8 +135,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
             eprintln!("ferry: nothing to backfill");
             return Ok(ExitCode::SUCCESS);
         }
-        let until = cancel_on_signals()?;
-        let ended = engine.drive(until, Some(&run_ids), false, None).await?;
+        let ended = execute(engine, owner, &store, &run_ids, config, &args.stop).await?;
         store.close().await;
         finish(&ended)
     })
@@ -115,7 +144,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
 /// The exit code: 0 when every run succeeded; 1 otherwise (including interrupted runs).
 fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
     if ended.is_empty() {
-        eprintln!("ferry: interrupted; the run is recorded and continues with `ferry serve`");
+        eprintln!("ferry: interrupted; the run is recorded and goes on under `ferry serve`");
         return Ok(ExitCode::from(1));
     }
     let failed = ended

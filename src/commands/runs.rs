@@ -11,6 +11,7 @@ use serde_json::json;
 use super::engine::{block_on, open_store};
 use crate::cli::{DagSource, EngineArgs, Format, LogsArgs};
 use crate::output;
+use ferry_store::OpenMode;
 
 fn shown(ms: Option<i64>) -> String {
     ms.and_then(DateTime::from_timestamp_millis).map_or_else(
@@ -34,7 +35,7 @@ pub(crate) fn list(
         None => Vec::new(),
     };
     block_on(async {
-        let store = open_store(config, engine).await?;
+        let store = open_store(config, engine, OpenMode::Existing).await?;
         let runs = store
             .runs(&RunFilter {
                 dag_id: dag.map(str::to_string),
@@ -77,7 +78,7 @@ pub(crate) fn list(
 
 pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
     block_on(async {
-        let store = open_store(config, &args.engine).await?;
+        let store = open_store(config, &args.engine, OpenMode::Existing).await?;
         let Some(attempt) = store
             .attempt(&args.run_id, &args.task_id, args.try_number)
             .await?
@@ -115,7 +116,7 @@ pub(crate) fn clear(
 ) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], &DagSource { now: None });
     block_on(async {
-        let store = open_store(config, engine).await?;
+        let store = open_store(config, engine, OpenMode::Existing).await?;
         let Some(run) = store.run(run_id).await? else {
             bail!("no run `{run_id}`; see `ferry runs list`");
         };
@@ -160,6 +161,7 @@ pub(crate) fn clear(
                 lease: None,
                 ready_at: None,
                 exit_code: None,
+                grant_try: false,
                 at: now,
                 cause: "operator",
                 detail: "cleared",
@@ -169,6 +171,8 @@ pub(crate) fn clear(
             }
         }
         reopen(&store, &run, now).await?;
+        // The process that owns the store looks at the run again at once.
+        store.wake().await?;
         println!(
             "cleared {} task(s) of {run_id}: {}",
             cleared.len(),

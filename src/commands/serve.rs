@@ -1,28 +1,40 @@
 //! `ferry serve`: the daemon.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use chrono::Utc;
 use ferry_config::Config;
 use ferry_dag::{Catalog, CatalogOptions};
 use ferry_scheduler::Reload;
 use ferry_scheduler::clock::SystemClock;
+use ferry_store::OpenMode;
 
-use super::engine::{block_on, cancel_on_signals, engine, load_all, open_store};
-use crate::cli::EngineArgs;
+use super::engine::{
+    block_on, engine, load_all, open_store, shutdown_on_signals, stop_message, try_own,
+};
+use crate::cli::ServeArgs;
 
-pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
     block_on(async {
-        let store = open_store(config, args).await?;
+        let store = open_store(config, &args.engine, OpenMode::Create).await?;
+        let owner = match try_own(&store, "ferry serve").await? {
+            Ok(lock) => lock,
+            Err(holder) => bail!(
+                "the state database {} is owned by {holder}: only one ferry engine runs on a store; stop it first (`ferry run` and `ferry backfill` hand their runs to it)",
+                store.shown()
+            ),
+        };
         let mut engine = engine(
             config,
             store.clone(),
             Arc::new(SystemClock::real()),
             crate::progress::lines(),
-        );
+            &args.stop,
+        )?;
+        engine.set_owner(owner);
         let catalog = read(config);
         report(&catalog, None);
         load_all(&mut engine, &catalog).await?;
@@ -36,26 +48,22 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            ferry_store::redact(
-                &args
-                    .database_url
-                    .clone()
-                    .unwrap_or_else(|| config.engine.database_url())
-            )
+            store.shown()
         );
-        let until = cancel_on_signals()?;
-        let mut last = catalog.diagnostics.clone();
-        let mut seen = fingerprint(config);
-        let mut reload = move || {
+        let shutdown = shutdown_on_signals(stop_message(config, &args.stop))?;
+        let state = Mutex::new((fingerprint(config), catalog.diagnostics.clone()));
+        let reload_config = config.clone();
+        let reload = move || {
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
             // Parse again only when a file was added, removed or changed.
-            let now = fingerprint(config);
-            if now == seen {
+            let now = fingerprint(&reload_config);
+            if now == state.0 {
                 return Reload::unchanged();
             }
-            seen = now;
-            let catalog = read(config);
-            report(&catalog, Some(&last));
-            last = catalog.diagnostics.clone();
+            state.0 = now;
+            let catalog = read(&reload_config);
+            report(&catalog, Some(&state.1));
+            state.1 = catalog.diagnostics.clone();
             let dags = catalog
                 .dags
                 .into_values()
@@ -68,23 +76,32 @@ pub(crate) fn run(config: &Config, args: &EngineArgs) -> Result<ExitCode> {
             Reload {
                 dags,
                 files: catalog.files,
+                unreadable: catalog.unreadable,
                 changed: true,
             }
         };
         let every = Duration::from_secs(config.engine.reload_interval_secs.max(1));
         engine
-            .drive(until, None, true, Some((&mut reload, every)))
+            .drive(&shutdown, None, true, Some((Arc::new(reload), every)))
             .await?;
+        drop(engine);
         store.close().await;
         eprintln!("ferry: stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Path, size and modification time of every DAG file: what decides whether to reload.
-fn fingerprint(config: &Config) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
-    let (files, _) = ferry_dag::catalog::discover(&config.dags.folders);
-    files
+/// Path, size and modification time of every DAG file, and what could not be read: what
+/// decides whether to reload.
+type Fingerprint = (
+    Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>,
+    Vec<std::path::PathBuf>,
+);
+
+fn fingerprint(config: &Config) -> Fingerprint {
+    let found = ferry_dag::catalog::discover(&config.dags.folders);
+    let files = found
+        .files
         .into_iter()
         .map(|file| {
             let meta = std::fs::metadata(&file).ok();
@@ -92,7 +109,8 @@ fn fingerprint(config: &Config) -> Vec<(std::path::PathBuf, u64, Option<std::tim
             let modified = meta.and_then(|m| m.modified().ok());
             (file, size, modified)
         })
-        .collect()
+        .collect();
+    (files, found.unreadable)
 }
 
 fn read(config: &Config) -> Catalog {

@@ -63,9 +63,36 @@ pub struct EngineConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds between looks for changed DAG files.
     pub reload_interval_secs: u64,
+    /// What SIGTERM or Ctrl-C does to running commands: leave them to their supervisors
+    /// (`detach`) or let them finish within the grace period (`drain`).
+    pub on_stop: OnStop,
+    /// What happens to processes a command leaves behind when its main process ends.
+    pub leftover_processes: LeftoverProcesses,
+    /// The daemon's environment variables that commands inherit (names; `LC_*` for a prefix).
+    pub task_env: Vec<String>,
     /// Slots per named pool.
     #[serde(default)]
     pub pools: BTreeMap<String, usize>,
+}
+
+/// `engine.on_stop`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStop {
+    /// Leave running commands to their supervisors and exit at once; the next start reattaches.
+    Detach,
+    /// Let running commands finish within `shutdown_grace_secs`, then stop them.
+    Drain,
+}
+
+/// `engine.leftover_processes`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftoverProcesses {
+    /// Stop them (SIGTERM, then SIGKILL after the grace period).
+    Stop,
+    /// Leave them running.
+    Keep,
 }
 
 impl EngineConfig {
@@ -75,6 +102,24 @@ impl EngineConfig {
             Some(url) if !url.expose().is_empty() => url.expose().to_string(),
             _ => format!("sqlite://{}", self.data_dir.join("ferry.db").display()),
         }
+    }
+
+    /// The variables of `environment` that commands inherit by `task_env`. ferry's own
+    /// variables (`FERRY_…`) never pass.
+    pub fn inherited_env(&self, environment: &[(String, String)]) -> Vec<(String, String)> {
+        environment
+            .iter()
+            .filter(|(name, _)| !name.starts_with("FERRY"))
+            .filter(|(name, _)| {
+                self.task_env
+                    .iter()
+                    .any(|pattern| match pattern.strip_suffix('*') {
+                        Some(prefix) => name.starts_with(prefix),
+                        None => name == pattern,
+                    })
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -165,6 +210,30 @@ impl Sources {
     }
 }
 
+impl Config {
+    /// Every secret of the configuration (the database URL, webhook URLs and headers), to
+    /// mask wherever it could show.
+    pub fn secrets(&self) -> ferry_secrets::Redactor {
+        let mut redactor = ferry_secrets::Redactor::new();
+        if let Some(url) = &self.engine.database_url {
+            redactor.add_pair("database_url", url.expose());
+        }
+        for channel in self.alerts.channels.values() {
+            match channel {
+                Channel::Log => {}
+                Channel::Slack { webhook_url } => redactor.add(webhook_url.expose()),
+                Channel::Webhook { url, headers } => {
+                    redactor.add(url.expose());
+                    for value in headers.values() {
+                        redactor.add(value.expose());
+                    }
+                }
+            }
+        }
+        redactor
+    }
+}
+
 /// Every problem found in the configuration.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -222,6 +291,13 @@ impl Config {
         }
         let dags = section::<DagsSection>(&figment, &mut problems);
         let engine = section::<EngineSection>(&figment, &mut problems);
+        if let Some(EngineSection { engine }) = &engine {
+            for name in engine.task_env.iter().filter(|n| n.starts_with("FERRY")) {
+                problems.push(format!(
+                    "`engine.task_env`: `{name}` is ferry's own configuration and is never given to tasks; set what a task needs in the DAG's `env`"
+                ));
+            }
+        }
         let alerts = section::<AlertsSection>(&figment, &mut problems);
         match (dags, engine, alerts) {
             (
@@ -370,6 +446,52 @@ mod tests {
         );
         assert!(text.contains("folders"), "{text}");
         assert!(text.contains("pager"), "{text}");
+    }
+
+    #[test]
+    fn tasks_inherit_only_allowed_variables_and_never_ferrys_own() {
+        let config = Config::load(&Sources::defaults_only()).expect("valid");
+        let environment: Vec<(String, String)> = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/ferry"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+            ("FERRY__ENGINE__DATABASE_URL", "postgres://u:p@db/x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let names: Vec<String> = config
+            .engine
+            .inherited_env(&environment)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, ["PATH", "HOME"]);
+        let (_dir, sources) = with_file(
+            "[engine]\ntask_env = [\"PATH\", \"FERRY__ENGINE__DATABASE_URL\"]\n",
+            &[],
+        );
+        let error = Config::load(&sources).expect_err("refused");
+        assert!(
+            error.to_string().contains("never given to tasks"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_configured_secret_is_known_to_the_redactor() {
+        let (_dir, sources) = with_file(
+            "[alerts.channels.oncall]\nkind = \"slack\"\nwebhook_url = \"https://hooks.example/T0/SECRET-1\"\n",
+            &[(
+                "FERRY__ENGINE__DATABASE_URL",
+                "postgres://app:SECRET-2@db/ferry",
+            )],
+        );
+        let config = Config::load(&sources).expect("valid");
+        let shown = config
+            .secrets()
+            .redact("posting to https://hooks.example/T0/SECRET-1 with SECRET-2");
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 
     #[test]

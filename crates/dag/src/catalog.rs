@@ -29,6 +29,9 @@ pub struct Catalog {
     pub dags: BTreeMap<String, Dag>,
     /// Every file read, in path order.
     pub files: Vec<PathBuf>,
+    /// Folders and files that could not be read: the DAGs already loaded from there keep
+    /// their last valid version.
+    pub unreadable: Vec<PathBuf>,
     /// Every error and warning, by file and line.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -48,50 +51,94 @@ impl Catalog {
     }
 }
 
-/// The DAG files under `paths`: `.yaml` and `.yml` files in each folder (recursively, in path
-/// order) and each file named directly. A path that cannot be read gives a diagnostic.
-pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
-    let mut files = BTreeSet::new();
-    let mut diagnostics = Vec::new();
-    for path in paths {
-        if path.is_file() {
-            files.insert(path.clone());
-        } else if let Err(error) = walk(path, &mut files) {
-            diagnostics.push(Diagnostic::error(
-                Code::Io,
-                path,
-                Position::default(),
-                format!("cannot read `{}`: {error}", path.display()),
-            ));
-        }
-    }
-    (files.into_iter().collect(), diagnostics)
+/// The largest DAG file ferry reads.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The DAG files under some paths, and what could not be read there.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// DAG files, in path order; a file reached through several links appears once.
+    pub files: Vec<PathBuf>,
+    /// Folders and files that could not be read (each also has a diagnostic).
+    pub unreadable: Vec<PathBuf>,
+    /// What went wrong, each with its own path.
+    pub diagnostics: Vec<Diagnostic>,
 }
 
-fn walk(folder: &Path, files: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(folder)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, files)?;
-        } else if path
-            .extension()
-            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+/// The DAG files under `paths`: `.yaml` and `.yml` files in each folder (recursively, in path
+/// order, following symbolic links with loop detection) and each file named directly. Every
+/// entry that cannot be read gives a diagnostic naming it, and the walk goes on.
+pub fn discover(paths: &[PathBuf]) -> Discovery {
+    let mut found = BTreeSet::new();
+    let mut seen_real = BTreeSet::new();
+    let mut discovery = Discovery::default();
+    for path in paths {
+        for entry in walkdir::WalkDir::new(path)
+            .follow_links(true)
+            .sort_by_file_name()
         {
-            files.insert(path);
+            match entry {
+                Ok(entry) => {
+                    let file = entry.path();
+                    let is_dag = entry.file_type().is_file()
+                        && file
+                            .extension()
+                            .is_some_and(|ext| ext == "yaml" || ext == "yml");
+                    // A file reached through several links is read once.
+                    let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+                    if (is_dag || entry.depth() == 0 && entry.file_type().is_file())
+                        && seen_real.insert(real)
+                    {
+                        found.insert(file.to_path_buf());
+                    }
+                }
+                Err(error) => {
+                    let at = error.path().unwrap_or(path).to_path_buf();
+                    if let Some(ancestor) = error.loop_ancestor() {
+                        discovery.diagnostics.push(Diagnostic::warning(
+                            Code::Io,
+                            &at,
+                            Position::default(),
+                            format!(
+                                "`{}` is a symbolic link back to `{}` (a loop); not followed",
+                                at.display(),
+                                ancestor.display()
+                            ),
+                        ));
+                        continue;
+                    }
+                    let why = error
+                        .io_error()
+                        .map_or_else(|| error.to_string(), ToString::to_string);
+                    discovery.diagnostics.push(Diagnostic::error(
+                        Code::Io,
+                        &at,
+                        Position::default(),
+                        format!("cannot read `{}`: {why}", at.display()),
+                    ).with_help("the DAGs elsewhere are still loaded; a DAG already loaded from here keeps its last valid version"));
+                    discovery.unreadable.push(at);
+                }
+            }
         }
     }
-    Ok(())
+    discovery.files = found.into_iter().collect();
+    discovery
 }
 
 /// Reads and checks every DAG file under `paths`.
 pub fn load(paths: &[PathBuf], options: &CatalogOptions) -> Catalog {
-    let (files, mut diagnostics) = discover(paths);
+    let Discovery {
+        files,
+        unreadable,
+        mut diagnostics,
+    } = discover(paths);
     let parsed = read_all(&files);
     let mut catalog = check_together(parsed, options);
     diagnostics.append(&mut catalog.diagnostics);
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     catalog.diagnostics = diagnostics;
     catalog.files = files;
+    catalog.unreadable = unreadable;
     catalog
 }
 
@@ -123,19 +170,38 @@ fn read_all(files: &[PathBuf]) -> Vec<ParsedFile> {
 }
 
 fn read_one(file: &Path, templates: &Templates) -> ParsedFile {
-    match std::fs::read_to_string(file) {
-        Ok(text) => parse_dag(file, &text, templates),
-        Err(error) => ParsedFile {
+    let unreadable = |message: String, help: Option<&str>| {
+        let mut diagnostic = Diagnostic::error(Code::Io, file, Position::default(), message);
+        if let Some(help) = help {
+            diagnostic = diagnostic.with_help(help);
+        }
+        ParsedFile {
             file: file.to_path_buf(),
             dag_id: None,
             dag: None,
-            diagnostics: vec![Diagnostic::error(
-                Code::Io,
-                file,
-                Position::default(),
-                format!("cannot read the file: {error}"),
-            )],
-        },
+            diagnostics: vec![diagnostic],
+        }
+    };
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.len() > MAX_FILE_BYTES
+    {
+        return unreadable(
+            format!(
+                "the file is {:.1} MiB; ferry reads DAG files of at most {} MiB",
+                meta.len() as f64 / 1_048_576.0,
+                MAX_FILE_BYTES / 1_048_576
+            ),
+            Some(
+                "split the DAG into several DAG files (one DAG each) and join them with `wait_for_dag` tasks",
+            ),
+        );
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) => parse_dag(file, &text, templates),
+        Err(error) => unreadable(
+            format!("cannot read `{}`: {error}", file.display()),
+            Some("a DAG already loaded from this file keeps its last valid version"),
+        ),
     }
 }
 
@@ -188,6 +254,7 @@ pub fn check_together(parsed: Vec<ParsedFile>, options: &CatalogOptions) -> Cata
     Catalog {
         dags,
         files: Vec::new(),
+        unreadable: Vec::new(),
         diagnostics,
     }
 }
@@ -407,5 +474,75 @@ pub fn describe_encounter(encounter: &DstEncounter, dag: &Dag) -> String {
                 "{time} on {day} happens twice ({from}–{to} repeats); it runs once, at the {which}"
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_loops_are_reported_once_and_linked_files_read_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dags = dir.path().join("dags");
+        std::fs::create_dir_all(dags.join("team")).expect("folders");
+        std::fs::write(dags.join("team/a.yaml"), "tasks: []\n").expect("file");
+        std::os::unix::fs::symlink(&dags, dags.join("team/loop")).expect("loop");
+        std::os::unix::fs::symlink(dags.join("team/a.yaml"), dags.join("alias.yaml"))
+            .expect("alias");
+        let found = discover(std::slice::from_ref(&dags));
+        assert_eq!(
+            found.files,
+            [dags.join("alias.yaml")],
+            "one file, read once"
+        );
+        assert!(found.unreadable.is_empty());
+        assert_eq!(found.diagnostics.len(), 1, "{:?}", found.diagnostics);
+        let loop_warning = &found.diagnostics[0];
+        assert!(!loop_warning.is_error());
+        assert!(
+            loop_warning.message.contains("team/loop"),
+            "{}",
+            loop_warning.message
+        );
+    }
+
+    #[test]
+    fn a_missing_folder_is_named_and_the_others_are_still_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("good");
+        std::fs::create_dir_all(&good).expect("folder");
+        std::fs::write(good.join("a.yaml"), "tasks: []\n").expect("file");
+        let missing = dir.path().join("missing");
+        let found = discover(&[missing.clone(), good.clone()]);
+        assert_eq!(found.files, [good.join("a.yaml")]);
+        assert_eq!(found.unreadable, std::slice::from_ref(&missing));
+        assert!(
+            found.diagnostics[0]
+                .message
+                .contains(&missing.display().to_string())
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_says_how_to_split_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("huge.yaml");
+        let file_handle = std::fs::File::create(&file).expect("file");
+        file_handle.set_len(MAX_FILE_BYTES + 1).expect("size");
+        let parsed = read_one(&file, &Templates::new());
+        let problem = &parsed.diagnostics[0];
+        assert!(
+            problem.message.contains("at most 8 MiB"),
+            "{}",
+            problem.message
+        );
+        assert!(
+            problem
+                .help
+                .as_deref()
+                .is_some_and(|h| h.contains("wait_for_dag")),
+            "{problem:?}"
+        );
     }
 }

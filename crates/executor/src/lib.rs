@@ -1,8 +1,9 @@
 //! ferry's task runners. Each runs one attempt of a task, already rendered, and reports a typed
 //! [`Outcome`]; only the scheduler decides about retries, from that outcome.
 //!
-//! - [`command`]: a program or shell line in its own process group; output captured; a timeout
-//!   or shutdown stops the whole group (SIGTERM, then SIGKILL after a grace period).
+//! - [`command`] tasks run under a [`supervisor`] process that outlives the engine: a program or
+//!   shell line in its own process group, with an explicit environment, output written as it
+//!   comes (secrets masked), the timeout enforced by the supervisor, leftovers stopped.
 //! - [`http`]: one request; the status decides.
 //!
 //! `noop` needs no runner and `wait_for_dag` is decided by the scheduler, which can see other
@@ -11,15 +12,34 @@
 pub mod command;
 pub mod http;
 mod log;
+pub mod supervisor;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use log::LogBuffer;
+pub use log::{LogBuffer, LogFile};
+
+/// What can go wrong while supervising an attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A file or process of the attempt could not be used.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was tried.
+        action: &'static str,
+        /// The path or program.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The engine and the supervisor do not understand each other.
+    #[error("supervisor protocol: {0}")]
+    Protocol(String),
+}
 
 /// How an attempt ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The task did its work.

@@ -1,39 +1,58 @@
 //! The engine loop: creates runs from timetables, queues tasks whose upstream tasks have
 //! decided, claims slots, starts attempts, and reacts to each attempt's end at once.
 //!
-//! One task owns all the engine's state; attempts run in their own tasks and report back over a
-//! channel, so nothing is locked and no polling interval sits between two tasks. Every decision
-//! is written to the store before it is acted on.
+//! One task owns all the engine's state; attempts run under their own supervisors (commands) or
+//! tasks (requests) and report back over a channel, so nothing is locked and no polling interval
+//! sits between two tasks. Every decision is written to the store before it is acted on, and the
+//! in-memory copy of the runs is only a cache: when another process changes the store, or the
+//! store fails for a while, it is rebuilt from the store. Heartbeats, the watch on the store and
+//! DAG reloads run beside the loop, so a long pass never delays them.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_dag::dag::Dag;
 use ferry_dag::template::Templates;
-use ferry_executor::command::{GroupSignal, signal_group};
-use ferry_executor::{LogBuffer, Outcome};
+use ferry_executor::Outcome;
+use ferry_executor::supervisor::{Launcher, Leftovers, SupervisorId};
+use ferry_secrets::Redactor;
 use ferry_store::{
-    NewDagVersion, NewRun, NewTaskInstance, RunFilter, RunRecord, RunState, Store, TaskChange,
-    TaskInstanceRecord, TaskState,
+    NewDagVersion, NewRun, NewTaskInstance, OwnerLock, RunFilter, RunRecord, RunState, Store,
+    StoreError, TaskChange, TaskInstanceRecord, TaskState,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, from_millis, millis};
-use crate::render::{Prepared, Work, prepare};
+use crate::render::{AttemptContext, Prepared, Work, prepare};
 use crate::trigger::{Decision, decide, run_outcome};
 use crate::{EngineError, due, retry};
 
 /// How much output of one attempt is kept.
 const LOG_LIMIT: usize = 1 << 20;
 
+/// At most this many tasks are started in one pass of the loop; then messages, timers and
+/// wake-ups are looked at before the next pass.
+const STARTS_PER_PASS: usize = 64;
+
+/// What SIGTERM (or Ctrl-C) does to running command attempts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StopMode {
+    /// Leave them to their supervisors and exit at once; the next start reattaches to them.
+    #[default]
+    Detach,
+    /// Let them finish within the grace period, then stop them (their try does not count).
+    Drain,
+}
+
 /// Settings of the engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// This process's name in the store (`host:pid`).
+    /// This process's name in the store, unique per process start ([`worker_name`]).
     pub worker: String,
     /// Attempts executing at once, over all DAGs.
     pub parallelism: usize,
@@ -41,10 +60,32 @@ pub struct EngineConfig {
     pub pools: BTreeMap<String, usize>,
     /// How often running attempts are marked alive.
     pub heartbeat_interval: Duration,
-    /// An attempt not marked alive for this long is considered lost.
+    /// An attempt of another worker not marked alive for this long is considered lost.
     pub heartbeat_timeout: Duration,
-    /// On shutdown, how long running attempts may take to finish before they are stopped.
+    /// On a drain, how long running attempts may take to finish before they are stopped.
     pub shutdown_grace: Duration,
+    /// What a stop request does to running command attempts.
+    pub stop_mode: StopMode,
+    /// Where attempt folders (output and result of each supervised attempt) are kept.
+    pub attempts_dir: PathBuf,
+    /// How supervisors are started.
+    pub launcher: Launcher,
+    /// The daemon's environment variables that commands inherit (the allow-list, resolved).
+    pub task_env: Vec<(String, String)>,
+    /// What happens to processes a command leaves behind.
+    pub leftovers: Leftovers,
+    /// The configuration's secrets, masked wherever they would show.
+    pub secrets: Redactor,
+}
+
+/// How a caller asks the engine to stop: `requested` once (SIGTERM, Ctrl-C) applies the
+/// [`StopMode`]; `forced` (a second signal) stops running attempts at once.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    /// Stop starting tasks and shut down by the stop mode.
+    pub requested: CancellationToken,
+    /// Stop everything now.
+    pub forced: CancellationToken,
 }
 
 /// A change worth telling the person watching.
@@ -85,6 +126,9 @@ pub struct Reload {
     /// invalid keeps its last valid version; one whose file is gone stops being scheduled (its
     /// history stays).
     pub files: Vec<std::path::PathBuf>,
+    /// Paths that could not be read (an unreadable folder or file): the DAGs whose files are
+    /// there or below keep their last valid version.
+    pub unreadable: Vec<std::path::PathBuf>,
     /// False when nothing changed on disk (the other fields are then empty and ignored).
     pub changed: bool,
 }
@@ -92,16 +136,13 @@ pub struct Reload {
 impl Reload {
     /// Nothing changed on disk: keep everything as it is.
     pub fn unchanged() -> Self {
-        Self {
-            dags: Vec::new(),
-            files: Vec::new(),
-            changed: false,
-        }
+        Self::default()
     }
 }
 
-/// Reads the DAG folders again; `ferry serve` calls it every `reload_interval`.
-pub type Reloader<'a> = (&'a mut (dyn FnMut() -> Reload + Send), Duration);
+/// Reads the DAG folders again, on a blocking thread beside the loop; `ferry serve` gives one
+/// with its `reload_interval`.
+pub type Reloader = (Arc<dyn Fn() -> Reload + Send + Sync>, Duration);
 
 struct ActiveRun {
     run: RunRecord,
@@ -111,11 +152,13 @@ struct ActiveRun {
     /// Task instance index → index of the task in the DAG, and back.
     to_dag: Vec<Option<usize>>,
     to_instance: Vec<Option<usize>>,
+    /// Task instance id → index.
+    by_id: HashMap<i64, usize>,
 }
 
 impl ActiveRun {
     fn new(run: RunRecord, dag: Arc<LoadedDag>, tasks: Vec<TaskInstanceRecord>) -> Self {
-        let by_id: HashMap<&str, usize> = dag
+        let by_name: HashMap<&str, usize> = dag
             .dag
             .tasks
             .iter()
@@ -124,7 +167,7 @@ impl ActiveRun {
             .collect();
         let to_dag: Vec<Option<usize>> = tasks
             .iter()
-            .map(|t| by_id.get(t.task_id.as_str()).copied())
+            .map(|t| by_name.get(t.task_id.as_str()).copied())
             .collect();
         let mut to_instance = vec![None; dag.dag.tasks.len()];
         for (instance, position) in to_dag.iter().enumerate() {
@@ -136,6 +179,7 @@ impl ActiveRun {
             .iter()
             .filter(|t| t.state().is_ok_and(|s| !s.is_terminal()))
             .count();
+        let by_id = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         Self {
             run,
             dag,
@@ -143,6 +187,7 @@ impl ActiveRun {
             unfinished,
             to_dag,
             to_instance,
+            by_id,
         }
     }
 
@@ -177,6 +222,7 @@ pub(crate) struct Transition<'a> {
     lease: Option<i64>,
     ready_at: Option<i64>,
     exit_code: Option<i64>,
+    grant_try: bool,
     cause: &'a str,
     detail: &'a str,
 }
@@ -189,6 +235,7 @@ impl<'a> Transition<'a> {
             lease: None,
             ready_at: None,
             exit_code: None,
+            grant_try: false,
             cause,
             detail,
         }
@@ -211,27 +258,104 @@ impl<'a> Transition<'a> {
         self.exit_code = code;
         self
     }
+
+    /// The attempt that ends here does not count against the task's tries.
+    fn grant_try(mut self, grant: bool) -> Self {
+        self.grant_try = grant;
+        self
+    }
+
+    fn change(&self, id: i64, at: i64) -> TaskChange<'a> {
+        TaskChange {
+            id,
+            from: self.from,
+            to: self.to,
+            lease: self.lease,
+            ready_at: self.ready_at,
+            exit_code: self.exit_code,
+            grant_try: self.grant_try,
+            at,
+            cause: self.cause,
+            detail: self.detail,
+        }
+    }
 }
 
+/// Why the engine asked an attempt to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    /// ferry is shutting down: the try does not count.
+    Shutdown,
+    /// The run exceeded its `dagrun_timeout`: the task fails without retries.
+    RunTimeout,
+}
+
+/// How the engine stops an attempt.
+#[derive(Debug)]
+enum Control {
+    /// A request running inside the engine.
+    InProcess(CancellationToken),
+    /// A command under its supervisor.
+    Supervised(SupervisorId),
+}
+
+/// An attempt holding an execution slot.
 struct Slot {
     run_pk: i64,
+    run_id: String,
     dag_id: String,
     pool: String,
-    cancel: CancellationToken,
+    control: Control,
+    stop_reason: Option<StopReason>,
 }
 
-struct Finished {
-    run_pk: i64,
-    index: usize,
-    lease: i64,
-    attempt_id: i64,
+impl Slot {
+    /// Asks the attempt to stop (gracefully, or `now`).
+    fn stop(&mut self, reason: StopReason, now: bool) {
+        self.stop_reason.get_or_insert(reason);
+        match &self.control {
+            Control::InProcess(cancel) => cancel.cancel(),
+            Control::Supervised(id) => {
+                id.stop(now);
+            }
+        }
+    }
+}
+
+/// How an attempt ended, as its runner or supervisor reported it.
+#[derive(Clone, Debug)]
+struct AttemptEnd {
     outcome: Outcome,
     log: String,
+    /// When it ended, if the supervisor said (else: when the engine hears of it).
+    ended_at: Option<i64>,
+    /// Its supervisor is gone without a result.
+    lost: bool,
+    /// Stopped by ferry's shutdown: the try does not count.
+    interrupted: bool,
+    /// The attempt folder to remove once the end is recorded.
+    dir: Option<PathBuf>,
+}
+
+/// An attempt that ended, for the loop to record.
+#[derive(Clone, Debug)]
+struct Finished {
+    run_pk: i64,
+    task_instance: i64,
+    lease: i64,
+    attempt_id: i64,
+    end: AttemptEnd,
 }
 
 enum Message {
-    Started { task_id: i64, lease: i64, pid: u32 },
+    /// An attempt ended.
     Finished(Finished),
+    /// Another process changed the store: look again.
+    Wake,
+    /// The DAG folders were read again.
+    Reloaded(Reload),
+    /// The store can no longer be used (replaced, or owned by another process now).
+    Fault(StoreError),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -249,19 +373,22 @@ pub struct Engine {
     templates: Templates,
     http: reqwest::Client,
     dags: HashMap<String, Arc<LoadedDag>>,
-    /// Running runs, by primary key.
+    /// Running runs, by primary key: a cache of the store, rebuilt whenever in doubt.
     runs: HashMap<i64, ActiveRun>,
     /// Queued tasks: highest priority first, then first come: (priority, order, run, index).
     ready: BinaryHeap<(i64, Reverse<u64>, i64, usize)>,
     sequence: u64,
     /// Retries, deferral polls and run timeouts, earliest first: (due ms, kind, run, index).
     timers: BinaryHeap<Reverse<(i64, TimerKind, i64, usize)>>,
-    /// Attempts holding an execution slot, by task instance id.
+    /// Attempts holding an execution slot, by task instance id. Kept across rebuilds: their
+    /// runners and supervisors go on whatever the store does.
     running: HashMap<i64, Slot>,
     sender: mpsc::UnboundedSender<Message>,
     receiver: mpsc::UnboundedReceiver<Message>,
+    /// Attempt ends that could not be recorded yet (the store failed): recorded first after
+    /// the store is back.
+    unrecorded: VecDeque<Finished>,
     observer: Box<dyn Fn(&Progress) + Send>,
-    stop_attempts: CancellationToken,
     /// A run was created or ended since runs were last looked at.
     runs_changed: bool,
     /// When the timetables must be looked at again (`None`: now).
@@ -269,7 +396,21 @@ pub struct Engine {
     /// Older DAG versions that active runs still use, by version id.
     versions: HashMap<i64, Arc<LoadedDag>>,
     /// Runs past their `dagrun_timeout`: their attempts are not retried.
-    timed_out: std::collections::HashSet<i64>,
+    timed_out: HashSet<i64>,
+    /// Proof that this process owns the store, checked beside the loop.
+    owner: Option<Arc<OwnerLock>>,
+    /// Heartbeats and the watch on the store, stopped with the engine.
+    background: Vec<tokio::task::AbortHandle>,
+    /// A reload of the DAG folders is under way.
+    reloading: bool,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
 }
 
 impl Engine {
@@ -295,35 +436,97 @@ impl Engine {
             running: HashMap::new(),
             sender,
             receiver,
+            unrecorded: VecDeque::new(),
             observer,
-            stop_attempts: CancellationToken::new(),
             runs_changed: true,
             next_schedule_check: None,
             versions: HashMap::new(),
-            timed_out: std::collections::HashSet::new(),
+            timed_out: HashSet::new(),
+            owner: None,
+            background: Vec::new(),
+            reloading: false,
         }
     }
 
-    /// Runs until `until` is cancelled or, with `focus`, until those runs have ended (only they
-    /// are worked on). `schedule` creates runs from timetables (`ferry serve`); `reloader`
+    /// Takes the observer back (the engine reports nothing after), for a caller that follows
+    /// runs another process executes.
+    pub fn take_observer(&mut self) -> Box<dyn Fn(&Progress) + Send> {
+        std::mem::replace(&mut self.observer, Box::new(|_: &Progress| {}))
+    }
+
+    /// Hands the engine the proof that this process owns the store; the engine checks it beside
+    /// the loop and stops if another process took the store.
+    pub fn set_owner(&mut self, owner: OwnerLock) {
+        self.owner = Some(Arc::new(owner));
+    }
+
+    /// Runs until `shutdown` is requested or, with `focus`, until those runs have ended (only
+    /// they are started). `schedule` creates runs from timetables (`ferry serve`); `reloader`
     /// rereads the DAG folders now and then. Returns the focus runs as they ended.
+    ///
+    /// A store that fails for a while (a database restart, a network cut) does not stop the
+    /// engine: it says so once, keeps the attempts running, waits for the store with backoff,
+    /// rebuilds its view from the store and goes on.
     pub async fn drive(
         &mut self,
-        until: CancellationToken,
+        shutdown: &Shutdown,
         focus: Option<&[String]>,
         schedule: bool,
-        mut reloader: Option<Reloader<'_>>,
+        reloader: Option<Reloader>,
     ) -> Result<Vec<RunRecord>, EngineError> {
-        self.recover_lost_attempts(true).await?;
-        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let reload_every = reloader
-            .as_ref()
-            .map_or(Duration::from_secs(3600), |(_, every)| *every);
+        self.start_background();
+        loop {
+            match self
+                .drive_once(shutdown, focus, schedule, reloader.as_ref())
+                .await
+            {
+                Err(EngineError::Store(error)) if error.is_transient() => {
+                    let began = std::time::Instant::now();
+                    eprintln!(
+                        "ferry: the state database {} is unreachable ({error}); running tasks go on under their supervisors; retrying",
+                        self.store.shown()
+                    );
+                    if !self.wait_for_store(shutdown).await {
+                        return Ok(Vec::new());
+                    }
+                    eprintln!(
+                        "ferry: the state database is back after {:.1}s; resuming",
+                        began.elapsed().as_secs_f64()
+                    );
+                    self.forget_runs();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One stretch of work on a healthy store: recovery first, then the loop.
+    async fn drive_once(
+        &mut self,
+        shutdown: &Shutdown,
+        focus: Option<&[String]>,
+        schedule: bool,
+        reloader: Option<&Reloader>,
+    ) -> Result<Vec<RunRecord>, EngineError> {
+        self.recover_attempts(true).await?;
+        while let Some(finished) = self.unrecorded.pop_front() {
+            if let Err(error) = self.finish(finished.clone()).await {
+                self.unrecorded.push_front(finished);
+                return Err(error);
+            }
+        }
+        self.runs_changed = true;
+        let mut checks = tokio::time::interval(self.config.heartbeat_interval);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checks.tick().await;
+        let reload_every = reloader.map_or(Duration::from_secs(3600), |(_, every)| *every);
         let mut reload_tick = tokio::time::interval(reload_every);
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload_tick.tick().await;
         loop {
+            while let Ok(message) = self.receiver.try_recv() {
+                self.handle(message).await?;
+            }
             if schedule
                 && self
                     .next_schedule_check
@@ -336,24 +539,17 @@ impl Engine {
                 self.start_queued_runs(focus).await?;
             }
             self.fire_timers().await?;
-            self.dispatch().await?;
+            let more = self.dispatch().await?;
             if let Some(run_ids) = focus
                 && runs_changed
-                && self.running.is_empty()
+                && let Some(ended) = self.focus_ended(run_ids).await?
             {
-                let mut ended = Vec::new();
-                for run_id in run_ids {
-                    match self.store.run(run_id).await? {
-                        Some(run) if run.state()?.is_terminal() => ended.push(run),
-                        _ => break,
-                    }
-                }
-                if ended.len() == run_ids.len() {
-                    return Ok(ended);
-                }
+                return Ok(ended);
             }
-            if self.runs_changed {
-                // Something ended or started during this pass: look again before sleeping.
+            if more || self.runs_changed {
+                // Something ended or started during this pass, or more is queued: look again
+                // before sleeping, after letting the rest of the process run.
+                tokio::task::yield_now().await;
                 continue;
             }
             let wake = self.next_wakeup(schedule);
@@ -365,54 +561,130 @@ impl Engine {
                 message = self.receiver.recv() => {
                     if let Some(message) = message {
                         self.handle(message).await?;
-                        // Drain what else has arrived before deciding again.
-                        while let Ok(message) = self.receiver.try_recv() {
-                            self.handle(message).await?;
-                        }
                     }
                 }
                 () = tokio::time::sleep(sleep) => {}
-                _ = heartbeat.tick() => {
-                    self.store.heartbeat(&self.config.worker, millis(self.clock.now())).await?;
-                    self.recover_lost_attempts(false).await?;
-                    // Runs changed by others (`ferry tasks clear`, another node) are picked up.
-                    self.runs_changed = true;
+                _ = checks.tick() => {
+                    // Attempts of other workers that stopped answering (several nodes).
+                    self.recover_attempts(false).await?;
                 }
-                _ = reload_tick.tick(), if reloader.is_some() => {
-                    if let Some((reload, _)) = reloader.as_mut() {
-                        let Reload { dags, files, changed } = reload();
-                        if changed {
-                            self.retain_present(&dags, &files);
-                            self.load_dags(dags).await?;
-                            self.next_schedule_check = None;
-                            self.runs_changed = true;
-                        }
+                _ = reload_tick.tick(), if reloader.is_some() && !self.reloading => {
+                    if let Some((reload, _)) = reloader {
+                        self.reloading = true;
+                        let reload = reload.clone();
+                        let sender = self.sender.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = sender.send(Message::Reloaded(reload()));
+                        });
                     }
                 }
-                () = until.cancelled() => {
-                    self.shut_down().await?;
+                () = shutdown.requested.cancelled() => {
+                    self.shut_down(shutdown).await?;
                     return Ok(Vec::new());
                 }
             }
         }
     }
 
-    /// Stops starting tasks, lets running attempts finish within the grace period, then stops
-    /// them; their ends are recorded like any other.
-    pub(super) async fn shut_down(&mut self) -> Result<(), EngineError> {
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
-        while !self.running.is_empty() {
-            tokio::select! {
-                message = self.receiver.recv() => match message {
-                    Some(message) => self.handle(message).await?,
-                    None => break,
-                },
-                () = tokio::time::sleep_until(deadline) => {
-                    self.stop_attempts.cancel();
-                }
+    /// The focus runs, if they have all ended and none of their attempts still runs.
+    async fn focus_ended(&self, run_ids: &[String]) -> Result<Option<Vec<RunRecord>>, EngineError> {
+        if self
+            .running
+            .values()
+            .any(|slot| run_ids.contains(&slot.run_id))
+        {
+            return Ok(None);
+        }
+        let mut ended = Vec::new();
+        for run_id in run_ids {
+            match self.store.run(run_id).await? {
+                Some(run) if run.state()?.is_terminal() => ended.push(run),
+                _ => return Ok(None),
             }
         }
-        Ok(())
+        Ok(Some(ended))
+    }
+
+    /// Waits until the store answers again (backoff from 0.5 s to 10 s). False if a shutdown
+    /// was requested meanwhile.
+    async fn wait_for_store(&mut self, shutdown: &Shutdown) -> bool {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.requested.cancelled() => return false,
+            }
+            if self.store.ping().await.is_ok() {
+                return true;
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Drops the in-memory copy of the runs (not the running attempts): it is rebuilt from the
+    /// store.
+    fn forget_runs(&mut self) {
+        self.runs.clear();
+        self.ready.clear();
+        self.timers.clear();
+        self.versions.clear();
+        self.timed_out.clear();
+        self.runs_changed = true;
+    }
+
+    /// Stops starting tasks, then by the stop mode: detach leaves commands to their supervisors
+    /// and exits at once; drain lets them finish within the grace period, then stops them. A
+    /// forced stop stops everything at once. Requests running in the engine are always stopped.
+    /// An attempt stopped this way does not use up a try.
+    pub(super) async fn shut_down(&mut self, shutdown: &Shutdown) -> Result<(), EngineError> {
+        let drain = self.config.stop_mode == StopMode::Drain;
+        let mut forced = false;
+        for slot in self.running.values_mut() {
+            if matches!(slot.control, Control::InProcess(_)) {
+                slot.stop(StopReason::Shutdown, true);
+            }
+        }
+        let mut drain_until =
+            drain.then(|| tokio::time::Instant::now() + self.config.shutdown_grace);
+        // Once stopped, supervisors need their own grace to end what they run; what does not
+        // report by then is found by the next start.
+        let mut give_up: Option<tokio::time::Instant> = None;
+        loop {
+            let waiting = self
+                .running
+                .values()
+                .any(|slot| drain || forced || matches!(slot.control, Control::InProcess(_)));
+            if !waiting {
+                return Ok(());
+            }
+            tokio::select! {
+                message = self.receiver.recv() => match message {
+                    Some(Message::Finished(finished)) => {
+                        if let Err(error) = self.finish(finished).await {
+                            eprintln!("ferry: could not record an attempt's end while stopping: {error}");
+                        }
+                    }
+                    Some(_) => {}
+                    None => return Ok(()),
+                },
+                () = sleep_until(drain_until) => {
+                    drain_until = None;
+                    give_up = Some(tokio::time::Instant::now() + crate::render::STOP_GRACE + Duration::from_secs(2));
+                    for slot in self.running.values_mut() {
+                        slot.stop(StopReason::Shutdown, false);
+                    }
+                }
+                () = shutdown.forced.cancelled(), if !forced => {
+                    forced = true;
+                    drain_until = None;
+                    give_up = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    for slot in self.running.values_mut() {
+                        slot.stop(StopReason::Shutdown, true);
+                    }
+                }
+                () = sleep_until(give_up) => return Ok(()),
+            }
+        }
     }
 
     pub(super) fn next_wakeup(&self, schedule: bool) -> Option<DateTime<Utc>> {
@@ -442,6 +714,22 @@ impl Engine {
             state: state.to_string(),
             detail: detail.to_string(),
         });
+    }
+
+    /// What an attempt of a task gets beyond its DAG.
+    pub(super) fn attempt_context(&self, try_number: i64) -> AttemptContext<'_> {
+        AttemptContext {
+            try_number,
+            inherited_env: &self.config.task_env,
+            secrets: &self.config.secrets,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -485,26 +773,15 @@ fn run_id(dag_id: &str, run_type: &str, interval: ferry_dag::timetable::DataInte
     format!("{dag_id}__{run_type}__{}", interval.start.to_rfc3339())
 }
 
-/// `host:pid` of this process.
+/// `host:pid:start` of this process: unique per process start, so that a restarted daemon with
+/// the same pid (PID 1 in a container) is never taken for the one before it.
 pub fn worker_name() -> String {
-    format!("{}:{}", host_name(), std::process::id())
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
-}
-
-/// True when `worker` (`host:pid`) was a process of this host that no longer exists.
-fn worker_is_dead_here(worker: &str) -> bool {
-    let Some((host, pid)) = worker.rsplit_once(':') else {
-        return false;
-    };
-    host == host_name()
-        && pid
-            .parse::<u32>()
-            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    format!(
+        "{}:{}:{}",
+        ferry_executor::supervisor::host_name(),
+        std::process::id(),
+        ferry_executor::supervisor::own_start_ticks()
+    )
 }
 
 /// FNV-1a of a DAG file's text: the version key (stable across builds, unlike std's hasher).
@@ -515,6 +792,7 @@ fn content_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+mod background;
 mod recovery;
 mod runs;
 mod tasks;

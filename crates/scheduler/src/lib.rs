@@ -15,7 +15,9 @@ pub mod render;
 pub mod retry;
 pub mod trigger;
 
-pub use engine::{Engine, EngineConfig, LoadedDag, Progress, Reload, Reloader, worker_name};
+pub use engine::{
+    Engine, EngineConfig, LoadedDag, Progress, Reload, Reloader, Shutdown, StopMode, worker_name,
+};
 
 /// What can stop the engine.
 #[derive(Debug, thiserror::Error)]

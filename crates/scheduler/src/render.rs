@@ -1,8 +1,11 @@
-//! A task of a run made ready to execute: templates rendered with the run's context, and a
-//! text of what will run (secrets masked) to keep with the attempt.
+//! A task of a run made ready to execute: templates rendered with the run's context, the
+//! command's whole environment, the secrets to mask, and a text of what will run (secrets
+//! masked) to keep with the attempt.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use ferry_secrets::Redactor;
 
 use ferry_dag::dag::{Dag, Task};
 use ferry_dag::tasks::TaskKind;
@@ -41,6 +44,21 @@ pub struct Prepared {
     pub work: Work,
     /// What will run, secrets masked, for the attempt record and the log.
     pub shown: String,
+    /// Every secret this attempt may show: the engine's, and those found in its environment,
+    /// headers and URL.
+    pub redactor: Redactor,
+}
+
+/// What an attempt gets beyond its DAG: its try number, the daemon's variables it may inherit,
+/// and the secrets ferry knows.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptContext<'a> {
+    /// The try this attempt will be (1 for the first).
+    pub try_number: i64,
+    /// The daemon's environment variables that tasks inherit (`engine.task_env`).
+    pub inherited_env: &'a [(String, String)],
+    /// The secrets of the configuration.
+    pub secrets: &'a Redactor,
 }
 
 /// Grace between SIGTERM and SIGKILL when a command is stopped.
@@ -63,7 +81,9 @@ pub fn prepare(
     task: &Task,
     run: &RunRecord,
     templates: &Templates,
+    attempt: &AttemptContext<'_>,
 ) -> Result<Prepared, TemplateProblem> {
+    let mut redactor = attempt.secrets.clone();
     let params = run_params(dag, run);
     let context = RunContext {
         dag_id: &dag.id,
@@ -89,7 +109,13 @@ pub fn prepare(
                 ),
                 (None, None) => Program::Argv(Vec::new()),
             };
-            let env = render_pairs(&command.env, &render)?;
+            let dag_env = render_pairs(&command.env, &render)?;
+            let mut env: BTreeMap<String, String> = attempt.inherited_env.iter().cloned().collect();
+            env.extend(dag_env.iter().cloned());
+            env.extend(ferry_variables(dag, task, run, attempt.try_number));
+            for (name, value) in &env {
+                redactor.add_pair(name, value);
+            }
             let working_dir = match &command.working_dir {
                 Some(dir) => Some(render(dir)?.into()),
                 None => dag
@@ -102,16 +128,17 @@ pub fn prepare(
                 Program::Shell(line) => format!("sh -c {line:?}"),
                 Program::Argv(argv) => format!("{argv:?}"),
             };
-            shown.push_str(&shown_pairs(&env, "="));
+            shown.push_str(&shown_pairs(&dag_env, "="));
             Prepared {
                 work: Work::Command(CommandSpec {
                     program,
-                    env,
+                    env: env.into_iter().collect(),
                     working_dir,
                     timeout,
                     grace: STOP_GRACE,
                 }),
-                shown,
+                shown: redactor.redact(&shown),
+                redactor,
             }
         }
         TaskKind::Http(http) => {
@@ -122,9 +149,15 @@ pub fn prepare(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "GET".to_string());
+            for (name, value) in &headers {
+                redactor.add_pair(name, value);
+            }
+            redactor.add_pair("url", &url);
             let mut shown = format!("{method} {url}");
             shown.push_str(&shown_pairs(&headers, ": "));
+            let shown = redactor.redact(&shown);
             Prepared {
+                redactor,
                 work: Work::Http(HttpSpec {
                     method,
                     url,
@@ -139,6 +172,7 @@ pub fn prepare(
         TaskKind::Noop(_) => Prepared {
             work: Work::Noop,
             shown: "noop".to_string(),
+            redactor,
         },
         TaskKind::WaitForDag(wait) => Prepared {
             work: Work::WaitForDag {
@@ -154,6 +188,7 @@ pub fn prepare(
                     .map(|t| format!(" task {t}"))
                     .unwrap_or_default()
             ),
+            redactor,
         },
     };
     Ok(prepared)
@@ -180,24 +215,41 @@ fn shown_pairs(pairs: &[(String, String)], separator: &str) -> String {
 
 /// Values of variables and headers whose names say they are secret are shown as `********`.
 fn mask(name: &str, value: &str) -> String {
-    let upper = name.to_ascii_uppercase();
-    let secret = [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "KEY",
-        "CREDENTIAL",
-        "AUTHORIZATION",
-        "COOKIE",
-    ]
-    .iter()
-    .any(|word| upper.contains(word));
-    if secret {
-        "********".to_string()
+    if ferry_secrets::is_secret_name(name) {
+        ferry_secrets::MASK.to_string()
     } else {
         value.to_string()
     }
+}
+
+/// The variables ferry gives every command: which DAG, run, task and try, and the data
+/// interval (RFC 3339, UTC) with its date in the DAG's time zone.
+fn ferry_variables(
+    dag: &Dag,
+    task: &Task,
+    run: &RunRecord,
+    try_number: i64,
+) -> Vec<(String, String)> {
+    let start = from_millis(run.interval_start);
+    let end = from_millis(run.interval_end);
+    [
+        ("FERRY_DAG_ID", dag.id.clone()),
+        ("FERRY_TASK_ID", task.id.clone()),
+        ("FERRY_RUN_ID", run.run_id.clone()),
+        ("FERRY_TRY_NUMBER", try_number.to_string()),
+        (
+            "FERRY_DS",
+            start
+                .with_timezone(&dag.timezone)
+                .format("%Y-%m-%d")
+                .to_string(),
+        ),
+        ("FERRY_DATA_INTERVAL_START", start.to_rfc3339()),
+        ("FERRY_DATA_INTERVAL_END", end.to_rfc3339()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect()
 }
 
 #[cfg(test)]
@@ -209,5 +261,58 @@ mod tests {
         assert_eq!(mask("API_TOKEN", "abc"), "********");
         assert_eq!(mask("Authorization", "Bearer x"), "********");
         assert_eq!(mask("TABLE", "scores"), "scores");
+    }
+
+    #[test]
+    fn a_command_gets_an_explicit_environment_and_its_secrets_are_masked_by_value() {
+        let yaml = "timezone: Asia/Tokyo\ntasks:\n  - id: load\n    type: command\n    command: 'psql $DATABASE_URL'\n    env: {DATABASE_URL: 'postgres://app:pa55word@db/app', TABLE: scores}\n";
+        let templates = Templates::new();
+        let dag = ferry_dag::parse_dag(std::path::Path::new("d.yaml"), yaml, &templates)
+            .dag
+            .expect("valid");
+        let run = RunRecord {
+            id: 1,
+            dag_id: "d".into(),
+            run_id: "d__manual__x".into(),
+            logical_date: 1_764_000_000_000,
+            interval_start: 1_764_000_000_000,
+            interval_end: 1_764_086_400_000,
+            run_type: "manual".into(),
+            conf: "{}".into(),
+            state: "running".into(),
+            dag_version_id: 1,
+            queued_at: 0,
+            started_at: None,
+            ended_at: None,
+        };
+        let inherited = vec![("PATH".to_string(), "/usr/bin".to_string())];
+        let mut secrets = Redactor::new();
+        secrets.add("configured-secret");
+        let context = AttemptContext {
+            try_number: 2,
+            inherited_env: &inherited,
+            secrets: &secrets,
+        };
+        let prepared = prepare(&dag, &dag.tasks[0], &run, &templates, &context).expect("renders");
+        let Work::Command(spec) = &prepared.work else {
+            panic!("a command");
+        };
+        let env: BTreeMap<&str, &str> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env.get("PATH"), Some(&"/usr/bin"));
+        assert_eq!(env.get("TABLE"), Some(&"scores"));
+        assert_eq!(env.get("FERRY_TRY_NUMBER"), Some(&"2"));
+        assert_eq!(env.get("FERRY_DS"), Some(&"2025-11-25"));
+        assert!(env.keys().all(|k| !k.starts_with("FERRY__")), "{env:?}");
+        assert!(!prepared.shown.contains("pa55word"), "{}", prepared.shown);
+        assert_eq!(
+            prepared
+                .redactor
+                .redact("pa55word configured-secret scores"),
+            "******** ******** scores"
+        );
     }
 }

@@ -17,33 +17,70 @@
 //! # Ok(()) }
 //! ```
 
+mod open;
 mod records;
 pub mod state;
 
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::SqlitePool;
 
+pub use open::OpenMode;
+pub use owner::OwnerLock;
 pub use records::{
     AttemptRecord, EventRecord, NewDagVersion, NewRun, NewTaskInstance, RunRecord,
     TaskInstanceRecord,
 };
 pub use state::{RunState, TaskState};
 
+use open::{FileIdentity, Location};
+
 /// What can go wrong with the store. Backend-neutral: callers map these to exit codes or HTTP.
+/// Every variant that concerns the database names it (passwords masked).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or opened.
-    #[error("cannot open the database {url}: {source}")]
+    #[error("cannot open the database {url}: {}", ferry_secrets::redact_text(&source.to_string()))]
     Unavailable {
         /// The URL, password masked.
         url: String,
         /// Why.
         source: sqlx::Error,
+    },
+    /// The URL or connection string cannot be understood.
+    #[error("cannot use the database {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A command that only reads state found no database (it never creates one).
+    #[error(
+        "no state database at {path}: start `ferry serve` first (or name the database with --database-url)"
+    )]
+    Missing {
+        /// The SQLite file.
+        path: String,
+    },
+    /// A file or folder of the store cannot be used.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What ferry tried to do.
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database cannot be written.
+    #[error(
+        "the state database {url} is read-only: ferry must be able to write it and its folder (check their owner and permissions)"
+    )]
+    ReadOnly {
+        /// The URL or path.
+        url: String,
     },
     /// The file is not a ferry database (or is damaged).
     #[error("the database {url} is damaged or not a ferry database: {reason}")]
@@ -61,6 +98,32 @@ pub enum StoreError {
         /// Why.
         source: sqlx::migrate::MigrateError,
     },
+    /// Another process owns the store.
+    #[error(
+        "the state database {url} is owned by {holder}: only one ferry engine runs on a store at a time (stop it first; `ferry run` and `ferry backfill` hand their runs to it)"
+    )]
+    Owned {
+        /// The URL, password masked.
+        url: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// This process lost the store to another while the database was unreachable.
+    #[error("lost ownership of the state database {url} to {holder} while it was unreachable")]
+    OwnershipLost {
+        /// The URL, password masked.
+        url: String,
+        /// Who holds it now.
+        holder: String,
+    },
+    /// The SQLite file was deleted or replaced while ferry had it open.
+    #[error(
+        "the state database {path} was deleted or replaced while ferry was running: ferry stops rather than write where no one reads (restore the file, or start ferry again to begin a new one)"
+    )]
+    Replaced {
+        /// The SQLite file.
+        path: String,
+    },
     /// A state change that the lifecycle does not allow.
     #[error("illegal transition of {what} from {from} to {to}")]
     IllegalTransition {
@@ -75,8 +138,49 @@ pub enum StoreError {
     #[error("unreadable value in the database: {0}")]
     Unreadable(String),
     /// Any other database error.
-    #[error("database error: {0}")]
+    #[error("database error: {}", ferry_secrets::redact_text(&.0.to_string()))]
     Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True for faults that pass (a database restart, a network cut, a busy file): the engine
+    /// waits and tries again instead of stopping.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable { source, .. } | StoreError::Database(source) => {
+                is_transient_sqlx(source)
+            }
+            StoreError::Io { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            if let Ok(sqlite) = code.parse::<i64>() {
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_PROTOCOL.
+                return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 15);
+            }
+            // PostgreSQL: connection exceptions, shutdowns, too many connections, conflicts.
+            code.starts_with("08")
+                || matches!(
+                    code.as_str(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                )
+        }
+        _ => false,
+    }
 }
 
 /// Which database holds the state.
@@ -92,6 +196,12 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// The URL as shown to people (password masked).
+    shown: Arc<str>,
+    /// The SQLite file as opened (to notice its deletion or replacement).
+    file: Option<Arc<FileIdentity>>,
+    /// PostgreSQL's connection settings (for the owner's own connection).
+    pg_options: Option<Box<PgConnectOptions>>,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +242,8 @@ macro_rules! append_event {
     };
 }
 
+mod owner;
+
 /// Which runs to list.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
@@ -141,6 +253,21 @@ pub struct RunFilter {
     pub states: Vec<RunState>,
     /// At most this many, newest logical date first (default 100).
     pub limit: Option<i64>,
+}
+
+/// The same change for many tasks of a run (see [`Store::transition_tasks`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WaveChange<'a> {
+    /// The state they must be in.
+    pub from: TaskState,
+    /// The new state.
+    pub to: TaskState,
+    /// When.
+    pub at: i64,
+    /// Why.
+    pub cause: &'a str,
+    /// Details for people.
+    pub detail: &'a str,
 }
 
 /// A task state change, applied only if the task is still in `from` (and, when given, still
@@ -159,6 +286,9 @@ pub struct TaskChange<'a> {
     pub ready_at: Option<i64>,
     /// The attempt's exit code, when it has one.
     pub exit_code: Option<i64>,
+    /// Allow one more try: the attempt that ends here does not count (it was interrupted by a
+    /// shutdown, not failed).
+    pub grant_try: bool,
     /// When.
     pub at: i64,
     /// Why: `scheduler`, `retry`, `timeout`, `operator`, `heartbeat lost`, ...
@@ -169,49 +299,61 @@ pub struct TaskChange<'a> {
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and brings its schema up to date.
-    /// `postgres://` and `postgresql://` URLs use PostgreSQL; anything else is a SQLite file
+    /// `postgres://` and `postgresql://` URLs and PostgreSQL key=value strings
+    /// (`host=db user=ferry dbname=ferry`) use PostgreSQL; anything else is a SQLite file
     /// (`sqlite://path` or a plain path), opened in WAL mode.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let shown = redact(url);
-        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await
-                .map_err(|source| StoreError::Unavailable {
-                    url: shown.clone(),
-                    source,
-                })?;
-            sqlx::migrate!("./migrations/postgres")
-                .run(&pool)
-                .await
-                .map_err(|source| StoreError::Migration {
-                    url: shown.clone(),
-                    source,
-                })?;
-            Self {
-                pool: Pool::Postgres(pool),
+        Self::open_with(url, OpenMode::Create).await
+    }
+
+    /// Opens the database at `url`; with [`OpenMode::Existing`] a missing SQLite file is an
+    /// error ([`StoreError::Missing`]) instead of a new, empty database.
+    pub async fn open_with(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        let shown: Arc<str> = ferry_secrets::redact_text(url).into();
+        match open::parse_location(url, &shown)? {
+            Location::Postgres(options) => {
+                let pool = open::open_postgres(&options, &shown).await?;
+                Ok(Self {
+                    pool: Pool::Postgres(pool),
+                    shown,
+                    file: None,
+                    pg_options: Some(options),
+                })
             }
-        } else {
-            let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-                .map_err(|source| StoreError::Unavailable {
-                    url: shown.clone(),
-                    source,
-                })?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
-            let pool = connect_sqlite(options, &shown).await?;
-            migrate_sqlite(&pool, &shown).await?;
-            Self {
-                pool: Pool::Sqlite(pool),
+            Location::Sqlite(path) => {
+                let (pool, identity) = open::open_sqlite(&path, mode, &shown).await?;
+                Ok(Self {
+                    pool: Pool::Sqlite(pool),
+                    shown,
+                    file: Some(Arc::new(identity)),
+                    pg_options: None,
+                })
             }
-        };
-        Ok(store)
+        }
+    }
+
+    /// The database as shown to people: its URL or path, password masked.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+            Ok(())
+        })
+    }
+
+    /// Fails with [`StoreError::Replaced`] when the SQLite file was deleted or replaced since it
+    /// was opened (writes would go to a file no one reads). Always fine on PostgreSQL.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        match &self.file {
+            Some(file) if !file.still_there() => Err(StoreError::Replaced {
+                path: file.path.display().to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Which backend this is.
@@ -518,7 +660,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
                 "UPDATE task_instances SET state = $1, ready_at = $2, queued_at = COALESCE($3, queued_at), \
-                 ended_at = $4, exit_code = COALESCE($5, exit_code) \
+                 ended_at = $4, exit_code = COALESCE($5, exit_code), max_tries = max_tries + $9 \
                  WHERE id = $6 AND state = $7 AND ($8 IS NULL OR lease = $8)",
             )
             .bind(change.to.as_str())
@@ -529,6 +671,7 @@ impl Store {
             .bind(change.id)
             .bind(change.from.as_str())
             .bind(change.lease)
+            .bind(i64::from(change.grant_try))
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -545,14 +688,17 @@ impl Store {
     }
 
     /// Claims a queued task for `worker`: it becomes running, its try number and fencing lease
-    /// go up by one, and an attempt row is opened with the rendered command. Returns the
-    /// updated instance and the attempt id, or `None` if another worker claimed it first.
+    /// go up by one, and an attempt row is opened with the rendered command and, for a
+    /// supervised command, its supervisor's identity (recorded in the same transaction, before
+    /// the command may start). Returns the updated instance and the attempt id, or `None` if
+    /// another worker claimed it first.
     pub async fn claim(
         &self,
         run: &RunRecord,
         task: &TaskInstanceRecord,
         worker: &str,
         rendered: &str,
+        supervisor: Option<&str>,
         at: i64,
     ) -> Result<Option<(TaskInstanceRecord, i64)>, StoreError> {
         // On PostgreSQL a row another node is claiming is skipped instead of waited for; SQLite
@@ -575,8 +721,8 @@ impl Store {
                 return Ok(None);
             };
             let attempt_id: i64 = sqlx::query_scalar(
-                "INSERT INTO attempts (task_instance_id, try_number, lease, worker, rendered, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "INSERT INTO attempts (task_instance_id, try_number, lease, worker, rendered, started_at, supervisor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(claimed.id)
             .bind(claimed.try_number)
@@ -584,6 +730,7 @@ impl Store {
             .bind(worker)
             .bind(rendered)
             .bind(at)
+            .bind(supervisor)
             .fetch_one(&mut *tx)
             .await?;
             append_event!(
@@ -595,22 +742,133 @@ impl Store {
         })
     }
 
-    /// Records the process group of a running attempt (`pgid:1234`), so that a ferry restarted
-    /// after a crash can stop what the dead one left running. Ignored if the lease moved on.
-    pub async fn record_external_job(
+    /// Makes `worker` the owner of a running attempt it reattached to (its supervisor survived
+    /// the previous worker); the lease stays, since the attempt is the same. Records the event.
+    /// False if the task moved on.
+    pub async fn take_over(
         &self,
-        task_id: i64,
-        lease: i64,
-        job: &str,
-    ) -> Result<(), StoreError> {
+        run: &RunRecord,
+        task: &TaskInstanceRecord,
+        worker: &str,
+        at: i64,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            sqlx::query("UPDATE task_instances SET external_job_id = $1 WHERE id = $2 AND lease = $3")
-                .bind(job)
-                .bind(task_id)
-                .bind(lease)
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE task_instances SET worker = $1, heartbeat_at = $2 WHERE id = $3 AND lease = $4 AND state = $5",
+            )
+            .bind(worker)
+            .bind(at)
+            .bind(task.id)
+            .bind(task.lease)
+            .bind(TaskState::Running.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if changed {
+                let running = TaskState::Running.as_str();
+                append_event!(
+                    tx, at, &run.dag_id, &run.run_id, Some(task.task_id.as_str()), Some(task.try_number),
+                    Some(running), running, "recovery", detail
+                );
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
+    /// Moves many tasks of one run from `from` to `to` in one transaction (the scheduler
+    /// deciding a wave of tasks), each guarded like [`Store::transition_task`]. Returns the ids
+    /// of the tasks that moved.
+    pub async fn transition_tasks(
+        &self,
+        run: &RunRecord,
+        tasks: &[&TaskInstanceRecord],
+        change: &WaveChange<'_>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let WaveChange {
+            from,
+            to,
+            at,
+            cause,
+            detail,
+        } = *change;
+        if !from.can_become(to) {
+            return Err(StoreError::IllegalTransition {
+                what: format!("tasks of run {}", run.run_id),
+                from: from.to_string(),
+                to: to.to_string(),
+            });
+        }
+        let queued_at = (to == TaskState::Queued).then_some(at);
+        let ended_at = to.is_terminal().then_some(at);
+        let mut moved = Vec::new();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // Chunks stay under SQLite's limit on bound parameters.
+            for chunk in tasks.chunks(500) {
+                let mut update = sqlx::QueryBuilder::new("UPDATE task_instances SET state = ");
+                update
+                    .push_bind(to.as_str())
+                    .push(", ready_at = NULL, queued_at = COALESCE(")
+                    .push_bind(queued_at)
+                    .push(", queued_at), ended_at = ")
+                    .push_bind(ended_at)
+                    .push(" WHERE state = ")
+                    .push_bind(from.as_str())
+                    .push(" AND id IN (");
+                let mut ids = update.separated(", ");
+                for task in chunk {
+                    ids.push_bind(task.id);
+                }
+                update.push(") RETURNING id");
+                let changed: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+                let events: Vec<&&TaskInstanceRecord> =
+                    chunk.iter().filter(|t| changed.contains(&t.id)).collect();
+                if !events.is_empty() {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO events (at, dag_id, run_id, task_id, try_number, from_state, to_state, cause, detail) ",
+                    );
+                    insert.push_values(events, |mut row, task| {
+                        row.push_bind(at)
+                            .push_bind(&run.dag_id)
+                            .push_bind(&run.run_id)
+                            .push_bind(&task.task_id)
+                            .push_bind(task.try_number)
+                            .push_bind(from.as_str())
+                            .push_bind(to.as_str())
+                            .push_bind(cause)
+                            .push_bind(detail);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                moved.extend(changed);
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(moved)
+    }
+
+    /// Wakes the process that owns the store: it looks at runs and tasks again at once (a run
+    /// handed over by `ferry run`, tasks cleared by an operator).
+    pub async fn wake(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE store_signals SET counter = counter + 1 WHERE name = 'wake'")
                 .execute(pool)
                 .await?;
             Ok(())
+        })
+    }
+
+    /// How often the owner was woken so far (it compares this with what it saw last).
+    pub async fn wake_count(&self) -> Result<i64, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT counter FROM store_signals WHERE name = 'wake'")
+                .fetch_one(pool)
+                .await?)
         })
     }
 
@@ -661,6 +919,13 @@ impl Store {
         })
     }
 
+    /// The run with this primary key.
+    pub async fn run_by_pk(&self, pk: i64) -> Result<Option<RunRecord>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as("SELECT * FROM dag_runs WHERE id = $1").bind(pk).fetch_optional(pool).await?)
+        })
+    }
+
     /// The run that a task instance belongs to.
     pub async fn run_of(&self, task: &TaskInstanceRecord) -> Result<RunRecord, StoreError> {
         with_pool!(self, pool => {
@@ -672,6 +937,37 @@ impl Store {
     pub async fn events(&self, run_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         with_pool!(self, pool => {
             Ok(sqlx::query_as("SELECT * FROM events WHERE run_id = $1 ORDER BY id").bind(run_id).fetch_all(pool).await?)
+        })
+    }
+
+    /// The latest attempt of a task instance.
+    pub async fn latest_attempt(
+        &self,
+        task_instance_id: i64,
+    ) -> Result<Option<AttemptRecord>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT * FROM attempts WHERE task_instance_id = $1 ORDER BY try_number DESC LIMIT 1",
+            )
+            .bind(task_instance_id)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// The events of a run after event `after` (0 for all), oldest first: what `ferry run`
+    /// shows while it follows a run that the daemon executes.
+    pub async fn events_after(
+        &self,
+        run_id: &str,
+        after: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id")
+                .bind(run_id)
+                .bind(after)
+                .fetch_all(pool)
+                .await?)
         })
     }
 
@@ -707,93 +1003,6 @@ const CLAIM_SQLITE: &str = "UPDATE task_instances SET state = $1, try_number = t
 const CLAIM_POSTGRES: &str = "UPDATE task_instances SET state = $1, try_number = try_number + 1, lease = lease + 1, \
      worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL \
      WHERE id = (SELECT id FROM task_instances WHERE id = $4 AND state = $5 FOR UPDATE SKIP LOCKED) RETURNING *";
-
-/// A database URL with its password replaced by `********`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
-        None => url.to_string(),
-    }
-}
-
-/// Opens a SQLite pool. Switching a new file to WAL takes a lock that another process creating
-/// the same database may hold for a moment, so a busy database is tried again.
-async fn connect_sqlite(
-    options: SqliteConnectOptions,
-    url: &str,
-) -> Result<SqlitePool, StoreError> {
-    let mut attempt = 0;
-    loop {
-        match SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await
-        {
-            Ok(pool) => return Ok(pool),
-            Err(error) if !is_corruption(&error) && attempt < 10 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            Err(error) => return Err(classify_open_error(url, error)),
-        }
-    }
-}
-
-/// Brings a SQLite schema up to date. SQLite has no advisory lock, so two processes opening a
-/// new database at once may race: the loser retries and finds the work done.
-async fn migrate_sqlite(pool: &SqlitePool, url: &str) -> Result<(), StoreError> {
-    let mut attempt = 0;
-    loop {
-        match sqlx::migrate!("./migrations/sqlite").run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(sqlx::migrate::MigrateError::Execute(error)) if is_corruption(&error) => {
-                return Err(classify_open_error(url, error));
-            }
-            Err(_) if attempt < 10 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            Err(source) => {
-                return Err(StoreError::Migration {
-                    url: url.to_string(),
-                    source,
-                });
-            }
-        }
-    }
-}
-
-fn is_corruption(error: &sqlx::Error) -> bool {
-    let text = error.to_string();
-    text.contains("file is not a database")
-        || text.contains("malformed")
-        || text.contains("corrupt")
-}
-
-/// Opening errors that mean "this is not a usable database" become [`StoreError::Corrupt`].
-fn classify_open_error(url: &str, error: sqlx::Error) -> StoreError {
-    let text = error.to_string();
-    if text.contains("file is not a database")
-        || text.contains("malformed")
-        || text.contains("corrupt")
-    {
-        StoreError::Corrupt {
-            url: url.to_string(),
-            reason: text,
-        }
-    } else {
-        StoreError::Unavailable {
-            url: url.to_string(),
-            source: error,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -118,8 +118,11 @@ pub struct AttemptRecord {
     pub outcome: Option<String>,
     /// Process exit code or HTTP status.
     pub exit_code: Option<i64>,
-    /// Captured output.
+    /// Captured output (secrets masked).
     pub log: String,
+    /// Who supervises a command attempt (JSON written by the engine), recorded before the
+    /// command may start.
+    pub supervisor: Option<String>,
 }
 
 /// One state change.

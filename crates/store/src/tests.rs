@@ -3,7 +3,13 @@
 //! `postgres://postgres@127.0.0.1:5432/test` answers. With `FERRY_REQUIRE_SERVICES=1` an
 //! unreachable PostgreSQL fails the tests instead of skipping them.
 
+use sqlx::postgres::PgPoolOptions;
+
 use super::*;
+
+fn redact(url: &str) -> String {
+    ferry_secrets::redact_text(url)
+}
 
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -147,6 +153,7 @@ fn change<'a>(
         lease: None,
         ready_at: None,
         exit_code: None,
+        grant_try: false,
         at: 10,
         cause,
         detail: "",
@@ -268,7 +275,7 @@ async fn a_claim_fences_out_older_leases() {
     for (store, _dir) in stores().await {
         let (run, a) = queued_task(&store).await;
         let (claimed, attempt) = store
-            .claim(&run, &a, "node-1", "echo hi", 20)
+            .claim(&run, &a, "node-1", "echo hi", None, 20)
             .await
             .expect("claim")
             .expect("won");
@@ -278,7 +285,7 @@ async fn a_claim_fences_out_older_leases() {
         );
         assert_eq!(
             store
-                .claim(&run, &a, "node-2", "echo hi", 21)
+                .claim(&run, &a, "node-2", "echo hi", None, 21)
                 .await
                 .expect("claim"),
             None
@@ -330,7 +337,7 @@ async fn silent_workers_are_found_by_heartbeat() {
     for (store, _dir) in stores().await {
         let (run, a) = queued_task(&store).await;
         store
-            .claim(&run, &a, "node-1", "sleep", 20)
+            .claim(&run, &a, "node-1", "sleep", None, 20)
             .await
             .expect("claim")
             .expect("won");
@@ -399,17 +406,202 @@ async fn a_damaged_file_is_a_clear_error() {
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
 }
 
-#[test]
-fn passwords_are_masked() {
-    assert_eq!(
-        redact("postgres://ferry:s3cret@db:5432/ferry"),
-        "postgres://ferry:********@db:5432/ferry"
+#[tokio::test]
+async fn passwords_are_masked_in_errors_whatever_their_form() {
+    for url in [
+        "postgres://ferry:s3cret-pw@127.0.0.1:1/ferry",
+        "postgres://ferry@127.0.0.1:1/ferry?password=s3cret-pw",
+        "host=127.0.0.1 port=1 user=ferry password=s3cret-pw dbname=ferry",
+    ] {
+        let error = Store::open(url)
+            .await
+            .expect_err("nothing listens on port 1");
+        let text = error.to_string();
+        assert!(text.contains("cannot open the database"), "{text}");
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        assert!(error.is_transient(), "a refused connection passes: {text}");
+    }
+}
+
+#[tokio::test]
+async fn read_only_commands_never_create_a_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state").join("ferry.db");
+    let error = Store::open_with(&format!("sqlite://{}", path.display()), OpenMode::Existing)
+        .await
+        .expect_err("missing");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("no state database at {}", path.display())),
+        "{error}"
     );
-    assert_eq!(
-        redact("postgres://ferry@db/ferry"),
-        "postgres://ferry@db/ferry"
+    assert!(!path.exists() && !path.parent().expect("parent").exists());
+    Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("the engine creates it");
+    Store::open_with(&format!("sqlite://{}", path.display()), OpenMode::Existing)
+        .await
+        .expect("now it exists");
+}
+
+#[tokio::test]
+async fn a_deleted_or_replaced_file_is_noticed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ferry.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("opens");
+    store.check_file().expect("still there");
+    std::fs::rename(&path, dir.path().join("moved.db")).expect("move");
+    let error = store.check_file().expect_err("gone");
+    assert!(matches!(error, StoreError::Replaced { .. }), "{error}");
+    std::fs::write(&path, b"").expect("another file");
+    assert!(
+        store.check_file().is_err(),
+        "a new file is not the same file"
     );
-    assert_eq!(redact("sqlite://data/ferry.db"), "sqlite://data/ferry.db");
+}
+
+#[tokio::test]
+async fn one_owner_at_a_time() {
+    for (store, _dir) in stores().await {
+        let first = store
+            .acquire_owner("ferry serve pid 1 on host-a", 5)
+            .await
+            .expect("free");
+        let refused = store
+            .acquire_owner("ferry serve pid 2 on host-a", 6)
+            .await
+            .expect_err("held");
+        let text = refused.to_string();
+        assert!(
+            matches!(refused, StoreError::Owned { .. })
+                && text.contains("ferry serve pid 1 on host-a"),
+            "{:?}: {text}",
+            store.backend()
+        );
+        first.verify(&store).await.expect("still the owner");
+        drop(first);
+        let mut second = None;
+        // PostgreSQL releases a dropped connection's lock when it notices the close.
+        for _ in 0..50 {
+            match store.acquire_owner("ferry run pid 3 on host-a", 7).await {
+                Ok(lock) => {
+                    second = Some(lock);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let second = second.expect("released when dropped");
+        assert_eq!(second.holder(), "ferry run pid 3 on host-a");
+        assert_eq!(
+            store.owner().await.expect("owner").as_deref(),
+            Some("ferry run pid 3 on host-a")
+        );
+    }
+}
+
+#[tokio::test]
+async fn wake_ups_are_counted() {
+    for (store, _dir) in stores().await {
+        let before = store.wake_count().await.expect("count");
+        store.wake().await.expect("wake");
+        store.wake().await.expect("wake");
+        assert_eq!(store.wake_count().await.expect("count"), before + 2);
+    }
+}
+
+#[tokio::test]
+async fn a_wave_of_tasks_moves_in_one_transaction() {
+    for (store, _dir) in stores().await {
+        let run = run_with_tasks(&store, "wave", 100).await;
+        let tasks = store.task_instances(run.id).await.expect("tasks");
+        let first = &tasks[0];
+        store
+            .transition_task(
+                &run,
+                first,
+                &change(first, TaskState::Pending, TaskState::Queued, "scheduler"),
+            )
+            .await
+            .expect("queue one");
+        let all: Vec<&TaskInstanceRecord> = tasks.iter().collect();
+        let moved = store
+            .transition_tasks(
+                &run,
+                &all,
+                &WaveChange {
+                    from: TaskState::Pending,
+                    to: TaskState::Queued,
+                    at: 11,
+                    cause: "scheduler",
+                    detail: "upstream done",
+                },
+            )
+            .await
+            .expect("wave");
+        let expected: Vec<i64> = tasks[1..].iter().map(|t| t.id).collect();
+        assert_eq!(
+            moved, expected,
+            "the task already queued is not moved again"
+        );
+        let events = store.events("wave").await.expect("events");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.task_id.is_some() && e.to_state == "queued")
+                .count(),
+            tasks.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_attempt_gets_its_try_back_and_a_reattached_one_changes_worker() {
+    for (store, _dir) in stores().await {
+        let (run, a) = queued_task(&store).await;
+        let (claimed, attempt) = store
+            .claim(&run, &a, "node-1", "sleep", Some("{\"pid\":1}"), 20)
+            .await
+            .expect("claim")
+            .expect("claimed");
+        assert_eq!(
+            store
+                .latest_attempt(a.id)
+                .await
+                .expect("attempt")
+                .map(|a| (a.id, a.supervisor)),
+            Some((attempt, Some("{\"pid\":1}".to_string())))
+        );
+        assert!(
+            store
+                .take_over(&run, &claimed, "node-2", 30, "reattached")
+                .await
+                .expect("take over")
+        );
+        let mut interrupted = change(
+            &claimed,
+            TaskState::Running,
+            TaskState::UpForRetry,
+            "shutdown",
+        );
+        interrupted.lease = Some(claimed.lease);
+        interrupted.grant_try = true;
+        assert!(
+            store
+                .transition_task(&run, &claimed, &interrupted)
+                .await
+                .expect("interrupt")
+        );
+        let now = store.task_instances(run.id).await.expect("tasks");
+        let task = now.iter().find(|t| t.id == a.id).expect("task");
+        assert_eq!(
+            (task.worker.as_deref(), task.max_tries),
+            (Some("node-2"), a.max_tries + 1)
+        );
+    }
 }
 
 #[tokio::test]
@@ -418,7 +610,11 @@ async fn concurrent_claims_have_one_winner() {
         let (run, a) = queued_task(&store).await;
         let attempts = (0..8).map(|n| {
             let (store, run, a) = (store.clone(), run.clone(), a.clone());
-            tokio::spawn(async move { store.claim(&run, &a, &format!("node-{n}"), "x", 20).await })
+            tokio::spawn(async move {
+                store
+                    .claim(&run, &a, &format!("node-{n}"), "x", None, 20)
+                    .await
+            })
         });
         let mut winners = 0;
         for attempt in attempts {

@@ -379,8 +379,8 @@ impl Engine {
             .filter(|(_, state)| !state.is_terminal() && *state != TaskState::Running)
             .collect();
         self.timed_out.insert(pk);
-        for slot in self.running.values().filter(|slot| slot.run_pk == pk) {
-            slot.cancel.cancel();
+        for slot in self.running.values_mut().filter(|slot| slot.run_pk == pk) {
+            slot.stop(StopReason::RunTimeout, false);
         }
         let detail = "the run exceeded its dagrun_timeout";
         for (index, state) in waiting {
@@ -394,23 +394,29 @@ impl Engine {
         self.finish_run_if_done(pk).await
     }
 
-    /// After a reload: keep the DAGs that are valid now, and those whose file is still there
-    /// but no longer valid (their last valid version); drop those whose file is gone or now
-    /// defines another DAG.
-    pub(super) fn retain_present(&mut self, valid: &[(Dag, String)], files: &[std::path::PathBuf]) {
+    /// After a reload: keep the DAGs that are valid now, those whose file is still there but
+    /// no longer valid, and those whose file or folder could not be read (their last valid
+    /// version); drop those whose file is gone or now defines another DAG.
+    pub(super) fn retain_present(
+        &mut self,
+        valid: &[(Dag, String)],
+        files: &[std::path::PathBuf],
+        unreadable: &[std::path::PathBuf],
+    ) {
         let valid_ids: Vec<&str> = valid.iter().map(|(dag, _)| dag.id.as_str()).collect();
         let valid_files: Vec<&std::path::Path> =
             valid.iter().map(|(dag, _)| dag.file.as_path()).collect();
         self.dags.retain(|id, loaded| {
+            let file = &loaded.dag.file;
             valid_ids.contains(&id.as_str())
-                || (files.contains(&loaded.dag.file)
-                    && !valid_files.contains(&loaded.dag.file.as_path()))
+                || ((files.contains(file) || unreadable.iter().any(|path| file.starts_with(path)))
+                    && !valid_files.contains(&file.as_path()))
         });
     }
 
     /// The DAG as it was when `run` was created: a run keeps the version it started with even
     /// if the file changed since. Falls back to `current` if that version cannot be read.
-    async fn version_of(
+    pub(super) async fn version_of(
         &mut self,
         run: &RunRecord,
         current: Arc<LoadedDag>,

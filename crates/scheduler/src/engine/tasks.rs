@@ -1,5 +1,8 @@
 //! Tasks: deciding pending tasks by their trigger rules, claiming slots within parallelism,
-//! pools and `max_active_tasks`, starting attempts, and deciding on each attempt's end.
+//! pools and `max_active_tasks`, starting attempts (commands under a supervisor), and deciding
+//! on each attempt's end.
+
+use ferry_executor::supervisor::{AttemptSpec, Ended, Supervised, protocol};
 
 use super::*;
 
@@ -10,52 +13,122 @@ impl Engine {
             .push((priority, Reverse(self.sequence), pk, index));
     }
 
-    /// Decides the pending tasks among `candidates` of run `pk`, then ends the run if all ended.
+    /// Decides the pending tasks among `candidates` of run `pk`, in waves written one
+    /// transaction per decision, then ends the run if all ended.
     pub(super) async fn advance(
         &mut self,
         pk: i64,
         candidates: Vec<usize>,
     ) -> Result<(), EngineError> {
-        let mut queue = candidates;
-        while let Some(index) = queue.pop() {
+        let mut wave = candidates;
+        while !wave.is_empty() {
             let Some(active) = self.runs.get(&pk) else {
                 return Ok(());
             };
-            if active.tasks[index].state()? != TaskState::Pending {
-                continue;
+            let mut decided: BTreeMap<(&'static str, &'static str), Vec<usize>> = BTreeMap::new();
+            wave.sort_unstable();
+            wave.dedup();
+            for index in wave.drain(..) {
+                if active.tasks[index].state()? != TaskState::Pending {
+                    continue;
+                }
+                let Some(task) = active.task(index) else {
+                    continue;
+                };
+                let upstream: Vec<TaskState> = active
+                    .neighbours(index, true)
+                    .into_iter()
+                    .map(|up| active.tasks[up].state().unwrap_or(TaskState::Pending))
+                    .collect();
+                let key = match decide(task.trigger_rule, &upstream) {
+                    Decision::Wait => continue,
+                    Decision::Queue => ("queued", "upstream done"),
+                    Decision::Skip => ("skipped", "trigger rule cannot be met"),
+                    Decision::UpstreamFailed => ("upstream_failed", "an upstream task failed"),
+                };
+                decided.entry(key).or_default().push(index);
             }
-            let Some(task) = active.task(index) else {
-                continue;
-            };
-            let upstream: Vec<TaskState> = active
-                .neighbours(index, true)
-                .into_iter()
-                .map(|up| active.tasks[up].state().unwrap_or(TaskState::Pending))
-                .collect();
-            let (to, detail) = match decide(task.trigger_rule, &upstream) {
-                Decision::Wait => continue,
-                Decision::Queue => (TaskState::Queued, "upstream done"),
-                Decision::Skip => (TaskState::Skipped, "trigger rule cannot be met"),
-                Decision::UpstreamFailed => (TaskState::UpstreamFailed, "an upstream task failed"),
-            };
-            let priority = active.tasks[index].priority;
-            let downstream = self.downstream_indexes(pk, index);
-            if self
-                .move_task(
-                    pk,
-                    index,
-                    Transition::new(TaskState::Pending, to, "scheduler", detail),
-                )
-                .await?
-            {
+            for ((to, detail), indexes) in decided {
+                let to: TaskState = to.parse().map_err(|_| {
+                    EngineError::Store(StoreError::Unreadable(format!("state {to}")))
+                })?;
+                let moved = self.move_tasks(pk, &indexes, to, detail).await?;
                 if to == TaskState::Queued {
-                    self.push_ready(pk, index, priority);
+                    for index in moved {
+                        let priority = self.runs.get(&pk).map_or(0, |a| a.tasks[index].priority);
+                        self.push_ready(pk, index, priority);
+                    }
                 } else {
-                    queue.extend(downstream);
+                    for index in moved {
+                        wave.extend(self.downstream_indexes(pk, index));
+                    }
                 }
             }
         }
         self.finish_run_if_done(pk).await
+    }
+
+    /// Moves pending tasks `indexes` of run `pk` to `to` in one transaction; returns those
+    /// that moved.
+    async fn move_tasks(
+        &mut self,
+        pk: i64,
+        indexes: &[usize],
+        to: TaskState,
+        detail: &str,
+    ) -> Result<Vec<usize>, EngineError> {
+        let now = millis(self.clock.now());
+        let Some(active) = self.runs.get(&pk) else {
+            return Ok(Vec::new());
+        };
+        let records: Vec<&TaskInstanceRecord> = indexes.iter().map(|i| &active.tasks[*i]).collect();
+        let moved = self
+            .store
+            .transition_tasks(
+                &active.run,
+                &records,
+                &ferry_store::WaveChange {
+                    from: TaskState::Pending,
+                    to,
+                    at: now,
+                    cause: "scheduler",
+                    detail,
+                },
+            )
+            .await?;
+        let Some(active) = self.runs.get_mut(&pk) else {
+            return Ok(Vec::new());
+        };
+        let moved: Vec<usize> = moved
+            .into_iter()
+            .filter_map(|id| active.by_id.get(&id).copied())
+            .collect();
+        for index in &moved {
+            let task = &mut active.tasks[*index];
+            task.state = to.as_str().to_string();
+            task.ready_at = None;
+            if to.is_terminal() {
+                active.unfinished = active.unfinished.saturating_sub(1);
+            }
+        }
+        if moved.len() < indexes.len() {
+            // Another process changed some of these tasks: the store decides.
+            self.runs_changed = true;
+        }
+        let run = active.run.clone();
+        let reports: Vec<(String, i64)> = moved
+            .iter()
+            .map(|i| {
+                (
+                    active.tasks[*i].task_id.clone(),
+                    active.tasks[*i].try_number,
+                )
+            })
+            .collect();
+        for (task_id, try_number) in reports {
+            self.report(&run, Some(&task_id), try_number, to.as_str(), detail);
+        }
+        Ok(moved)
     }
 
     pub(super) fn downstream_indexes(&self, pk: i64, index: usize) -> Vec<usize> {
@@ -78,27 +151,22 @@ impl Engine {
             return Ok(false);
         };
         let record = active.tasks[index].clone();
-        let change = TaskChange {
-            id: record.id,
-            from: step.from,
-            to: step.to,
-            lease: step.lease,
-            ready_at: step.ready_at,
-            exit_code: step.exit_code,
-            at: now,
-            cause: step.cause,
-            detail: step.detail,
-        };
+        let change = step.change(record.id, now);
         if !self
             .store
             .transition_task(&active.run, &record, &change)
             .await?
         {
+            // The store knows better: look at this run again.
+            self.runs_changed = true;
             return Ok(false);
         }
         let task = &mut active.tasks[index];
         task.state = step.to.as_str().to_string();
         task.ready_at = step.ready_at;
+        if step.grant_try {
+            task.max_tries += 1;
+        }
         if step.to.is_terminal() && !step.from.is_terminal() {
             active.unfinished = active.unfinished.saturating_sub(1);
         }
@@ -115,21 +183,26 @@ impl Engine {
     }
 
     /// Starts queued tasks, highest priority first, within parallelism, pools and each DAG's
-    /// `max_active_tasks`.
-    pub(super) async fn dispatch(&mut self) -> Result<(), EngineError> {
+    /// `max_active_tasks`; at most [`STARTS_PER_PASS`] per pass. True if more could start.
+    pub(super) async fn dispatch(&mut self) -> Result<bool, EngineError> {
         let mut held = Vec::new();
+        let mut started = 0;
+        let mut more = false;
         while self.running.len() < self.config.parallelism {
+            if started == STARTS_PER_PASS {
+                more = true;
+                break;
+            }
             let Some((priority, order, pk, index)) = self.ready.pop() else {
                 break;
             };
             let Some(active) = self.runs.get(&pk) else {
                 continue;
             };
-            let record = active.tasks[index].clone();
+            let record = &active.tasks[index];
             if record.state()? != TaskState::Queued {
                 continue;
             }
-            let dag_id = active.run.dag_id.clone();
             let limit = active.dag.dag.max_active_tasks as usize;
             let pool_slots = self
                 .config
@@ -137,7 +210,11 @@ impl Engine {
                 .get(&record.pool)
                 .copied()
                 .unwrap_or(self.config.parallelism);
-            let in_dag = self.running.values().filter(|s| s.dag_id == dag_id).count();
+            let in_dag = self
+                .running
+                .values()
+                .filter(|s| s.dag_id == active.run.dag_id)
+                .count();
             let in_pool = self
                 .running
                 .values()
@@ -148,12 +225,14 @@ impl Engine {
                 continue;
             }
             self.start(pk, index).await?;
+            started += 1;
         }
         self.ready.extend(held);
-        Ok(())
+        Ok(more)
     }
 
-    /// Claims and starts one queued task.
+    /// Claims and starts one queued task. A command's supervisor is started first and its
+    /// identity recorded in the claim; it gets the go-ahead only after the claim is committed.
     pub(super) async fn start(&mut self, pk: i64, index: usize) -> Result<(), EngineError> {
         let Some(active) = self.runs.get(&pk) else {
             return Ok(());
@@ -164,17 +243,52 @@ impl Engine {
         let Some(task) = active.task(index) else {
             return Ok(());
         };
-        let prepared = prepare(&dag.dag, task, &run, &self.templates);
+        let context = self.attempt_context(record.try_number + 1);
+        let prepared = prepare(&dag.dag, task, &run, &self.templates, &context);
         let shown = prepared
             .as_ref()
             .map_or_else(|p| format!("template error: {p}"), |p| p.shown.clone());
         let now = millis(self.clock.now());
-        let Some((claimed, attempt_id)) = self
+        let pending = match &prepared {
+            Ok(Prepared {
+                work: Work::Command(_),
+                ..
+            }) => {
+                let (dir, marker) = self.attempt_folder(&record);
+                match self.config.launcher.spawn(&dir, &marker) {
+                    Ok(pending) => Some(pending),
+                    Err(error) => {
+                        // The machine cannot start processes now (no memory, no pids): the task
+                        // stays queued and is tried again on the next pass.
+                        eprintln!("ferry: {error}");
+                        self.timers
+                            .push(Reverse((now + 1000, TimerKind::Retry, pk, index)));
+                        return Ok(());
+                    }
+                }
+            }
+            _ => None,
+        };
+        let supervisor = pending.as_ref().map(|p| p.id().to_json());
+        let claim = self
             .store
-            .claim(&run, &record, &self.config.worker, &shown, now)
-            .await?
-        else {
-            return Ok(());
+            .claim(
+                &run,
+                &record,
+                &self.config.worker,
+                &shown,
+                supervisor.as_deref(),
+                now,
+            )
+            .await;
+        let (claimed, attempt_id) = match claim {
+            Ok(Some(claimed)) => claimed,
+            other => {
+                if let Some(pending) = pending {
+                    pending.abandon().await;
+                }
+                return other.map(|_| ()).map_err(EngineError::from);
+            }
         };
         if let Some(active) = self.runs.get_mut(&pk) {
             active.tasks[index] = claimed.clone();
@@ -197,113 +311,204 @@ impl Engine {
                     reason: format!("template error: {problem}"),
                 };
                 return self
-                    .conclude(pk, index, lease, attempt_id, outcome, "")
+                    .conclude(
+                        pk,
+                        index,
+                        lease,
+                        attempt_id,
+                        ended_now(outcome, String::new()),
+                    )
                     .await;
             }
         };
+        let mut slot = Slot {
+            run_pk: pk,
+            run_id: run.run_id.clone(),
+            dag_id: dag.dag.id.clone(),
+            pool: claimed.pool.clone(),
+            control: Control::InProcess(CancellationToken::new()),
+            stop_reason: None,
+        };
+        let finished = |end| Finished {
+            run_pk: pk,
+            task_instance: claimed.id,
+            lease,
+            attempt_id,
+            end,
+        };
         match prepared.work {
             Work::Noop => {
-                let done = Outcome::Succeeded { code: None };
-                self.conclude(pk, index, lease, attempt_id, done, "").await
+                let done = ended_now(Outcome::Succeeded { code: None }, String::new());
+                self.conclude(pk, index, lease, attempt_id, done).await
             }
             Work::WaitForDag { .. } => {
                 self.check_wait(pk, index, lease, attempt_id, &prepared)
                     .await
             }
-            work => {
-                let slot = Slot {
-                    run_pk: pk,
-                    dag_id: dag.dag.id.clone(),
-                    pool: claimed.pool.clone(),
-                    cancel: self.stop_attempts.child_token(),
+            Work::Command(command) => {
+                let Some(pending) = pending else {
+                    return Ok(());
                 };
-                let ended = Finished {
-                    run_pk: pk,
-                    index,
-                    lease,
-                    attempt_id,
-                    outcome: Outcome::Succeeded { code: None },
-                    log: String::new(),
+                let spec = AttemptSpec {
+                    version: protocol::PROTOCOL_VERSION,
+                    program: command.program,
+                    env: command.env,
+                    working_dir: command.working_dir,
+                    timeout_ms: command
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    grace_ms: u64::try_from(command.grace.as_millis()).unwrap_or(5_000),
+                    leftovers: self.config.leftovers,
+                    log_limit: LOG_LIMIT,
+                    secrets: prepared.redactor.values().to_vec(),
+                    marker: pending.id().marker.clone(),
                 };
-                self.spawn(claimed.id, slot, ended, work);
+                slot.control = Control::Supervised(pending.id().clone());
+                let supervised = pending.start(&spec).await;
+                self.watch(
+                    claimed.id,
+                    slot,
+                    supervised,
+                    finished(AttemptEnd::default()),
+                    prepared.redactor,
+                );
+                Ok(())
+            }
+            Work::Http(spec) => {
+                let Control::InProcess(cancel) = &slot.control else {
+                    return Ok(());
+                };
+                let cancel = cancel.clone();
+                let sender = self.sender.clone();
+                let http = self.http.clone();
+                let redactor = prepared.redactor;
+                let mut message = finished(AttemptEnd::default());
+                self.running.insert(claimed.id, slot);
+                tokio::spawn(async move {
+                    let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
+                    let outcome = ferry_executor::http::run(&http, &spec, &log, &cancel).await;
+                    message.end = ended_now(outcome, redactor.redact(&log.text()));
+                    let _ = sender.send(Message::Finished(message));
+                });
                 Ok(())
             }
         }
     }
 
-    /// Starts an attempt in its own task, holding `slot` until it reports its end; `ended`
-    /// names the attempt and receives the outcome and log.
-    pub(super) fn spawn(
+    /// The folder and marker of a new attempt of `task`.
+    fn attempt_folder(&self, task: &TaskInstanceRecord) -> (PathBuf, String) {
+        let marker = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let name = format!("{}-{}-{}", task.id, task.lease + 1, &marker[..8]);
+        (self.config.attempts_dir.join(name), marker)
+    }
+
+    /// Holds `slot` for a supervised attempt and waits for its end beside the loop.
+    pub(super) fn watch(
         &mut self,
         task_instance: i64,
         slot: Slot,
-        mut ended: Finished,
-        work: Work,
+        mut supervised: Supervised,
+        mut message: Finished,
+        redactor: Redactor,
     ) {
-        let cancel = slot.cancel.clone();
         self.running.insert(task_instance, slot);
         let sender = self.sender.clone();
-        let http = self.http.clone();
         tokio::spawn(async move {
-            let log = LogBuffer::new(LOG_LIMIT);
-            let lease = ended.lease;
-            ended.outcome = match &work {
-                Work::Command(spec) => {
-                    let started = sender.clone();
-                    ferry_executor::command::run(spec, &log, &cancel, move |pid| {
-                        let _ = started.send(Message::Started {
-                            task_id: task_instance,
-                            lease,
-                            pid,
-                        });
-                    })
-                    .await
-                }
-                Work::Http(spec) => ferry_executor::http::run(&http, spec, &log, &cancel).await,
-                Work::Noop | Work::WaitForDag { .. } => Outcome::Succeeded { code: None },
+            let dir = supervised.id().dir.clone();
+            message.end = match supervised.ended().await {
+                Ended::Finished { result, output } => AttemptEnd {
+                    outcome: result.outcome,
+                    log: redactor.redact(&output),
+                    ended_at: Some(result.ended_at),
+                    lost: false,
+                    interrupted: false,
+                    dir: Some(dir),
+                },
+                Ended::Lost { reason, output } => AttemptEnd {
+                    outcome: Outcome::failed(None, reason),
+                    log: redactor.redact(&output),
+                    ended_at: None,
+                    lost: true,
+                    interrupted: false,
+                    dir: Some(dir),
+                },
             };
-            ended.log = log.text();
-            let _ = sender.send(Message::Finished(ended));
+            let _ = sender.send(Message::Finished(message));
         });
     }
 
     pub(super) async fn handle(&mut self, message: Message) -> Result<(), EngineError> {
         match message {
-            Message::Started {
-                task_id,
-                lease,
-                pid,
-            } => {
-                self.store
-                    .record_external_job(task_id, lease, &format!("pgid:{pid}"))
-                    .await?;
+            Message::Finished(finished) => {
+                if let Err(error) = self.finish(finished.clone()).await {
+                    self.unrecorded.push_back(finished);
+                    return Err(error);
+                }
                 Ok(())
             }
-            Message::Finished(finished) => {
-                if let Some(task) = self
-                    .runs
-                    .get(&finished.run_pk)
-                    .map(|r| r.tasks[finished.index].id)
-                {
-                    self.running.remove(&task);
+            Message::Wake => self.resync_runs().await,
+            Message::Reloaded(Reload {
+                dags,
+                files,
+                unreadable,
+                changed,
+            }) => {
+                self.reloading = false;
+                if changed {
+                    self.retain_present(&dags, &files, &unreadable);
+                    self.load_dags(dags).await?;
+                    self.next_schedule_check = None;
+                    self.runs_changed = true;
                 }
-                self.finish(finished).await
+                Ok(())
             }
+            Message::Fault(fault) => Err(EngineError::Store(fault)),
         }
     }
 
-    /// Records an attempt's end and decides: success, retry later, or failure.
+    /// Records an attempt's end (its slot is freed once the end is recorded) and decides.
     pub(super) async fn finish(&mut self, finished: Finished) -> Result<(), EngineError> {
         let Finished {
             run_pk,
-            index,
+            task_instance,
             lease,
             attempt_id,
-            outcome,
-            log,
+            mut end,
         } = finished;
-        self.conclude(run_pk, index, lease, attempt_id, outcome, &log)
-            .await
+        if let Some(slot) = self.running.get(&task_instance) {
+            match slot.stop_reason {
+                Some(StopReason::Shutdown) => end.interrupted_by_shutdown(),
+                Some(StopReason::RunTimeout) => {
+                    end.outcome = Outcome::Failed {
+                        retryable: false,
+                        retry_after: None,
+                        code: end.outcome.code(),
+                        reason: "stopped: the run exceeded its dagrun_timeout".to_string(),
+                    }
+                }
+                None => {}
+            }
+        }
+        let dir = end.dir.clone();
+        if !self.runs.contains_key(&run_pk)
+            && let Some(run) = self.store.run_by_pk(run_pk).await?
+        {
+            // A run not in memory (a reattached attempt of a run `ferry run` does not drive):
+            // record the end in the store; the run's next driver decides what follows.
+            self.record_end_detached(&run, task_instance, lease, attempt_id, &end)
+                .await?;
+        } else if let Some(index) = self
+            .runs
+            .get(&run_pk)
+            .and_then(|active| active.by_id.get(&task_instance).copied())
+        {
+            self.conclude(run_pk, index, lease, attempt_id, end).await?;
+        }
+        self.running.remove(&task_instance);
+        if let Some(dir) = dir {
+            ferry_executor::supervisor::remove_attempt_dir(&dir);
+        }
+        Ok(())
     }
 
     /// Applies an attempt's typed outcome; only here are retries decided. A deferred outcome
@@ -314,20 +519,23 @@ impl Engine {
         index: usize,
         lease: i64,
         attempt_id: i64,
-        outcome: Outcome,
-        log: &str,
+        end: AttemptEnd,
     ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let Some(active) = self.runs.get(&pk) else {
             return Ok(());
         };
         let record = active.tasks[index].clone();
+        if record.lease != lease {
+            // A newer attempt holds the task (fencing): this end changes nothing.
+            return Ok(());
+        }
         let from = record.state()?;
         let policy = active.task(index).map(|t| t.retry);
         if let Outcome::Deferred {
             recheck_after,
             reason,
-        } = &outcome
+        } = &end.outcome
         {
             let at = millis(now) + i64::try_from(recheck_after.as_millis()).unwrap_or(i64::MAX / 2);
             if from == TaskState::Running {
@@ -344,62 +552,36 @@ impl Engine {
                 .push(Reverse((at, TimerKind::Deferral, pk, index)));
             return Ok(());
         }
+        let decision = decide_end(
+            &record,
+            from,
+            policy.as_ref(),
+            &end,
+            now,
+            self.timed_out.contains(&pk),
+        );
         self.store
             .finish_attempt(
                 attempt_id,
-                outcome.label(),
-                outcome.code(),
-                log,
-                millis(now),
+                decision.label,
+                end.outcome.code(),
+                &end.log,
+                end.ended_at.unwrap_or(millis(now)),
             )
             .await?;
-        let (to, ready_at, detail) = match &outcome {
-            Outcome::Failed {
-                retryable,
-                retry_after,
-                reason,
-                ..
-            } => {
-                let can_retry = *retryable
-                    && from == TaskState::Running
-                    && record.try_number < record.max_tries
-                    && !self.timed_out.contains(&pk);
-                match (can_retry, policy) {
-                    (true, Some(policy)) => {
-                        let next_try = u32::try_from(record.try_number + 1).unwrap_or(u32::MAX);
-                        let delay = retry_after.unwrap_or_else(|| {
-                            retry::delay_before(&policy, next_try, fastrand::f64())
-                        });
-                        let at =
-                            millis(now) + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                        (
-                            TaskState::UpForRetry,
-                            Some(at),
-                            format!("{reason}; retry in {}s", delay.as_secs()),
-                        )
-                    }
-                    _ => (TaskState::Failed, None, reason.clone()),
-                }
-            }
-            _ => (TaskState::Success, None, "succeeded".to_string()),
-        };
-        let cause = if to == TaskState::UpForRetry {
-            "retry"
-        } else {
-            "executor"
-        };
         let moved = self
             .move_task(
                 pk,
                 index,
-                Transition::new(from, to, cause, &detail)
+                Transition::new(from, decision.to, decision.cause, &decision.detail)
                     .lease(lease)
-                    .ready_at(ready_at)
-                    .exit_code(outcome.code()),
+                    .ready_at(decision.ready_at)
+                    .exit_code(end.outcome.code())
+                    .grant_try(decision.grant_try),
             )
             .await?;
         if moved {
-            if let Some(at) = ready_at {
+            if let Some(at) = decision.ready_at {
                 self.timers.push(Reverse((at, TimerKind::Retry, pk, index)));
             } else {
                 let downstream = self.downstream_indexes(pk, index);
@@ -407,5 +589,187 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Records an attempt's end for a run that is not in memory.
+    pub(super) async fn record_end_detached(
+        &mut self,
+        run: &RunRecord,
+        task_instance: i64,
+        lease: i64,
+        attempt_id: i64,
+        end: &AttemptEnd,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let tasks = self.store.task_instances(run.id).await?;
+        let Some(record) = tasks.into_iter().find(|t| t.id == task_instance) else {
+            return Ok(());
+        };
+        let from = record.state()?;
+        if record.lease != lease || from != TaskState::Running {
+            return Ok(());
+        }
+        let policy = self.policy_of(run, &record.task_id).await?;
+        let decision = decide_end(&record, from, policy.as_ref(), end, now, false);
+        self.store
+            .finish_attempt(
+                attempt_id,
+                decision.label,
+                end.outcome.code(),
+                &end.log,
+                end.ended_at.unwrap_or(millis(now)),
+            )
+            .await?;
+        let change = Transition::new(from, decision.to, decision.cause, &decision.detail)
+            .lease(lease)
+            .ready_at(decision.ready_at)
+            .exit_code(end.outcome.code())
+            .grant_try(decision.grant_try)
+            .change(record.id, millis(now));
+        if self.store.transition_task(run, &record, &change).await? {
+            self.report(
+                run,
+                Some(&record.task_id),
+                record.try_number,
+                decision.to.as_str(),
+                &decision.detail,
+            );
+        }
+        Ok(())
+    }
+
+    /// The retry policy of task `task_id` in the DAG version `run` was created with.
+    pub(super) async fn policy_of(
+        &mut self,
+        run: &RunRecord,
+        task_id: &str,
+    ) -> Result<Option<ferry_dag::dag::RetryPolicy>, EngineError> {
+        let Some(current) = self.dags.get(&run.dag_id).cloned() else {
+            return Ok(None);
+        };
+        let loaded = self.version_of(run, current).await?;
+        Ok(loaded.dag.task(task_id).map(|t| t.retry))
+    }
+}
+
+impl Default for AttemptEnd {
+    fn default() -> Self {
+        ended_now(Outcome::Succeeded { code: None }, String::new())
+    }
+}
+
+impl AttemptEnd {
+    /// Stopped because ferry shut down: the try does not count, and it runs again.
+    fn interrupted_by_shutdown(&mut self) {
+        if !matches!(self.outcome, Outcome::Succeeded { .. }) {
+            self.outcome = Outcome::Failed {
+                retryable: true,
+                retry_after: Some(Duration::ZERO),
+                code: self.outcome.code(),
+                reason: "interrupted by ferry's shutdown; this try does not count".to_string(),
+            };
+            self.lost = false;
+            self.interrupted = true;
+        }
+    }
+}
+
+/// An end known now (no supervisor to say when).
+pub(super) fn ended_now(outcome: Outcome, log: String) -> AttemptEnd {
+    AttemptEnd {
+        outcome,
+        log,
+        ended_at: None,
+        lost: false,
+        interrupted: false,
+        dir: None,
+    }
+}
+
+/// What an attempt's end means for its task.
+struct EndDecision {
+    to: TaskState,
+    ready_at: Option<i64>,
+    label: &'static str,
+    cause: &'static str,
+    detail: String,
+    grant_try: bool,
+}
+
+/// Success, a retry after the policy's delay, or failure, for an attempt of `record` that
+/// ended with `end`; `timed_out` runs get no retries. Lost attempts are retried after their
+/// delay too (never at once), and interrupted ones at once with their try given back.
+fn decide_end(
+    record: &TaskInstanceRecord,
+    from: TaskState,
+    policy: Option<&ferry_dag::dag::RetryPolicy>,
+    end: &AttemptEnd,
+    now: DateTime<Utc>,
+    timed_out: bool,
+) -> EndDecision {
+    let label = if end.lost {
+        "lost"
+    } else if end.interrupted {
+        "interrupted"
+    } else {
+        end.outcome.label()
+    };
+    match &end.outcome {
+        Outcome::Failed {
+            retryable,
+            retry_after,
+            reason,
+            ..
+        } => {
+            let tries_left = end.interrupted || record.try_number < record.max_tries;
+            let can_retry = *retryable && from == TaskState::Running && tries_left && !timed_out;
+            let delay = match (can_retry, policy) {
+                (true, _) if end.interrupted => Some(Duration::ZERO),
+                (true, Some(policy)) => Some(retry_after.unwrap_or_else(|| {
+                    let next_try = u32::try_from(record.try_number + 1).unwrap_or(u32::MAX);
+                    retry::delay_before(policy, next_try, fastrand::f64())
+                })),
+                (true, None) => Some(retry_after.unwrap_or_default()),
+                (false, _) => None,
+            };
+            match delay {
+                Some(delay) => EndDecision {
+                    to: TaskState::UpForRetry,
+                    ready_at: Some(
+                        millis(now) + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
+                    ),
+                    label,
+                    cause: if end.interrupted {
+                        "shutdown"
+                    } else if end.lost {
+                        "heartbeat lost"
+                    } else {
+                        "retry"
+                    },
+                    detail: format!("{reason}; retry in {}s", delay.as_secs()),
+                    grant_try: end.interrupted,
+                },
+                None => EndDecision {
+                    to: TaskState::Failed,
+                    ready_at: None,
+                    label,
+                    cause: if end.lost {
+                        "heartbeat lost"
+                    } else {
+                        "executor"
+                    },
+                    detail: reason.clone(),
+                    grant_try: false,
+                },
+            }
+        }
+        _ => EndDecision {
+            to: TaskState::Success,
+            ready_at: None,
+            label,
+            cause: "executor",
+            detail: "succeeded".to_string(),
+            grant_try: false,
+        },
     }
 }

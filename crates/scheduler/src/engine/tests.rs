@@ -7,6 +7,64 @@ use ferry_dag::{Templates, parse_dag};
 use super::*;
 use crate::clock::SystemClock;
 
+/// Not a test: the entry point through which these tests start this binary as a supervisor
+/// (the `ferry supervise` of the real binary).
+#[test]
+#[ignore = "entry point of the supervisor process for the other tests"]
+fn supervisor_entry() {
+    if std::env::var_os("FERRY_TEST_SUPERVISOR").is_none() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(std::env::args().next_back().unwrap_or_default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = match runtime.block_on(ferry_executor::supervisor::serve(&dir)) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("{error}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The engine's settings in these tests: supervisors are this test binary.
+pub(super) fn test_config(dir: &std::path::Path, parallelism: usize) -> EngineConfig {
+    EngineConfig {
+        worker: worker_name(),
+        parallelism,
+        pools: BTreeMap::new(),
+        heartbeat_interval: Duration::from_secs(5),
+        heartbeat_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+        stop_mode: StopMode::Detach,
+        attempts_dir: dir.join("attempts"),
+        launcher: Launcher::new(
+            std::env::current_exe().expect("test binary"),
+            [
+                "engine::tests::supervisor_entry",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ]
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+            vec![("FERRY_TEST_SUPERVISOR".to_string(), "1".to_string())],
+        ),
+        task_env: vec![(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        )],
+        leftovers: Leftovers::Stop,
+        secrets: Redactor::new(),
+    }
+}
+
 struct Harness {
     engine: Engine,
     seen: Arc<Mutex<Vec<String>>>,
@@ -23,14 +81,7 @@ async fn harness(parallelism: usize) -> Harness {
     .expect("store");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    let config = EngineConfig {
-        worker: worker_name(),
-        parallelism,
-        pools: BTreeMap::new(),
-        heartbeat_interval: Duration::from_secs(5),
-        heartbeat_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_secs(5),
-    };
+    let config = test_config(dir.path(), parallelism);
     let observer = Box::new(move |p: &Progress| {
         if let Some(task) = &p.task_id {
             sink.lock()
@@ -60,11 +111,12 @@ async fn run_dag(harness: &mut Harness, yaml: &str) -> RunState {
         .await
         .expect("create")
         .expect("new");
-    let until = CancellationToken::new();
     let focus = [run.run_id.clone()];
     let ended = tokio::time::timeout(
         Duration::from_secs(60),
-        harness.engine.drive(until, Some(&focus), false, None),
+        harness
+            .engine
+            .drive(&Shutdown::default(), Some(&focus), false, None),
     )
     .await
     .expect("the run ends within a minute")
@@ -196,14 +248,7 @@ async fn timetables_follow_the_injected_clock() {
             .with_timezone(&chrono::Utc)
     };
     let clock = crate::clock::ManualClock::new(at("2026-11-23T03:00:00+09:00"));
-    let config = EngineConfig {
-        worker: worker_name(),
-        parallelism: 4,
-        pools: BTreeMap::new(),
-        heartbeat_interval: Duration::from_secs(5),
-        heartbeat_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_secs(5),
-    };
+    let config = test_config(dir.path(), 4);
     let mut engine = Engine::new(
         store.clone(),
         Arc::new(clock.clone()),
@@ -283,7 +328,7 @@ async fn wait_for_dag_defers_without_a_slot_and_wakes_when_the_other_run_succeed
     let ended = tokio::time::timeout(
         Duration::from_secs(20),
         h.engine
-            .drive(CancellationToken::new(), Some(&focus), false, None),
+            .drive(&Shutdown::default(), Some(&focus), false, None),
     )
     .await
     .expect("both runs end long before the 1 h poll")
@@ -315,6 +360,7 @@ async fn a_reload_keeps_broken_files_last_version_and_drops_deleted_files() {
     h.engine.retain_present(
         &[(still_valid, String::new())],
         &[file("kept"), file("broken")],
+        &[],
     );
     assert!(h.engine.dag(&kept).is_some());
     assert!(
@@ -350,7 +396,7 @@ async fn a_run_keeps_the_dag_version_it_was_created_with() {
     let focus = [run.run_id.clone()];
     let ended = h
         .engine
-        .drive(CancellationToken::new(), Some(&focus), false, None)
+        .drive(&Shutdown::default(), Some(&focus), false, None)
         .await
         .expect("drive");
     assert_eq!(ended[0].state, "success");
@@ -396,6 +442,7 @@ async fn tasks_cleared_while_the_run_is_active_run_again() {
             lease: None,
             ready_at: None,
             exit_code: None,
+            grant_try: false,
             at: 0,
             cause: "operator",
             detail: "cleared",
@@ -410,7 +457,7 @@ async fn tasks_cleared_while_the_run_is_active_run_again() {
     let focus = [format!("{id}__manual__{}", start.to_rfc3339())];
     let ended = h
         .engine
-        .drive(CancellationToken::new(), Some(&focus), false, None)
+        .drive(&Shutdown::default(), Some(&focus), false, None)
         .await
         .expect("drive");
     operator.await.expect("operator");

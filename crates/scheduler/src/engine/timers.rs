@@ -1,5 +1,6 @@
 //! Timers: retry delays, `wait_for_dag` deferrals and run timeouts that come due.
 
+use super::tasks::ended_now;
 use super::*;
 
 impl Engine {
@@ -70,7 +71,7 @@ impl Engine {
                 String::new(),
             )
         };
-        self.conclude(pk, index, lease, attempt_id, outcome, &log)
+        self.conclude(pk, index, lease, attempt_id, ended_now(outcome, log))
             .await
     }
 
@@ -139,8 +140,10 @@ impl Engine {
                 (TimerKind::Deferral, TaskState::Deferred) => {
                     let run = active.run.clone();
                     let dag = active.dag.clone();
+                    let context = self.attempt_context(record.try_number);
                     if let Some(task) = dag.dag.task(&record.task_id)
-                        && let Ok(prepared) = prepare(&dag.dag, task, &run, &self.templates)
+                        && let Ok(prepared) =
+                            prepare(&dag.dag, task, &run, &self.templates, &context)
                     {
                         let attempt = self
                             .store

@@ -1,0 +1,173 @@
+//! What `/proc` says about processes: a process's start time (which, with its pid and the boot
+//! id, names it uniquely), whether it is still the same process, the live members of a process
+//! group, and the processes that carry an attempt's marker in their environment.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// The environment variable that marks every process of an attempt (inherited by its
+/// children, even those that leave the process group), so that what an attempt left behind can
+/// be found after its supervisor is gone.
+pub const MARKER_VARIABLE: &str = "FERRY_ATTEMPT_MARKER";
+
+/// The fields of `/proc/<pid>/stat` that ferry reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// `R`, `S`, `Z`, ...
+    pub(crate) state: char,
+    /// Process group.
+    pub(crate) pgrp: i32,
+    /// Start time in clock ticks after boot.
+    pub(crate) start_ticks: u64,
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process does not exist.
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name may hold spaces and parentheses: fields start after the last `)`.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// This boot of the machine (a pid and start time name a process only within one boot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// The start time of this process, in clock ticks after boot.
+pub fn own_start_ticks() -> u64 {
+    stat(std::process::id()).map_or(0, |s| s.start_ticks)
+}
+
+/// True while the process `pid` that started at `start_ticks` still runs (not a zombie).
+pub(crate) fn is_running(pid: u32, start_ticks: u64) -> bool {
+    stat(pid).is_some_and(|s| s.start_ticks == start_ticks && s.state != 'Z' && s.state != 'X')
+}
+
+/// Live (not zombie) processes of process group `pgid`.
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    pids()
+        .filter(|pid| {
+            stat(*pid).is_some_and(|s| i64::from(s.pgrp) == i64::from(pgid) && s.state != 'Z')
+        })
+        .collect()
+}
+
+/// Live processes whose environment carries `MARKER_VARIABLE=marker`.
+pub(crate) fn marked(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_VARIABLE}={marker}");
+    let own = std::process::id();
+    pids()
+        .filter(|pid| *pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|b| *b == 0)
+                    .any(|entry| entry == needle.as_bytes())
+            })
+        })
+        .filter(|pid| stat(*pid).is_some_and(|s| s.state != 'Z'))
+        .collect()
+}
+
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir(Path::new("/proc"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+}
+
+/// Sends `signal` to a process group; false when it has no process left.
+pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
+    i32::try_from(pgid).is_ok_and(|pgid| killpg(Pid::from_raw(pgid), signal).is_ok())
+}
+
+/// Sends `signal` to one process; false when it is gone.
+pub(crate) fn signal_process(pid: u32, signal: Signal) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), signal).is_ok())
+}
+
+/// Stops every live process of group `pgid` (if given) and every process marked with `marker`:
+/// SIGTERM, then SIGKILL to those still alive after `grace`. Returns how many were found.
+pub fn stop_remaining(pgid: Option<u32>, marker: &str, grace: Duration) -> usize {
+    let found = |pgid: Option<u32>| {
+        let mut pids = pgid.map(group_members).unwrap_or_default();
+        pids.extend(marked(marker));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    };
+    let first = found(pgid);
+    if first.is_empty() {
+        return 0;
+    }
+    for pid in &first {
+        signal_process(*pid, Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        let left = found(pgid);
+        if left.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            for pid in left {
+                signal_process(pid, Signal::SIGKILL);
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_survive_odd_command_names() {
+        let line = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 50 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'S',
+                pgrp: 4242,
+                start_ticks: 987_654
+            })
+        );
+    }
+
+    #[test]
+    fn this_process_is_running_and_named_by_its_start_time() {
+        let own = std::process::id();
+        let ticks = own_start_ticks();
+        assert!(is_running(own, ticks));
+        assert!(
+            !is_running(own, ticks + 1),
+            "another start time is another process"
+        );
+        assert!(!boot_id().is_empty());
+    }
+}

@@ -1,0 +1,96 @@
+//! What a supervisor is told and what it leaves behind.
+//!
+//! The engine sends one JSON line, the [`AttemptSpec`], on the supervisor's standard input:
+//! that line is the go-ahead, sent only once the supervisor's identity is in the store. The
+//! supervisor writes the command's output (secrets masked) to [`OUTPUT_FILE`] as it comes and,
+//! when the command has ended, the [`AttemptResult`] to [`RESULT_FILE`], atomically and durably.
+//! The attempt folder is removed by the engine once the result is recorded in the store.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Outcome;
+use crate::command::Program;
+
+/// The command's output, secrets masked.
+pub const OUTPUT_FILE: &str = "output.log";
+/// How the attempt ended (JSON), written once the command has ended.
+pub const RESULT_FILE: &str = "result.json";
+
+/// The version of this protocol, so that a supervisor started by an older ferry is understood
+/// after an upgrade.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What to do with processes left in the attempt's process group when its main process ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leftovers {
+    /// Stop them (SIGTERM, then SIGKILL after the grace period).
+    #[default]
+    Stop,
+    /// Leave them running.
+    Keep,
+}
+
+/// Everything a supervisor needs to run one attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptSpec {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What to run.
+    pub program: Program,
+    /// The command's whole environment (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    /// Where to run.
+    pub working_dir: Option<PathBuf>,
+    /// Stop the command after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Between SIGTERM and SIGKILL when stopping, in milliseconds.
+    pub grace_ms: u64,
+    /// What happens to processes the command leaves behind.
+    pub leftovers: Leftovers,
+    /// How much output to keep (the start and the end of longer output).
+    pub log_limit: usize,
+    /// Values to mask in the output.
+    pub secrets: Vec<String>,
+    /// The value of [`super::MARKER_VARIABLE`] given to the command.
+    pub marker: String,
+}
+
+/// How an attempt ended, as its supervisor saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// True when the command was stopped because ferry asked (shutdown, run timeout).
+    pub stopped_on_request: bool,
+    /// When the command started (Unix milliseconds).
+    pub started_at: i64,
+    /// When it ended (Unix milliseconds).
+    pub ended_at: i64,
+}
+
+/// Writes `result` into `dir` atomically and durably: a reader sees the whole result or none.
+pub fn write_result(dir: &Path, result: &AttemptResult) -> std::io::Result<()> {
+    let temporary = dir.join(format!("{RESULT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec(result).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(RESULT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The result in `dir`, if the supervisor wrote one.
+pub fn read_result(dir: &Path) -> Option<AttemptResult> {
+    let text = std::fs::read(dir.join(RESULT_FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The output in `dir` (empty if there is none).
+pub fn read_output(dir: &Path) -> String {
+    std::fs::read(dir.join(OUTPUT_FILE))
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,383 @@
+//! Opening the state database: what a URL or DSN names, creating or refusing to create a
+//! SQLite file, migrations, and noticing a SQLite file that was deleted or replaced.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::StoreError;
+
+/// Where the state lives.
+#[derive(Clone, Debug)]
+pub(crate) enum Location {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Box<PgConnectOptions>),
+}
+
+/// Whether opening may create a new database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the SQLite file (and its folder) if missing: the engine's commands.
+    Create,
+    /// Refuse a missing SQLite file: commands that only read or change existing state.
+    Existing,
+}
+
+/// The settings PostgreSQL's key=value connection strings may carry.
+const DSN_KEYS: [&str; 11] = [
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+];
+
+/// What `url` names: `postgres://…` / `postgresql://…` URLs and PostgreSQL key=value strings
+/// (`host=db user=ferry dbname=ferry`) are PostgreSQL; `sqlite://path` and plain paths are SQLite.
+pub(crate) fn parse_location(url: &str, shown: &str) -> Result<Location, StoreError> {
+    let invalid = |reason: String| StoreError::InvalidUrl {
+        url: shown.to_string(),
+        reason,
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| invalid(ferry_secrets::redact_text(&error.to_string())))?;
+        return Ok(Location::Postgres(Box::new(options)));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Location::Sqlite(PathBuf::from(path)));
+    }
+    if url.contains("://") {
+        return Err(invalid(
+            "unknown scheme: use postgres://…, a PostgreSQL key=value string, or a SQLite path"
+                .to_string(),
+        ));
+    }
+    let looks_like_dsn = url
+        .split_whitespace()
+        .next()
+        .and_then(|first| first.split_once('='))
+        .is_some_and(|(key, _)| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    if looks_like_dsn {
+        let pairs = dsn_pairs(url).map_err(invalid)?;
+        let query: Vec<String> = pairs
+            .iter()
+            .map(|(key, value)| format!("{key}={}", percent_encode(value)))
+            .collect();
+        let as_url = format!("postgres:///?{}", query.join("&"));
+        let options = PgConnectOptions::from_str(&as_url)
+            .map_err(|error| invalid(ferry_secrets::redact_text(&error.to_string())))?;
+        return Ok(Location::Postgres(Box::new(options)));
+    }
+    Ok(Location::Sqlite(PathBuf::from(url)))
+}
+
+/// The settings of a key=value connection string, quoted values (`password='a b'`) included.
+fn dsn_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(format!("`{key}` has no value: write key=value pairs"));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        if !DSN_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown setting `{key}` (ferry understands {})",
+                DSN_KEYS.join(", ")
+            ));
+        }
+        pairs.push((key, value));
+    }
+}
+
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The identity of a SQLite file when it was opened: a file deleted or replaced behind ferry's
+/// back has another (or none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileIdentity {
+    pub(crate) path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            path: path.to_path_buf(),
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+
+    /// Whether the path still names the same file.
+    pub(crate) fn still_there(&self) -> bool {
+        Self::of(&self.path).is_some_and(|now| now == *self)
+    }
+}
+
+/// Opens a PostgreSQL pool and migrates it.
+pub(crate) async fn open_postgres(
+    options: &PgConnectOptions,
+    shown: &str,
+) -> Result<PgPool, StoreError> {
+    // One connection first: a refused or failed connection is reported at once, where the pool
+    // would retry it until its acquire timeout.
+    let probe = PgConnection::connect_with(options)
+        .await
+        .map_err(|source| StoreError::Unavailable {
+            url: shown.to_string(),
+            source,
+        })?;
+    let _ = probe.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await
+        .map_err(|source| StoreError::Unavailable {
+            url: shown.to_string(),
+            source,
+        })?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migration {
+            url: shown.to_string(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Opens a SQLite pool (creating the file and its folder only in [`OpenMode::Create`]) and
+/// migrates it; returns the file's identity too.
+pub(crate) async fn open_sqlite(
+    path: &Path,
+    mode: OpenMode,
+    shown: &str,
+) -> Result<(SqlitePool, FileIdentity), StoreError> {
+    if !path.exists() {
+        if mode == OpenMode::Existing {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                action: "create the data folder",
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(mode == OpenMode::Create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = connect_sqlite(options, shown).await?;
+    migrate_sqlite(&pool, shown).await?;
+    let identity = FileIdentity::of(path).ok_or_else(|| StoreError::Missing {
+        path: path.display().to_string(),
+    })?;
+    Ok((pool, identity))
+}
+
+/// Opens a SQLite pool. Switching a new file to WAL takes a lock that another process creating
+/// the same database may hold for a moment, so a busy database is tried again.
+async fn connect_sqlite(
+    options: SqliteConnectOptions,
+    url: &str,
+) -> Result<SqlitePool, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+        {
+            Ok(pool) => return Ok(pool),
+            Err(error) if is_busy(&error) && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => return Err(classify_open_error(url, error)),
+        }
+    }
+}
+
+/// Brings a SQLite schema up to date. SQLite has no advisory lock, so two processes opening a
+/// new database at once may race: the loser retries and finds the work done.
+async fn migrate_sqlite(pool: &SqlitePool, url: &str) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match sqlx::migrate!("./migrations/sqlite").run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(error))
+                if is_corruption(&error) || is_read_only(&error) =>
+            {
+                return Err(classify_open_error(url, error));
+            }
+            Err(_) if attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(source) => {
+                return Err(StoreError::Migration {
+                    url: url.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn is_busy(error: &sqlx::Error) -> bool {
+    sqlite_code(error).is_some_and(|code| code & 0xff == 5 || code & 0xff == 6)
+}
+
+fn is_corruption(error: &sqlx::Error) -> bool {
+    let text = error.to_string();
+    text.contains("file is not a database")
+        || text.contains("malformed")
+        || text.contains("corrupt")
+}
+
+pub(crate) fn is_read_only(error: &sqlx::Error) -> bool {
+    sqlite_code(error).is_some_and(|code| code & 0xff == 8)
+        || error.to_string().contains("readonly database")
+}
+
+/// SQLite's (extended) result code of a database error.
+pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
+    match error {
+        sqlx::Error::Database(db) => db.code().and_then(|code| code.parse().ok()),
+        _ => None,
+    }
+}
+
+/// Opening errors that mean "this is not a usable database" get their own variants.
+fn classify_open_error(url: &str, error: sqlx::Error) -> StoreError {
+    if is_corruption(&error) {
+        StoreError::Corrupt {
+            url: url.to_string(),
+            reason: error.to_string(),
+        }
+    } else if is_read_only(&error) {
+        StoreError::ReadOnly {
+            url: url.to_string(),
+        }
+    } else {
+        StoreError::Unavailable {
+            url: url.to_string(),
+            source: error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_dsns_and_paths() {
+        assert!(matches!(
+            parse_location("postgres://a:b@db/x", "-"),
+            Ok(Location::Postgres(_))
+        ));
+        assert!(matches!(
+            parse_location("sqlite://data/ferry.db", "-"),
+            Ok(Location::Sqlite(p)) if p == Path::new("data/ferry.db")
+        ));
+        assert!(matches!(
+            parse_location(".ferry/ferry.db", "-"),
+            Ok(Location::Sqlite(p)) if p == Path::new(".ferry/ferry.db")
+        ));
+        let Ok(Location::Postgres(options)) = parse_location(
+            "host=127.0.0.1 port=5433 user=app password='a b' dbname=state",
+            "-",
+        ) else {
+            panic!("a key=value string is PostgreSQL");
+        };
+        assert_eq!(options.get_host(), "127.0.0.1");
+        assert_eq!(options.get_port(), 5433);
+        assert_eq!(options.get_username(), "app");
+        assert_eq!(options.get_database(), Some("state"));
+    }
+
+    #[test]
+    fn a_bad_dsn_is_refused_without_showing_it() {
+        let error = parse_location("host=db pasword=hunter2", "host=db pasword=********")
+            .expect_err("unknown key");
+        let text = error.to_string();
+        assert!(text.contains("unknown setting `pasword`"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let error = parse_location("mysql://x", "mysql://x").expect_err("unknown scheme");
+        assert!(error.to_string().contains("unknown scheme"), "{error}");
+    }
+}

@@ -1,0 +1,185 @@
+//! One owner per store: only the process holding the store's lock runs an engine on it.
+//!
+//! SQLite: an exclusive `flock` on `<database>.lock` beside the file. PostgreSQL: a session
+//! advisory lock held on a connection of its own. Both are released by the kernel or the server
+//! when the process dies, however it dies. The holder is named in `store_owner` so that a refused
+//! process can say who holds the store. A later multi-node release replaces the lock with leases;
+//! the engine asks only "do I still own the store?" ([`OwnerLock::verify`]).
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::sync::Mutex;
+
+use crate::{Pool, Store, StoreError};
+
+/// The advisory lock key of a ferry store on PostgreSQL (`ferry` in ASCII).
+const ADVISORY_KEY: i64 = 0x0066_6572_7279;
+
+/// Proof of owning a store; dropping it releases the store.
+#[derive(Debug)]
+pub struct OwnerLock {
+    held: Held,
+    holder: String,
+    shown: String,
+}
+
+#[derive(Debug)]
+enum Held {
+    File {
+        _lock: Flock<File>,
+    },
+    Postgres {
+        options: Box<PgConnectOptions>,
+        connection: Mutex<Option<PgConnection>>,
+    },
+}
+
+impl Store {
+    /// Takes the store for `holder` (a description such as `ferry serve pid 12 on host`), or
+    /// fails with [`StoreError::Owned`] naming the process that holds it.
+    pub async fn acquire_owner(&self, holder: &str, at: i64) -> Result<OwnerLock, StoreError> {
+        let held = match &self.pool {
+            Pool::Sqlite(_) => {
+                let path = self.lock_path().ok_or_else(|| {
+                    StoreError::Unreadable("a SQLite store without a file".to_string())
+                })?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| StoreError::Io {
+                        action: "open the lock file",
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => Held::File { _lock: lock },
+                    Err((_, Errno::EWOULDBLOCK)) => return Err(self.owned_error().await),
+                    Err((_, errno)) => {
+                        return Err(StoreError::Io {
+                            action: "lock",
+                            path: path.display().to_string(),
+                            source: errno.into(),
+                        });
+                    }
+                }
+            }
+            Pool::Postgres(_) => {
+                let options = self.pg_options.clone().ok_or_else(|| {
+                    StoreError::Unreadable("a PostgreSQL store without options".to_string())
+                })?;
+                let mut connection = PgConnection::connect_with(&options).await?;
+                if !try_advisory_lock(&mut connection).await? {
+                    return Err(self.owned_error().await);
+                }
+                Held::Postgres {
+                    options,
+                    connection: Mutex::new(Some(connection)),
+                }
+            }
+        };
+        self.record_owner(holder, at).await?;
+        Ok(OwnerLock {
+            held,
+            holder: holder.to_string(),
+            shown: self.shown.to_string(),
+        })
+    }
+
+    /// Who holds (or last held) the store, as recorded.
+    pub async fn owner(&self) -> Result<Option<String>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT holder FROM store_owner WHERE id = 1").fetch_optional(pool).await?)
+        })
+    }
+
+    async fn owned_error(&self) -> StoreError {
+        let holder = self
+            .owner()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "another ferry process".to_string());
+        StoreError::Owned {
+            url: self.shown.to_string(),
+            holder,
+        }
+    }
+
+    async fn record_owner(&self, holder: &str, at: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO store_owner (id, holder, since) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since",
+            )
+            .bind(holder)
+            .bind(at)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// `<database>.lock` beside a SQLite file.
+    fn lock_path(&self) -> Option<PathBuf> {
+        let file = self.file.as_ref()?;
+        let mut name = file.path.file_name()?.to_os_string();
+        name.push(".lock");
+        Some(file.path.with_file_name(name))
+    }
+}
+
+impl OwnerLock {
+    /// Whether this process still owns the store. A file lock cannot be lost; an advisory lock
+    /// is lost with its connection (a database restart): it is then taken again if no one else
+    /// took it meanwhile, else [`StoreError::OwnershipLost`].
+    pub async fn verify(&self, store: &Store) -> Result<(), StoreError> {
+        let Held::Postgres {
+            options,
+            connection,
+        } = &self.held
+        else {
+            return Ok(());
+        };
+        let mut connection = connection.lock().await;
+        if let Some(open) = connection.as_mut() {
+            if open.ping().await.is_ok() {
+                return Ok(());
+            }
+            *connection = None;
+        }
+        let mut fresh = PgConnection::connect_with(options).await?;
+        if try_advisory_lock(&mut fresh).await? {
+            *connection = Some(fresh);
+            return Ok(());
+        }
+        let holder = store
+            .owner()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "another ferry process".to_string());
+        Err(StoreError::OwnershipLost {
+            url: self.shown.clone(),
+            holder,
+        })
+    }
+
+    /// The description this process gave of itself.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+}
+
+async fn try_advisory_lock(connection: &mut PgConnection) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(ADVISORY_KEY)
+        .fetch_one(connection)
+        .await?)
+}

@@ -147,6 +147,22 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
+    /// Kill `ferry serve` with SIGKILL at random moments and restart it, again and again;
+    /// print runs lost, attempts overlapping, commands executed more than once, orphans left.
+    Chaos {
+        /// How many times to kill the daemon.
+        #[arg(long, default_value_t = 50)]
+        kills: usize,
+        /// Runs of the trial DAG (default: as many as kills, at least 6).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// An empty PostgreSQL database to use instead of a temporary SQLite file.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Print the findings as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the engine workloads W1–W5 and print a table.
     Engine {
         /// State database (default: a temporary SQLite file).

@@ -1,72 +1,9 @@
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{ferry_in, stderr, stdout};
-
-/// A folder with a ferry.toml, `dags/` holding `files`, and the state in `.ferry/`.
-fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("dags/internal")).expect("dags folder");
-    std::fs::write(dir.path().join("ferry.toml"), "[engine]\nheartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\nshutdown_grace_secs = 10\nreload_interval_secs = 1\n").expect("config");
-    for (name, text) in files {
-        std::fs::write(dir.path().join("dags/internal").join(name), text).expect("DAG file");
-    }
-    dir
-}
-
-fn spawn_ferry(dir: &Path, args: &[&str]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
-        command.env_remove(name);
-    }
-    command.spawn().expect("ferry starts")
-}
-
-/// Polls `ferry runs list` until `check` holds for the JSON list, or fails after `limit`.
-fn wait_for_runs(
-    dir: &Path,
-    limit: Duration,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    wait_for_runs_of(dir, limit, None, check)
-}
-
-/// The same, failing at once (with its output) if `daemon` exits meanwhile.
-fn wait_for_runs_of(
-    dir: &Path,
-    limit: Duration,
-    mut daemon: Option<&mut Child>,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let output = ferry_in(dir, &["runs", "list", "--format", "json"], &[]);
-        if let Ok(runs) = serde_json::from_str::<serde_json::Value>(&stdout(&output)) {
-            if check(&runs) {
-                return runs;
-            }
-            assert!(Instant::now() < deadline, "timed out; runs: {runs}");
-        }
-        assert!(Instant::now() < deadline, "timed out: {}", stderr(&output));
-        if let Some(child) = daemon.as_deref_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            let mut errors = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                use std::io::Read as _;
-                let _ = pipe.read_to_string(&mut errors);
-            }
-            panic!("the daemon exited ({status}): {errors}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use crate::util::{
+    ferry_in, fresh_postgres, nix_kill, project, spawn_ferry, stderr, stdout, wait_for_runs,
+    wait_for_runs_of, wait_until,
+};
 
 const CHAIN: &str = "\
 params: {word: hello}
@@ -247,23 +184,6 @@ fn a_killed_daemon_loses_nothing_and_its_task_is_reattached_not_rerun() {
     );
 }
 
-/// Polls `check` every 50 ms until it holds, or fails after `limit`.
-pub(crate) fn wait_until(limit: Duration, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn nix_kill(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
 #[test]
 fn serve_picks_up_new_dag_files_and_reports_broken_ones() {
     let dir = project(&[("idle.yaml", "tasks:\n  - {id: a, type: noop}\n")]);
@@ -345,62 +265,6 @@ fn an_unreachable_database_is_a_clear_error() {
         "{text}"
     );
     assert!(!text.contains("secret"), "{text}");
-}
-
-/// A fresh PostgreSQL database for one test, made with `psql`, or `None` (with a note) when the
-/// server is not there and `FERRY_REQUIRE_SERVICES` is not set.
-fn fresh_postgres(name: &str) -> Option<String> {
-    let base = std::env::var("FERRY_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let database = format!("ferry_it_{name}_{}", std::process::id());
-    // Databases left by earlier runs of this test (one test uses this prefix, so none is in use).
-    let leftovers = Command::new("psql")
-        .args([
-            base.as_str(),
-            "-Atc",
-            &format!("SELECT datname FROM pg_database WHERE datname LIKE 'ferry_it_{name}_%'"),
-        ])
-        .output();
-    if let Ok(listed) = leftovers {
-        for old in String::from_utf8_lossy(&listed.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
-            let _ = Command::new("psql")
-                .args([
-                    base.as_str(),
-                    "-qc",
-                    &format!("DROP DATABASE IF EXISTS {old}"),
-                ])
-                .output();
-        }
-    }
-    let created = Command::new("psql")
-        .args([
-            base.as_str(),
-            "-qc",
-            &format!("DROP DATABASE IF EXISTS {database}"),
-            "-c",
-            &format!("CREATE DATABASE {database}"),
-        ])
-        .output();
-    match created {
-        Ok(output) if output.status.success() => {
-            let root = base
-                .rsplit_once('/')
-                .map_or(base.as_str(), |(root, _)| root);
-            Some(format!("{root}/{database}"))
-        }
-        other => {
-            let required = std::env::var("FERRY_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "PostgreSQL is required but unreachable: {other:?}"
-            );
-            eprintln!("SKIPPED: PostgreSQL unreachable ({other:?})");
-            None
-        }
-    }
 }
 
 #[test]

@@ -12,3 +12,7 @@ mod commands;
 
 // The engine through the binary: `ferry run`, `serve`, `logs`, `tasks clear`, crash recovery.
 mod engine;
+
+// Issue 6: crash-proof execution (kill -9, one owner per store, folder and database faults,
+// secrets, a huge run, stopping).
+mod faults;

@@ -32,6 +32,11 @@ pub(crate) fn database_url(config: &Config, args: &EngineArgs) -> String {
         .unwrap_or_else(|| config.engine.database_url())
 }
 
+/// The state database as shown to people (password masked).
+pub(crate) fn shown_url(config: &Config, args: &EngineArgs) -> String {
+    ferry_secrets::redact_text(&database_url(config, args))
+}
+
 /// Opens the state database. Only the engine's commands ([`OpenMode::Create`]) create a new
 /// one; the others fail clearly when there is none.
 pub(crate) async fn open_store(
@@ -40,6 +45,27 @@ pub(crate) async fn open_store(
     mode: OpenMode,
 ) -> Result<Store> {
     Ok(Store::open_with(&database_url(config, args), mode).await?)
+}
+
+/// An error of a command that works on `store`, naming the database when the store's own
+/// message does not (a write refused because the file is read-only, say).
+pub(crate) fn naming(shown: &str, error: anyhow::Error) -> anyhow::Error {
+    let Some(store_error) = error.downcast_ref::<StoreError>() else {
+        return error;
+    };
+    if store_error.is_read_only() {
+        return StoreError::ReadOnly {
+            url: shown.to_string(),
+        }
+        .into();
+    }
+    if matches!(
+        store_error,
+        StoreError::Database(_) | StoreError::Unreadable(_) | StoreError::IllegalTransition { .. }
+    ) {
+        return error.context(format!("the state database {shown}"));
+    }
+    error
 }
 
 /// How this process describes itself as the owner of a store.

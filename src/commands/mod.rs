@@ -2,6 +2,7 @@
 //! errors; other failures (configuration, usage) become exit code 2 in `main`.
 
 mod bench;
+mod bench_chaos;
 mod bench_engine;
 mod dags;
 mod engine;
@@ -50,6 +51,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => {
             bench::validate(dags, tasks, runs)
         }
+        Command::Bench(BenchCommand::Chaos {
+            kills,
+            runs,
+            database_url,
+            json,
+        }) => bench_chaos::run(kills, runs, database_url.as_deref(), json),
         Command::Bench(BenchCommand::Engine { database_url }) => {
             bench_engine::run(&config()?, database_url.as_deref())
         }

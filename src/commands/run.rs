@@ -12,7 +12,8 @@ use ferry_scheduler::clock::{Clock, SystemClock};
 use ferry_store::RunState;
 
 use super::engine::{
-    block_on, engine, follow, load_all, open_store, shutdown_on_signals, stop_message, try_own,
+    block_on, engine, follow, load_all, naming, open_store, shown_url, shutdown_on_signals,
+    stop_message, try_own,
 };
 use crate::cli::{BackfillArgs, DagSource, RunArgs};
 use crate::progress::Observer;
@@ -52,6 +53,7 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
         store.close().await;
         finish(&ended)
     })
+    .map_err(|error| naming(&shown_url(config, &args.engine), error))
 }
 
 /// Executes the runs `run_ids` in this process if it owns the store, or hands them to the
@@ -139,6 +141,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
         store.close().await;
         finish(&ended)
     })
+    .map_err(|error| naming(&shown_url(config, &args.engine), error))
 }
 
 /// The exit code: 0 when every run succeeded; 1 otherwise (including interrupted runs).

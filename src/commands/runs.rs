@@ -8,7 +8,7 @@ use ferry_config::Config;
 use ferry_store::{RunFilter, RunRecord, RunState, TaskChange, TaskState};
 use serde_json::json;
 
-use super::engine::{block_on, open_store};
+use super::engine::{block_on, naming, open_store, shown_url};
 use crate::cli::{DagSource, EngineArgs, Format, LogsArgs};
 use crate::output;
 use ferry_store::OpenMode;
@@ -74,6 +74,7 @@ pub(crate) fn list(
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+    .map_err(|error| naming(&shown_url(config, engine), error))
 }
 
 pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
@@ -105,6 +106,7 @@ pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+    .map_err(|error| naming(&shown_url(config, &args.engine), error))
 }
 
 pub(crate) fn clear(
@@ -181,6 +183,7 @@ pub(crate) fn clear(
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+    .map_err(|error| naming(&shown_url(config, engine), error))
 }
 
 /// An ended run whose tasks were cleared runs again.

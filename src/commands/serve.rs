@@ -13,7 +13,8 @@ use ferry_scheduler::clock::SystemClock;
 use ferry_store::OpenMode;
 
 use super::engine::{
-    block_on, engine, load_all, open_store, shutdown_on_signals, stop_message, try_own,
+    block_on, engine, load_all, naming, open_store, shown_url, shutdown_on_signals, stop_message,
+    try_own,
 };
 use crate::cli::ServeArgs;
 
@@ -89,6 +90,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         eprintln!("ferry: stopped");
         Ok(ExitCode::SUCCESS)
     })
+    .map_err(|error| naming(&shown_url(config, &args.engine), error))
 }
 
 /// Path, size and modification time of every DAG file, and what could not be read: what

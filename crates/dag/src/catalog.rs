@@ -85,9 +85,12 @@ pub fn discover(paths: &[PathBuf]) -> Discovery {
                             .extension()
                             .is_some_and(|ext| ext == "yaml" || ext == "yml");
                     // A file reached through several links is read once.
-                    let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+                    let identity = entry.metadata().ok().map(|meta| {
+                        use std::os::unix::fs::MetadataExt as _;
+                        (meta.dev(), meta.ino())
+                    });
                     if (is_dag || entry.depth() == 0 && entry.file_type().is_file())
-                        && seen_real.insert(real)
+                        && identity.is_none_or(|identity| seen_real.insert(identity))
                     {
                         found.insert(file.to_path_buf());
                     }

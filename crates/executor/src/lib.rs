@@ -79,6 +79,31 @@ impl Outcome {
         }
     }
 
+    /// The same outcome with its reason masked by `redactor` (a request's error quotes its URL).
+    pub fn redacted(self, redactor: &ferry_secrets::Redactor) -> Self {
+        match self {
+            Outcome::Failed {
+                retryable,
+                retry_after,
+                code,
+                reason,
+            } => Outcome::Failed {
+                retryable,
+                retry_after,
+                code,
+                reason: redactor.redact(&reason),
+            },
+            Outcome::Deferred {
+                recheck_after,
+                reason,
+            } => Outcome::Deferred {
+                recheck_after,
+                reason: redactor.redact(&reason),
+            },
+            succeeded => succeeded,
+        }
+    }
+
     /// The short name stored with the attempt.
     pub fn label(&self) -> &'static str {
         match self {

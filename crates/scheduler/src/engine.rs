@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use ferry_dag::dag::Dag;
 use ferry_dag::template::Templates;
 use ferry_executor::Outcome;
-use ferry_executor::supervisor::{Launcher, Leftovers, SupervisorId};
+use ferry_executor::supervisor::{Launcher, Leftovers, Spares, SupervisorId};
 use ferry_secrets::Redactor;
 use ferry_store::{
     NewDagVersion, NewRun, NewTaskInstance, OwnerLock, RunFilter, RunRecord, RunState, Store,
@@ -34,6 +34,9 @@ use crate::{EngineError, due, retry};
 
 /// How much output of one attempt is kept.
 const LOG_LIMIT: usize = 1 << 20;
+
+/// Supervisors kept started ahead of need (each waits, idle, for a go-ahead).
+const SPARE_SUPERVISORS: usize = 2;
 
 /// At most this many tasks are started in one pass of the loop; then messages, timers and
 /// wake-ups are looked at before the next pass.
@@ -154,6 +157,8 @@ struct ActiveRun {
     to_instance: Vec<Option<usize>>,
     /// Task instance id → index.
     by_id: HashMap<i64, usize>,
+    /// How many of its tasks were queued so far (their turns).
+    turns: u64,
 }
 
 impl ActiveRun {
@@ -188,6 +193,7 @@ impl ActiveRun {
             to_dag,
             to_instance,
             by_id,
+            turns: 0,
         }
     }
 
@@ -322,6 +328,12 @@ impl Slot {
     }
 }
 
+/// A queued task's place: highest priority first; then the runs take turns (the first task
+/// queued of every run, then the second of every run, ...), so that a run of 20,000 tasks does
+/// not hold back a small run queued after it; then first come: (priority, turn within its run,
+/// order, run, index).
+type Ready = (i64, Reverse<u64>, Reverse<u64>, i64, usize);
+
 /// How an attempt ended, as its runner or supervisor reported it.
 #[derive(Clone, Debug)]
 struct AttemptEnd {
@@ -375,8 +387,8 @@ pub struct Engine {
     dags: HashMap<String, Arc<LoadedDag>>,
     /// Running runs, by primary key: a cache of the store, rebuilt whenever in doubt.
     runs: HashMap<i64, ActiveRun>,
-    /// Queued tasks: highest priority first, then first come: (priority, order, run, index).
-    ready: BinaryHeap<(i64, Reverse<u64>, i64, usize)>,
+    /// Queued tasks, in the order they start: see [`Ready`].
+    ready: BinaryHeap<Ready>,
     sequence: u64,
     /// Retries, deferral polls and run timeouts, earliest first: (due ms, kind, run, index).
     timers: BinaryHeap<Reverse<(i64, TimerKind, i64, usize)>>,
@@ -403,6 +415,8 @@ pub struct Engine {
     background: Vec<tokio::task::AbortHandle>,
     /// A reload of the DAG folders is under way.
     reloading: bool,
+    /// Supervisors started ahead of need.
+    spares: Spares,
 }
 
 impl Drop for Engine {
@@ -422,7 +436,13 @@ impl Engine {
         observer: Box<dyn Fn(&Progress) + Send>,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
+        let spares = Spares::new(
+            config.launcher.clone(),
+            config.attempts_dir.clone(),
+            SPARE_SUPERVISORS.min(config.parallelism),
+        );
         Self {
+            spares,
             store,
             clock,
             config,

@@ -143,6 +143,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database refused a write because it is read-only.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            StoreError::ReadOnly { .. } => true,
+            StoreError::Database(error) => open::is_read_only(error),
+            _ => false,
+        }
+    }
+
     /// True for faults that pass (a database restart, a network cut, a busy file): the engine
     /// waits and tries again instead of stopping.
     pub fn is_transient(&self) -> bool {

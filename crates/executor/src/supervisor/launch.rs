@@ -158,6 +158,57 @@ impl Launcher {
     }
 }
 
+/// Supervisors started ahead of need: starting a task then only records one and gives it the
+/// go-ahead, instead of waiting for a process to start (a few milliseconds per attempt). Each
+/// has its own attempt folder under `root` and its own marker. Spares that never get a
+/// go-ahead exit when the engine does (their standard input closes).
+#[derive(Debug)]
+pub struct Spares {
+    launcher: Launcher,
+    root: PathBuf,
+    idle: std::collections::VecDeque<Pending>,
+    size: usize,
+}
+
+impl Spares {
+    /// Keeps `size` supervisors ready, with their folders under `root`.
+    pub fn new(launcher: Launcher, root: PathBuf, size: usize) -> Self {
+        Self {
+            launcher,
+            root,
+            idle: std::collections::VecDeque::new(),
+            size,
+        }
+    }
+
+    /// A supervisor waiting for its go-ahead: a spare if one is ready, else a new one.
+    pub fn take(&mut self) -> Result<Pending, SupervisorError> {
+        while let Some(spare) = self.idle.pop_front() {
+            if spare.id.is_running() {
+                return Ok(spare);
+            }
+            remove_attempt_dir(&spare.id.dir);
+        }
+        self.start_one()
+    }
+
+    /// Starts spares until `size` are ready.
+    pub fn fill(&mut self) {
+        while self.idle.len() < self.size {
+            match self.start_one() {
+                Ok(spare) => self.idle.push_back(spare),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn start_one(&self) -> Result<Pending, SupervisorError> {
+        let marker = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let dir = self.root.join(&marker[..16]);
+        self.launcher.spawn(&dir, &marker)
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()

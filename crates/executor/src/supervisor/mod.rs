@@ -10,7 +10,7 @@
 //! 3. only then does the engine send the go-ahead ([`Pending::start`]) and the command starts.
 //!    If the engine dies before, standard input closes and the supervisor exits with nothing run.
 //!
-//! The supervisor writes output as it comes and the result durably ([`protocol`]); the engine
+//! The supervisor writes output as it comes and the result ([`protocol`]); the engine
 //! watches its child ([`Supervised::ended`]), or after a restart reattaches
 //! ([`Supervised::reattach`]) or takes the result that was written while it was down. Every
 //! process of an attempt carries a marker in its environment ([`MARKER_VARIABLE`]), so what a
@@ -21,7 +21,7 @@ mod procfs;
 pub mod protocol;
 mod shim;
 
-pub use launch::{Ended, Launcher, Pending, Supervised, SupervisorId, remove_attempt_dir};
+pub use launch::{Ended, Launcher, Pending, Spares, Supervised, SupervisorId, remove_attempt_dir};
 pub use procfs::{MARKER_VARIABLE, boot_id, host_name, own_start_ticks, stop_remaining};
 pub use protocol::{AttemptResult, AttemptSpec, Leftovers};
 pub use shim::{StopRequest, execute, serve};

@@ -98,6 +98,51 @@ fn pids() -> impl Iterator<Item = u32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
 
+/// Live descendants of this process (children, their children, ...), `except` left out. A
+/// supervisor is a child subreaper, so what a command leaves behind (even after `setsid` or a
+/// double fork) stays among its descendants.
+pub(crate) fn own_descendants(except: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut stack = children_of(std::process::id());
+    while let Some(pid) = stack.pop() {
+        if found.contains(&pid) {
+            continue;
+        }
+        stack.extend(children_of(pid));
+        if pid != except && stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X') {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The children of `pid`, from every one of its threads.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// True when this process adopts its orphaned descendants (a supervisor that could set it).
+pub(crate) fn is_child_subreaper() -> bool {
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
+/// Stops the live descendants of this process but `except`: SIGTERM, then SIGKILL to those
+/// still alive after `grace`. Returns how many there were.
+pub(crate) fn stop_descendants(except: u32, grace: Duration) -> usize {
+    stop_all(|| own_descendants(except), grace)
+}
+
 /// Sends `signal` to a process group; false when it has no process left.
 pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
     i32::try_from(pgid).is_ok_and(|pgid| killpg(Pid::from_raw(pgid), signal).is_ok())
@@ -111,14 +156,21 @@ pub(crate) fn signal_process(pid: u32, signal: Signal) -> bool {
 /// Stops every live process of group `pgid` (if given) and every process marked with `marker`:
 /// SIGTERM, then SIGKILL to those still alive after `grace`. Returns how many were found.
 pub fn stop_remaining(pgid: Option<u32>, marker: &str, grace: Duration) -> usize {
-    let found = |pgid: Option<u32>| {
-        let mut pids = pgid.map(group_members).unwrap_or_default();
-        pids.extend(marked(marker));
-        pids.sort_unstable();
-        pids.dedup();
-        pids
-    };
-    let first = found(pgid);
+    stop_all(
+        || {
+            let mut pids = pgid.map(group_members).unwrap_or_default();
+            pids.extend(marked(marker));
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        },
+        grace,
+    )
+}
+
+/// SIGTERM to every process `found` lists, then SIGKILL to those it still lists after `grace`.
+fn stop_all(found: impl Fn() -> Vec<u32>, grace: Duration) -> usize {
+    let first = found();
     if first.is_empty() {
         return 0;
     }
@@ -127,7 +179,7 @@ pub fn stop_remaining(pgid: Option<u32>, marker: &str, grace: Duration) -> usize
     }
     let deadline = std::time::Instant::now() + grace;
     loop {
-        let left = found(pgid);
+        let left = found();
         if left.is_empty() {
             break;
         }

@@ -3,7 +3,7 @@
 //! The engine sends one JSON line, the [`AttemptSpec`], on the supervisor's standard input:
 //! that line is the go-ahead, sent only once the supervisor's identity is in the store. The
 //! supervisor writes the command's output (secrets masked) to [`OUTPUT_FILE`] as it comes and,
-//! when the command has ended, the [`AttemptResult`] to [`RESULT_FILE`], atomically and durably.
+//! when the command has ended, the [`AttemptResult`] to [`RESULT_FILE`], atomically.
 //! The attempt folder is removed by the engine once the result is recorded in the store.
 
 use std::io::Write as _;
@@ -72,14 +72,16 @@ pub struct AttemptResult {
     pub ended_at: i64,
 }
 
-/// Writes `result` into `dir` atomically and durably: a reader sees the whole result or none.
+/// Writes `result` into `dir` atomically: a reader sees the whole result or none. It is not
+/// forced to disk: it must survive the engine and the supervisor, not the machine (if the
+/// machine dies, the attempt is lost and run again: at-least-once), and an fsync per attempt
+/// would cost more than the rest of the supervision.
 pub fn write_result(dir: &Path, result: &AttemptResult) -> std::io::Result<()> {
     let temporary = dir.join(format!("{RESULT_FILE}.tmp"));
     let mut file = std::fs::File::create(&temporary)?;
     file.write_all(&serde_json::to_vec(result).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(RESULT_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    drop(file);
+    std::fs::rename(&temporary, dir.join(RESULT_FILE))
 }
 
 /// The result in `dir`, if the supervisor wrote one.

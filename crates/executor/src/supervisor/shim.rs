@@ -4,7 +4,7 @@
 //! dies first, standard input closes and the command never starts. It then runs the command in
 //! a process group of its own with exactly the environment it was given, writes the output
 //! (secrets masked) to the attempt folder as it comes, enforces the timeout itself (so it holds
-//! while no engine runs), stops what the command left behind, and writes the result durably.
+//! while no engine runs), stops what the command left behind, and writes the result.
 //! It outlives the engine: a restarted engine reattaches to it or takes its result.
 //!
 //! Signals: SIGTERM (or SIGINT) stops the command gracefully (SIGTERM to its group, SIGKILL
@@ -46,6 +46,9 @@ pub enum StopRequest {
 /// `dir`. Returns once the result is written (or at once, with nothing run, if standard input
 /// closes before the go-ahead).
 pub async fn serve(dir: &Path) -> Result<(), SupervisorError> {
+    // What a command leaves behind, even after `setsid` or a double fork, is reparented here
+    // rather than to init, so it can be found and stopped.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let io = |action: &'static str| {
         move |source| SupervisorError::Io {
             action,
@@ -238,10 +241,17 @@ pub async fn execute(
     let stopped_on_request = stopped && *stops.borrow() != StopRequest::None;
     if spec.leftovers == Leftovers::Stop || timed_out || stopped_on_request {
         let marker = spec.marker.clone();
-        let left =
-            tokio::task::spawn_blocking(move || procfs::stop_remaining(Some(pid), &marker, grace))
-                .await
-                .unwrap_or_default();
+        // A supervisor adopts what its command leaves behind: its descendants are exactly
+        // that, and cheap to list. Otherwise the group and the marker find them.
+        let left = tokio::task::spawn_blocking(move || {
+            if procfs::is_child_subreaper() {
+                procfs::stop_descendants(pid, grace)
+            } else {
+                procfs::stop_remaining(Some(pid), &marker, grace)
+            }
+        })
+        .await
+        .unwrap_or_default();
         if left > 0 {
             note(&format!(
                 "stopped {left} process(es) the command left running"

@@ -228,8 +228,14 @@ impl Engine {
             if !in_focus(&run) {
                 continue;
             }
-            let Some(loaded) = self.dags.get(&run.dag_id).cloned() else {
-                continue;
+            // The DAG as loaded now decides; a DAG this process has not loaded (a run handed
+            // over by `ferry run`, or of a DAG whose file is gone) by the run's own version.
+            let loaded = match self.dags.get(&run.dag_id).cloned() {
+                Some(loaded) => loaded,
+                None => match self.version_of(&run).await? {
+                    Some(loaded) => loaded,
+                    None => continue,
+                },
             };
             let active = self
                 .runs
@@ -256,10 +262,9 @@ impl Engine {
 
     /// Loads a running run into memory and decides what its tasks can do.
     pub(super) async fn activate(&mut self, run: RunRecord) -> Result<(), EngineError> {
-        let Some(current) = self.dags.get(&run.dag_id).cloned() else {
+        let Some(loaded) = self.version_of(&run).await? else {
             return Ok(());
         };
-        let loaded = self.version_of(&run, current).await?;
         let tasks = self.store.task_instances(run.id).await?;
         let pk = run.id;
         let mut queued = Vec::new();
@@ -415,17 +420,21 @@ impl Engine {
     }
 
     /// The DAG as it was when `run` was created: a run keeps the version it started with even
-    /// if the file changed since. Falls back to `current` if that version cannot be read.
+    /// if the file changed since, or is not loaded here. Falls back to the version loaded now
+    /// if the recorded one cannot be read; `None` if there is neither.
     pub(super) async fn version_of(
         &mut self,
         run: &RunRecord,
-        current: Arc<LoadedDag>,
-    ) -> Result<Arc<LoadedDag>, EngineError> {
-        if current.version_id == run.dag_version_id {
-            return Ok(current);
+    ) -> Result<Option<Arc<LoadedDag>>, EngineError> {
+        let current = self.dags.get(&run.dag_id).cloned();
+        if let Some(current) = current
+            .as_ref()
+            .filter(|c| c.version_id == run.dag_version_id)
+        {
+            return Ok(Some(current.clone()));
         }
         if let Some(known) = self.versions.get(&run.dag_version_id) {
-            return Ok(known.clone());
+            return Ok(Some(known.clone()));
         }
         let Some((file, source)) = self.store.dag_version(run.dag_version_id).await? else {
             return Ok(current);
@@ -440,6 +449,6 @@ impl Engine {
             hash: content_hash(&source),
         });
         self.versions.insert(run.dag_version_id, loaded.clone());
-        Ok(loaded)
+        Ok(Some(loaded))
     }
 }

@@ -9,8 +9,12 @@ use super::*;
 impl Engine {
     pub(super) fn push_ready(&mut self, pk: i64, index: usize, priority: i64) {
         self.sequence += 1;
+        let turn = self.runs.get_mut(&pk).map_or(0, |active| {
+            active.turns += 1;
+            active.turns
+        });
         self.ready
-            .push((priority, Reverse(self.sequence), pk, index));
+            .push((priority, Reverse(turn), Reverse(self.sequence), pk, index));
     }
 
     /// Decides the pending tasks among `candidates` of run `pk`, in waves written one
@@ -193,9 +197,10 @@ impl Engine {
                 more = true;
                 break;
             }
-            let Some((priority, order, pk, index)) = self.ready.pop() else {
+            let Some(place) = self.ready.pop() else {
                 break;
             };
+            let (_, _, _, pk, index) = place;
             let Some(active) = self.runs.get(&pk) else {
                 continue;
             };
@@ -221,13 +226,16 @@ impl Engine {
                 .filter(|s| s.pool == record.pool)
                 .count();
             if in_dag >= limit || in_pool >= pool_slots {
-                held.push((priority, order, pk, index));
+                held.push(place);
                 continue;
             }
             self.start(pk, index).await?;
             started += 1;
         }
         self.ready.extend(held);
+        if started > 0 {
+            self.spares.fill();
+        }
         Ok(more)
     }
 
@@ -254,8 +262,7 @@ impl Engine {
                 work: Work::Command(_),
                 ..
             }) => {
-                let (dir, marker) = self.attempt_folder(&record);
-                match self.config.launcher.spawn(&dir, &marker) {
+                match self.spares.take() {
                     Ok(pending) => Some(pending),
                     Err(error) => {
                         // The machine cannot start processes now (no memory, no pids): the task
@@ -387,19 +394,13 @@ impl Engine {
                 tokio::spawn(async move {
                     let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
                     let outcome = ferry_executor::http::run(&http, &spec, &log, &cancel).await;
-                    message.end = ended_now(outcome, redactor.redact(&log.text()));
+                    message.end =
+                        ended_now(outcome.redacted(&redactor), redactor.redact(&log.text()));
                     let _ = sender.send(Message::Finished(message));
                 });
                 Ok(())
             }
         }
-    }
-
-    /// The folder and marker of a new attempt of `task`.
-    fn attempt_folder(&self, task: &TaskInstanceRecord) -> (PathBuf, String) {
-        let marker = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let name = format!("{}-{}-{}", task.id, task.lease + 1, &marker[..8]);
-        (self.config.attempts_dir.join(name), marker)
     }
 
     /// Holds `slot` for a supervised attempt and waits for its end beside the loop.
@@ -417,7 +418,7 @@ impl Engine {
             let dir = supervised.id().dir.clone();
             message.end = match supervised.ended().await {
                 Ended::Finished { result, output } => AttemptEnd {
-                    outcome: result.outcome,
+                    outcome: result.outcome.redacted(&redactor),
                     log: redactor.redact(&output),
                     ended_at: Some(result.ended_at),
                     lost: false,
@@ -425,7 +426,7 @@ impl Engine {
                     dir: Some(dir),
                 },
                 Ended::Lost { reason, output } => AttemptEnd {
-                    outcome: Outcome::failed(None, reason),
+                    outcome: Outcome::failed(None, redactor.redact(&reason)),
                     log: redactor.redact(&output),
                     ended_at: None,
                     lost: true,
@@ -644,11 +645,8 @@ impl Engine {
         run: &RunRecord,
         task_id: &str,
     ) -> Result<Option<ferry_dag::dag::RetryPolicy>, EngineError> {
-        let Some(current) = self.dags.get(&run.dag_id).cloned() else {
-            return Ok(None);
-        };
-        let loaded = self.version_of(run, current).await?;
-        Ok(loaded.dag.task(task_id).map(|t| t.retry))
+        let loaded = self.version_of(run).await?;
+        Ok(loaded.and_then(|loaded| loaded.dag.task(task_id).map(|t| t.retry)))
     }
 }
 

@@ -469,3 +469,91 @@ async fn tasks_cleared_while_the_run_is_active_run_again() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn an_attempt_of_an_earlier_process_with_the_same_pid_is_recovered() {
+    // PID 1 in a container: the daemon that died had the same host and pid as this one.
+    let mut h = harness(2).await;
+    let id = load(
+        &mut h,
+        "same_pid",
+        "tasks:\n  - {id: a, type: command, command: 'echo again', retries: 1, retry_delay: 0s}\n",
+    )
+    .await;
+    let start = chrono::Utc::now();
+    let interval = ferry_dag::timetable::DataInterval { start, end: start };
+    let run = h
+        .engine
+        .create_run(&id, interval, "manual", &serde_json::Map::new())
+        .await
+        .expect("create")
+        .expect("new");
+    let store = h.engine.store.clone();
+    let now = millis(chrono::Utc::now());
+    assert!(
+        store
+            .transition_run(&run, RunState::Queued, RunState::Running, now, "test")
+            .await
+            .expect("start")
+    );
+    let task = store.task_instances(run.id).await.expect("tasks").remove(0);
+    let queue = TaskChange {
+        id: task.id,
+        from: TaskState::Pending,
+        to: TaskState::Queued,
+        lease: None,
+        ready_at: None,
+        exit_code: None,
+        grant_try: false,
+        at: now,
+        cause: "test",
+        detail: "",
+    };
+    assert!(
+        store
+            .transition_task(&run, &task, &queue)
+            .await
+            .expect("queue")
+    );
+    let old_worker = format!(
+        "{}:{}",
+        ferry_executor::supervisor::host_name(),
+        std::process::id()
+    );
+    store
+        .claim(&run, &task, &old_worker, "echo again", None, now)
+        .await
+        .expect("claim")
+        .expect("claimed");
+    let focus = [run.run_id.clone()];
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30),
+        h.engine
+            .drive(&Shutdown::default(), Some(&focus), false, None),
+    )
+    .await
+    .expect("ends")
+    .expect("drive");
+    assert_eq!(ended[0].state, "success");
+    let first = store
+        .attempt(&run.run_id, "a", Some(1))
+        .await
+        .expect("read")
+        .expect("try 1");
+    assert_eq!(first.outcome.as_deref(), Some("lost"));
+}
+
+#[tokio::test]
+async fn a_dag_whose_folder_became_unreadable_keeps_its_last_version() {
+    let mut h = harness(1).await;
+    let kept = load(&mut h, "kept", "tasks:\n  - {id: a, type: noop}\n").await;
+    let file = h.dir.path().join("kept.yaml");
+    h.engine
+        .retain_present(&[], &[], &[h.dir.path().to_path_buf()]);
+    assert!(h.engine.dag(&kept).is_some(), "{}", file.display());
+    h.engine.retain_present(&[], &[], &[]);
+    assert!(
+        h.engine.dag(&kept).is_none(),
+        "gone once the folder is readable and the file gone"
+    );
+}

@@ -11,15 +11,26 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // The engine starts a supervisor per command attempt: it skips the command-line parser,
+    // which would cost it more than the rest of its start.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(command), Some(dir), None) = (args.next(), args.next(), args.next())
+        && command == "supervise"
+    {
+        return commands::supervise(std::path::Path::new(&dir));
+    }
     let cli = cli::Cli::parse();
+    let config_file = cli.config.clone();
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            // Whatever the error quotes (a URL, a DSN, a command line), no password shows.
-            eprintln!(
-                "ferry: error: {}",
-                ferry_secrets::redact_text(&format!("{error:#}"))
-            );
+            // Whatever the error quotes (a URL, a DSN, a command line), no secret shows: neither
+            // a configured one nor a password in a URL or DSN.
+            let secrets =
+                ferry_config::Config::load(&ferry_config::Sources::from_process(config_file))
+                    .map(|config| config.secrets())
+                    .unwrap_or_default();
+            eprintln!("ferry: error: {}", secrets.redact(&format!("{error:#}")));
             ExitCode::from(2)
         }
     }

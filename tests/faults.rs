@@ -527,6 +527,14 @@ fn issue6_a_deleted_sqlite_file_stops_the_daemon_and_its_tasks_go_on() {
         "{text}"
     );
     wait_until(Duration::from_secs(5), || marker.exists());
+    // A restart does not quietly begin an empty state (and run every past interval again).
+    let restart = ferry_in(dir.path(), &["serve"], &[]);
+    let text = stderr(&restart);
+    assert_eq!(restart.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("is missing, but ferry has used it before"),
+        "{text}"
+    );
 }
 
 #[test]

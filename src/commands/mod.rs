@@ -90,7 +90,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `ferry supervise DIR`: the supervisor of one command attempt, started by the engine. Its
 /// errors go to its standard error, which the engine keeps in the attempt folder.
-fn supervise(dir: &std::path::Path) -> ExitCode {
+pub(crate) fn supervise(dir: &std::path::Path) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

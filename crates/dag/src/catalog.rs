@@ -528,6 +528,34 @@ mod tests {
     }
 
     #[test]
+    fn a_file_over_the_parsers_node_limit_says_how_to_split_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("many.yaml");
+        let items = vec!["1"; 300_000].join(",");
+        std::fs::write(
+            &file,
+            format!("tasks:\n  - {{id: a, type: noop}}\nparams:\n  big: [{items}]\n"),
+        )
+        .expect("file");
+        let parsed = read_one(&file, &Templates::new());
+        let problem = &parsed.diagnostics[0];
+        assert!(
+            problem
+                .message
+                .contains("too large for ferry's YAML parser"),
+            "{}",
+            problem.message
+        );
+        assert!(
+            problem
+                .help
+                .as_deref()
+                .is_some_and(|h| h.contains("wait_for_dag")),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
     fn a_file_over_the_size_limit_says_how_to_split_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("huge.yaml");

@@ -231,11 +231,23 @@ impl Reader<'_> {
         let root = match node::parse(text) {
             Ok(root) => root,
             Err(error) => {
-                self.error(
-                    Code::YamlSyntax,
-                    error.position,
-                    format!("invalid YAML: {}", error.message),
-                );
+                match error.message.strip_prefix("budget breached: ") {
+                    Some(limit) => {
+                        self.error(
+                            Code::YamlSyntax,
+                            error.position,
+                            format!("the file is too large for ferry's YAML parser (limit reached: {limit}; at most 250,000 YAML nodes per file)"),
+                        )
+                        .help = Some("split the DAG into several DAG files (one DAG each) and join them with `wait_for_dag` tasks".to_string());
+                    }
+                    None => {
+                        self.error(
+                            Code::YamlSyntax,
+                            error.position,
+                            format!("invalid YAML: {}", error.message),
+                        );
+                    }
+                }
                 return None;
             }
         };

@@ -64,6 +64,16 @@ pub enum StoreError {
         /// The SQLite file.
         path: String,
     },
+    /// The SQLite file is gone, but an engine used it (its lock file is still there).
+    #[error(
+        "the state database {path} is missing, but ferry has used it before ({lock} is there): restore the file from a backup; to begin again with an empty state instead (every catch-up DAG then runs its past intervals again), remove {lock}"
+    )]
+    Vanished {
+        /// The SQLite file.
+        path: String,
+        /// Its lock file.
+        lock: String,
+    },
     /// A file or folder of the store cannot be used.
     #[error("cannot {action} {path}: {source}")]
     Io {

@@ -154,6 +154,17 @@ fn percent_encode(value: &str) -> String {
         .collect()
 }
 
+/// `<database>.lock` beside a SQLite file: the owner's lock, and the sign that an engine used
+/// the database.
+pub(crate) fn lock_path(database: &Path) -> PathBuf {
+    let mut name = database
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(".lock");
+    database.with_file_name(name)
+}
+
 /// The identity of a SQLite file when it was opened: a file deleted or replaced behind ferry's
 /// back has another (or none).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +234,15 @@ pub(crate) async fn open_sqlite(
         if mode == OpenMode::Existing {
             return Err(StoreError::Missing {
                 path: path.display().to_string(),
+            });
+        }
+        let lock = lock_path(path);
+        if lock.exists() {
+            // An engine owned a database here before: a new, empty one would run every past
+            // interval of every catch-up DAG again.
+            return Err(StoreError::Vanished {
+                path: path.display().to_string(),
+                lock: lock.display().to_string(),
             });
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

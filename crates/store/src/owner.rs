@@ -128,10 +128,7 @@ impl Store {
 
     /// `<database>.lock` beside a SQLite file.
     fn lock_path(&self) -> Option<PathBuf> {
-        let file = self.file.as_ref()?;
-        let mut name = file.path.file_name()?.to_os_string();
-        name.push(".lock");
-        Some(file.path.with_file_name(name))
+        Some(crate::open::lock_path(&self.file.as_ref()?.path))
     }
 }
 

@@ -464,6 +464,23 @@ async fn a_deleted_or_replaced_file_is_noticed() {
 }
 
 #[tokio::test]
+async fn a_database_that_vanished_is_not_silently_replaced_by_an_empty_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ferry.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open(&url).await.expect("opens");
+    drop(store.acquire_owner("ferry serve", 1).await.expect("owner"));
+    store.close().await;
+    std::fs::remove_file(&path).expect("deleted");
+    let error = Store::open(&url).await.expect_err("refused");
+    assert!(matches!(error, StoreError::Vanished { .. }), "{error}");
+    assert!(error.to_string().contains("ferry.db.lock"), "{error}");
+    assert!(!path.exists());
+    std::fs::remove_file(dir.path().join("ferry.db.lock")).expect("operator's choice");
+    Store::open(&url).await.expect("a new, empty state");
+}
+
+#[tokio::test]
 async fn one_owner_at_a_time() {
     for (store, _dir) in stores().await {
         let first = store

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use crate::util::{
-    ferry_in, fresh_postgres, nix_kill, project, spawn_ferry, stderr, stdout, wait_for_runs,
-    wait_for_runs_of, wait_until,
+    ferry_in, fresh_postgres, nix_kill, project, serve_until_success, spawn_ferry, stderr, stdout,
+    wait_for_runs, wait_for_runs_of, wait_until,
 };
 
 const CHAIN: &str = "\
@@ -162,15 +162,7 @@ fn a_killed_daemon_loses_nothing_and_its_task_is_reattached_not_rerun() {
     first.kill().expect("kill -9 the daemon");
     first.wait().expect("reaped");
     // The attempt goes on under its supervisor; a new daemon reattaches to it.
-    let mut serve = spawn_ferry(dir.path(), &["serve"]);
-    let runs = wait_for_runs_of(
-        dir.path(),
-        Duration::from_secs(30),
-        Some(&mut serve),
-        |runs| runs[0]["state"] == "success",
-    );
-    nix_kill(&serve, "TERM");
-    serve.wait().expect("serve exits");
+    let runs = serve_until_success(dir.path());
     let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
     assert_eq!(
         std::fs::read_to_string(&marker).expect("marker"),

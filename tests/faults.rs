@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    ferry_in, fresh_postgres, nix_kill, project, spawn_ferry, stderr, stdout, wait_for_runs_of,
-    wait_until,
+    ferry_in, fresh_postgres, nix_kill, project, serve_until_success, spawn_ferry,
+    spawn_ferry_with, stderr, stdout, wait_for_runs_of, wait_until,
 };
 
 fn sqlite_url(dir: &Path) -> String {
@@ -117,22 +117,6 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn spawn_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
-        command.env_remove(name);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.spawn().expect("ferry starts")
-}
-
 fn finish(child: Child) -> Output {
     child.wait_with_output().expect("ferry ends")
 }
@@ -185,15 +169,7 @@ fn issue6_a_command_that_ended_while_ferry_was_down_is_not_run_again() {
     first.wait().expect("reaped");
     // The command ends while no ferry runs; its supervisor keeps the result.
     std::thread::sleep(Duration::from_millis(1500));
-    let mut serve = spawn_ferry(dir.path(), &["serve"]);
-    let runs = wait_for_runs_of(
-        dir.path(),
-        Duration::from_secs(20),
-        Some(&mut serve),
-        |runs| runs[0]["state"] == "success",
-    );
-    nix_kill(&serve, "TERM");
-    serve.wait().expect("serve exits");
+    let runs = serve_until_success(dir.path());
     assert_eq!(lines(&marker), ["attempt"], "the command ran once");
     let run_id = runs[0]["run_id"].as_str().expect("run id");
     let log = stdout(&ferry_in(dir.path(), &["logs", run_id, "quick"], &[]));
@@ -259,7 +235,8 @@ fn run_hands_over_to_the_daemon(url: &str) {
     wait_for_owner(url, serve.id());
     let runs: Vec<Child> = (0..2)
         .map(|_| {
-            let child = spawn_with(dir.path(), &["run", "handed", "--database-url", url], &[]);
+            let child =
+                spawn_ferry_with(dir.path(), &["run", "handed", "--database-url", url], &[]);
             std::thread::sleep(Duration::from_millis(50));
             child
         })
@@ -448,7 +425,7 @@ fn issue6_the_daemon_survives_a_postgresql_outage_and_its_task_goes_on() {
     let dir = project(&[("steady.yaml", &dag)]);
     let mut serve = spawn_ferry(dir.path(), &["serve", "--database-url", &via_proxy]);
     wait_for_owner(&url, serve.id());
-    let run = spawn_with(dir.path(), &["run", "steady", "--database-url", &url], &[]);
+    let run = spawn_ferry_with(dir.path(), &["run", "steady", "--database-url", &url], &[]);
     wait_until(Duration::from_secs(20), || lines(&marker).len() == 1);
     proxy.outage(Duration::from_secs(1));
     let output = finish(run);
@@ -733,7 +710,7 @@ fn issue6_a_20000_task_run_does_not_delay_heartbeats_or_timeouts() {
         .spawn()
         .expect("serve starts");
     wait_for_owner(&url, serve.id());
-    let small_run = spawn_with(dir.path(), &["run", "small"], &[]);
+    let small_run = spawn_ferry_with(dir.path(), &["run", "small"], &[]);
     wait_until(Duration::from_secs(20), || {
         tasks_of(&url, "small")
             .iter()
@@ -822,15 +799,7 @@ fn issue6_sigterm_leaves_running_commands_to_their_supervisors() {
         "detach exits at once"
     );
     wait_until(Duration::from_secs(5), || lines(&marker).len() == 2);
-    let mut again = spawn_ferry(dir.path(), &["serve"]);
-    wait_for_runs_of(
-        dir.path(),
-        Duration::from_secs(20),
-        Some(&mut again),
-        |runs| runs[0]["state"] == "success",
-    );
-    nix_kill(&again, "TERM");
-    again.wait().expect("exits");
+    serve_until_success(dir.path());
     assert_eq!(lines(&marker), ["attempt", "finished"]);
 }
 
@@ -859,15 +828,7 @@ fn issue6_a_drain_that_runs_out_of_grace_does_not_use_up_a_try() {
         ("up_for_retry", 2),
         "interrupted, with its try given back"
     );
-    let mut again = spawn_ferry(dir.path(), &["serve"]);
-    let runs = wait_for_runs_of(
-        dir.path(),
-        Duration::from_secs(20),
-        Some(&mut again),
-        |runs| runs[0]["state"] == "success",
-    );
-    nix_kill(&again, "TERM");
-    again.wait().expect("exits");
+    let runs = serve_until_success(dir.path());
     assert_eq!(lines(&marker).len(), 2);
     let run_id = runs[0]["run_id"].as_str().expect("run id");
     let first = stdout(&ferry_in(

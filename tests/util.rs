@@ -83,6 +83,11 @@ pub(crate) fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 pub(crate) fn spawn_ferry(dir: &Path, args: &[&str]) -> Child {
+    spawn_ferry_with(dir, args, &[])
+}
+
+/// The same, with these environment variables too.
+pub(crate) fn spawn_ferry_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
     command
         .args(args)
@@ -91,6 +96,9 @@ pub(crate) fn spawn_ferry(dir: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped());
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
         command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
     }
     command.spawn().expect("ferry starts")
 }
@@ -141,6 +149,18 @@ pub(crate) fn nix_kill(child: &Child, signal: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+/// Runs `ferry serve` in `dir` until the newest run has succeeded, then stops it (SIGTERM);
+/// returns the runs.
+pub(crate) fn serve_until_success(dir: &Path) -> serde_json::Value {
+    let mut serve = spawn_ferry(dir, &["serve"]);
+    let runs = wait_for_runs_of(dir, Duration::from_secs(30), Some(&mut serve), |runs| {
+        runs[0]["state"] == "success"
+    });
+    nix_kill(&serve, "TERM");
+    serve.wait().expect("serve exits");
+    runs
 }
 
 /// Polls `check` every 50 ms until it holds, or fails after `limit`.

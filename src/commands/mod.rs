@@ -88,26 +88,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// `ferry supervise DIR`: the supervisor of one command attempt, started by the engine. Its
-/// errors go to its standard error, which the engine keeps in the attempt folder.
+/// `ferry supervise DIR`: the supervisor of one command attempt, started by the engine.
 pub(crate) fn supervise(dir: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("ferry supervise: cannot start the runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(ferry_executor::supervisor::serve(dir)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ferry supervise: {error}");
-            ExitCode::from(2)
-        }
-    }
+    ExitCode::from(ferry_executor::supervisor::main(dir))
 }
 
 /// Reads the DAG files under `paths` (default: the configured folders).

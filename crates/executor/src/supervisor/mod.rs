@@ -24,7 +24,7 @@ mod shim;
 pub use launch::{Ended, Launcher, Pending, Spares, Supervised, SupervisorId, remove_attempt_dir};
 pub use procfs::{MARKER_VARIABLE, boot_id, host_name, own_start_ticks, stop_remaining};
 pub use protocol::{AttemptResult, AttemptSpec, Leftovers};
-pub use shim::{StopRequest, execute, serve};
+pub use shim::{StopRequest, execute, main, serve};
 
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,28 @@ pub enum StopRequest {
     Now,
 }
 
+/// The supervisor process's main: [`serve`] on a runtime of its own; its errors go to standard
+/// error (which the engine keeps in the attempt folder). Returns the exit code.
+pub fn main(dir: &Path) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferry supervise: cannot start the runtime: {error}");
+            return 2;
+        }
+    };
+    match runtime.block_on(serve(dir)) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("ferry supervise: {error}");
+            2
+        }
+    }
+}
+
 /// The supervisor's whole life: the go-ahead on standard input, the command, the result in
 /// `dir`. Returns once the result is written (or at once, with nothing run, if standard input
 /// closes before the go-ahead).

@@ -186,22 +186,10 @@ async fn a_stop_request_stops_the_command() {
 #[test]
 #[ignore = "entry point of the supervisor process for the other tests"]
 fn supervisor_entry() {
-    if std::env::var_os("FERRY_TEST_SUPERVISOR").is_none() {
-        return;
+    if std::env::var_os("FERRY_TEST_SUPERVISOR").is_some() {
+        let dir = std::path::PathBuf::from(std::env::args().next_back().unwrap_or_default());
+        std::process::exit(i32::from(main(&dir)));
     }
-    let dir = PathBuf::from(std::env::args().next_back().unwrap_or_default());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let code = match runtime.block_on(serve(&dir)) {
-        Ok(()) => 0,
-        Err(error) => {
-            eprintln!("{error}");
-            1
-        }
-    };
-    std::process::exit(code);
 }
 
 fn launcher() -> Launcher {

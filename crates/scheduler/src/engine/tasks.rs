@@ -532,6 +532,12 @@ impl Engine {
             return Ok(());
         }
         let from = record.state()?;
+        if !matches!(from, TaskState::Running | TaskState::Deferred) {
+            // The task moved on meanwhile (the store said so): only the attempt is closed.
+            return self
+                .close_attempt(attempt_id, end.outcome.label(), &end, now)
+                .await;
+        }
         let policy = active.task(index).map(|t| t.retry);
         if let Outcome::Deferred {
             recheck_after,
@@ -561,14 +567,7 @@ impl Engine {
             now,
             self.timed_out.contains(&pk),
         );
-        self.store
-            .finish_attempt(
-                attempt_id,
-                decision.label,
-                end.outcome.code(),
-                &end.log,
-                end.ended_at.unwrap_or(millis(now)),
-            )
+        self.close_attempt(attempt_id, decision.label, &end, now)
             .await?;
         let moved = self
             .move_task(
@@ -592,6 +591,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Records the end of attempt `attempt_id` as `label`, with its exit code, log and time.
+    async fn close_attempt(
+        &self,
+        attempt_id: i64,
+        label: &str,
+        end: &AttemptEnd,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        Ok(self
+            .store
+            .finish_attempt(
+                attempt_id,
+                label,
+                end.outcome.code(),
+                &end.log,
+                end.ended_at.unwrap_or(millis(now)),
+            )
+            .await?)
+    }
+
     /// Records an attempt's end for a run that is not in memory.
     pub(super) async fn record_end_detached(
         &mut self,
@@ -612,14 +631,7 @@ impl Engine {
         }
         let policy = self.policy_of(run, &record.task_id).await?;
         let decision = decide_end(&record, from, policy.as_ref(), end, now, false);
-        self.store
-            .finish_attempt(
-                attempt_id,
-                decision.label,
-                end.outcome.code(),
-                &end.log,
-                end.ended_at.unwrap_or(millis(now)),
-            )
+        self.close_attempt(attempt_id, decision.label, end, now)
             .await?;
         let change = Transition::new(from, decision.to, decision.cause, &decision.detail)
             .lease(lease)

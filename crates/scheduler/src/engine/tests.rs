@@ -12,22 +12,10 @@ use crate::clock::SystemClock;
 #[test]
 #[ignore = "entry point of the supervisor process for the other tests"]
 fn supervisor_entry() {
-    if std::env::var_os("FERRY_TEST_SUPERVISOR").is_none() {
-        return;
+    if std::env::var_os("FERRY_TEST_SUPERVISOR").is_some() {
+        let dir = std::path::PathBuf::from(std::env::args().next_back().unwrap_or_default());
+        std::process::exit(i32::from(ferry_executor::supervisor::main(&dir)));
     }
-    let dir = std::path::PathBuf::from(std::env::args().next_back().unwrap_or_default());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let code = match runtime.block_on(ferry_executor::supervisor::serve(&dir)) {
-        Ok(()) => 0,
-        Err(error) => {
-            eprintln!("{error}");
-            1
-        }
-    };
-    std::process::exit(code);
 }
 
 /// The engine's settings in these tests: supervisors are this test binary.
@@ -288,6 +276,17 @@ async fn timetables_follow_the_injected_clock() {
     assert_eq!(runs.len(), 4);
 }
 
+/// A new manual run of DAG `id` for the data interval starting now.
+async fn manual_run(h: &mut Harness, id: &str) -> RunRecord {
+    let start = chrono::Utc::now();
+    let interval = ferry_dag::timetable::DataInterval { start, end: start };
+    h.engine
+        .create_run(id, interval, "manual", &serde_json::Map::new())
+        .await
+        .expect("create")
+        .expect("new")
+}
+
 async fn load(h: &mut Harness, name: &str, yaml: &str) -> String {
     let file = h.dir.path().join(format!("{name}.yaml"));
     let dag = parse_dag(&file, yaml, &Templates::new())
@@ -384,14 +383,7 @@ async fn a_run_keeps_the_dag_version_it_was_created_with() {
         )
     };
     let id = load(&mut h, "versioned", &version(1)).await;
-    let start = chrono::Utc::now();
-    let interval = ferry_dag::timetable::DataInterval { start, end: start };
-    let run = h
-        .engine
-        .create_run(&id, interval, "manual", &serde_json::Map::new())
-        .await
-        .expect("create")
-        .expect("new");
+    let run = manual_run(&mut h, &id).await;
     load(&mut h, "versioned", &version(2)).await;
     let focus = [run.run_id.clone()];
     let ended = h
@@ -412,14 +404,8 @@ async fn tasks_cleared_while_the_run_is_active_run_again() {
         "tasks:\n  - {id: a, type: noop}\n  - {id: slow, type: command, command: 'sleep 0.5'}\n",
     )
     .await;
-    let start = chrono::Utc::now();
-    let interval = ferry_dag::timetable::DataInterval { start, end: start };
-    let run = h
-        .engine
-        .create_run(&id, interval, "manual", &serde_json::Map::new())
-        .await
-        .expect("create")
-        .expect("new");
+    let run = manual_run(&mut h, &id).await;
+    let focus = [run.run_id.clone()];
     let dir = h.dir.path().to_path_buf();
     let operator = tokio::spawn(async move {
         // Another process (`ferry tasks clear`) clears `a` while `slow` still runs.
@@ -454,7 +440,6 @@ async fn tasks_cleared_while_the_run_is_active_run_again() {
                 .expect("clear")
         );
     });
-    let focus = [format!("{id}__manual__{}", start.to_rfc3339())];
     let ended = h
         .engine
         .drive(&Shutdown::default(), Some(&focus), false, None)
@@ -480,14 +465,7 @@ async fn an_attempt_of_an_earlier_process_with_the_same_pid_is_recovered() {
         "tasks:\n  - {id: a, type: command, command: 'echo again', retries: 1, retry_delay: 0s}\n",
     )
     .await;
-    let start = chrono::Utc::now();
-    let interval = ferry_dag::timetable::DataInterval { start, end: start };
-    let run = h
-        .engine
-        .create_run(&id, interval, "manual", &serde_json::Map::new())
-        .await
-        .expect("create")
-        .expect("new");
+    let run = manual_run(&mut h, &id).await;
     let store = h.engine.store.clone();
     let now = millis(chrono::Utc::now());
     assert!(

@@ -275,6 +275,27 @@ fn issue6_ferry_run_while_the_daemon_runs_hands_the_run_over() {
     }
 }
 
+#[test]
+fn issue6_a_run_handed_to_another_ferry_run_is_taken_over_when_it_ends() {
+    let dir = project(&[(
+        "short.yaml",
+        "tasks:\n  - {id: work, type: command, command: 'sleep 1; echo done'}\n",
+    )]);
+    let url = sqlite_url(dir.path());
+    let first = spawn_ferry(dir.path(), &["run", "short"]);
+    wait_for_owner(&url, first.id());
+    let second = spawn_ferry(dir.path(), &["run", "short"]);
+    let (first, second) = (finish(first), finish(second));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let said = stderr(&second);
+    assert_eq!(second.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("owned by `ferry run`") && said.contains("the store is free now"),
+        "{said}"
+    );
+    assert!(stdout(&second).contains("success"), "{}", stdout(&second));
+}
+
 // ---- 3. DAG folders ----
 
 #[test]

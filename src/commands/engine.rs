@@ -173,16 +173,29 @@ pub(crate) async fn load_all(engine: &mut Engine, catalog: &ferry_dag::Catalog) 
     Ok(engine.load_dags(dags).await?)
 }
 
-/// A [`Shutdown`] driven by SIGTERM and SIGINT (Ctrl-C): the first signal requests the stop
-/// (and prints `first`), the second forces it.
-pub(crate) fn shutdown_on_signals(first: &str) -> Result<Shutdown> {
+/// SIGTERM and SIGINT (Ctrl-C) watched for as long as this lives: the first signal requests
+/// the stop (and prints a message), the second forces it.
+pub(crate) struct Signals {
+    /// What the signals ask for.
+    pub(crate) shutdown: Shutdown,
+    watcher: tokio::task::AbortHandle,
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Starts watching the signals; `first` is printed at the first one.
+pub(crate) fn watch_signals(first: &str) -> Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
     let shutdown = Shutdown::default();
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let signals = shutdown.clone();
     let first = first.to_string();
-    tokio::spawn(async move {
+    let watcher = tokio::spawn(async move {
         for step in 0..2 {
             tokio::select! {
                 _ = terminate.recv() => {}
@@ -197,7 +210,10 @@ pub(crate) fn shutdown_on_signals(first: &str) -> Result<Shutdown> {
             }
         }
     });
-    Ok(shutdown)
+    Ok(Signals {
+        shutdown,
+        watcher: watcher.abort_handle(),
+    })
 }
 
 /// What a stop request does, in words.
@@ -213,24 +229,36 @@ pub(crate) fn stop_message(config: &Config, stop: &StopArgs) -> &'static str {
     }
 }
 
+/// How following runs ended.
+pub(crate) enum Followed {
+    /// Every run ended.
+    Ended(Vec<ferry_store::RunRecord>),
+    /// Ctrl-C: the runs go on without this process.
+    Interrupted,
+    /// The store became free (its owner, a `ferry run` perhaps, finished): this process owns
+    /// it now and must execute the runs itself.
+    Owner(OwnerLock),
+}
+
 /// Follows runs that the process owning the store executes: prints their changes as they are
-/// recorded until they have all ended, or until Ctrl-C. Returns the runs as they ended
-/// (empty if interrupted).
+/// recorded through `engine`'s observer, until they have all ended, Ctrl-C, or the store
+/// becomes free (then this process takes it).
 pub(crate) async fn follow(
     store: &Store,
     run_ids: &[String],
-    observer: &Observer,
-) -> Result<Vec<ferry_store::RunRecord>> {
-    let stop = shutdown_on_signals(
-        "stopped following; the runs go on under the process that owns the store",
-    )?;
+    engine: &Engine,
+    command: &str,
+) -> Result<Followed> {
+    let signals =
+        watch_signals("stopped following; the runs go on under the process that owns the store")?;
     let mut seen: Vec<i64> = vec![0; run_ids.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ownership_checked = std::time::Instant::now();
     loop {
         for (run_id, last) in run_ids.iter().zip(seen.iter_mut()) {
             for event in store.events_after(run_id, *last).await? {
                 *last = event.id;
-                observer(&Progress {
+                engine.observe(&Progress {
                     at: from_millis(event.at),
                     dag_id: event.dag_id,
                     run_id: event.run_id,
@@ -249,11 +277,17 @@ pub(crate) async fn follow(
             }
         }
         if ended.len() == run_ids.len() {
-            return Ok(ended);
+            return Ok(Followed::Ended(ended));
+        }
+        if ownership_checked.elapsed() >= Duration::from_secs(1) {
+            ownership_checked = std::time::Instant::now();
+            if let Ok(lock) = try_own(store, command).await? {
+                return Ok(Followed::Owner(lock));
+            }
         }
         tokio::select! {
             _ = tick.tick() => {}
-            () = stop.requested.cancelled() => return Ok(Vec::new()),
+            () = signals.shutdown.requested.cancelled() => return Ok(Followed::Interrupted),
         }
     }
 }

@@ -12,11 +12,10 @@ use ferry_scheduler::clock::{Clock, SystemClock};
 use ferry_store::RunState;
 
 use super::engine::{
-    block_on, engine, follow, load_all, naming, open_store, shown_url, shutdown_on_signals,
-    stop_message, try_own,
+    Followed, block_on, engine, follow, load_all, naming, open_store, shown_url, stop_message,
+    try_own, watch_signals,
 };
 use crate::cli::{BackfillArgs, DagSource, RunArgs};
-use crate::progress::Observer;
 use ferry_store::{OpenMode, Store};
 
 pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
@@ -49,7 +48,16 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
                 dag.id
             );
         };
-        let ended = execute(engine, owner, &store, &[run.run_id], config, &args.stop).await?;
+        let ended = execute(
+            engine,
+            owner,
+            &store,
+            &[run.run_id],
+            config,
+            &args.stop,
+            "ferry run",
+        )
+        .await?;
         store.close().await;
         finish(&ended)
     })
@@ -57,7 +65,7 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
 }
 
 /// Executes the runs `run_ids` in this process if it owns the store, or hands them to the
-/// process that does and follows them.
+/// process that does and follows them (taking the store over if that process goes away first).
 async fn execute(
     mut engine: ferry_scheduler::Engine,
     owner: Result<ferry_store::OwnerLock, String>,
@@ -65,20 +73,30 @@ async fn execute(
     run_ids: &[String],
     config: &Config,
     stop: &crate::cli::StopArgs,
+    command: &str,
 ) -> Result<Vec<ferry_store::RunRecord>> {
-    match owner {
-        Ok(lock) => {
-            engine.set_owner(lock);
-            let shutdown = shutdown_on_signals(stop_message(config, stop))?;
-            Ok(engine.drive(&shutdown, Some(run_ids), false, None).await?)
-        }
+    let lock = match owner {
+        Ok(lock) => lock,
         Err(holder) => {
             store.wake().await?;
-            eprintln!("ferry: the store is owned by {holder}: it executes the run(s); following");
-            let observer: Observer = engine.take_observer();
-            follow(store, run_ids, &observer).await
+            eprintln!(
+                "ferry: the store is owned by {holder}: the run(s) are handed to it; following"
+            );
+            match follow(store, run_ids, &engine, command).await? {
+                Followed::Ended(runs) => return Ok(runs),
+                Followed::Interrupted => return Ok(Vec::new()),
+                Followed::Owner(lock) => {
+                    eprintln!("ferry: the store is free now: this process executes the run(s)");
+                    lock
+                }
+            }
         }
-    }
+    };
+    engine.set_owner(lock);
+    let signals = watch_signals(stop_message(config, stop))?;
+    Ok(engine
+        .drive(&signals.shutdown, Some(run_ids), false, None)
+        .await?)
 }
 
 pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode> {
@@ -137,7 +155,16 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
             eprintln!("ferry: nothing to backfill");
             return Ok(ExitCode::SUCCESS);
         }
-        let ended = execute(engine, owner, &store, &run_ids, config, &args.stop).await?;
+        let ended = execute(
+            engine,
+            owner,
+            &store,
+            &run_ids,
+            config,
+            &args.stop,
+            "ferry backfill",
+        )
+        .await?;
         store.close().await;
         finish(&ended)
     })

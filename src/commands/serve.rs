@@ -13,8 +13,7 @@ use ferry_scheduler::clock::SystemClock;
 use ferry_store::OpenMode;
 
 use super::engine::{
-    block_on, engine, load_all, naming, open_store, shown_url, shutdown_on_signals, stop_message,
-    try_own,
+    block_on, engine, load_all, naming, open_store, shown_url, stop_message, try_own, watch_signals,
 };
 use crate::cli::ServeArgs;
 
@@ -51,7 +50,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 .join(", "),
             store.shown()
         );
-        let shutdown = shutdown_on_signals(stop_message(config, &args.stop))?;
+        let signals = watch_signals(stop_message(config, &args.stop))?;
         let state = Mutex::new((fingerprint(config), catalog.diagnostics.clone()));
         let reload_config = config.clone();
         let reload = move || {
@@ -83,7 +82,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         };
         let every = Duration::from_secs(config.engine.reload_interval_secs.max(1));
         engine
-            .drive(&shutdown, None, true, Some((Arc::new(reload), every)))
+            .drive(&signals.shutdown, None, true, Some((Arc::new(reload), every)))
             .await?;
         drop(engine);
         store.close().await;

@@ -468,10 +468,10 @@ impl Engine {
         }
     }
 
-    /// Takes the observer back (the engine reports nothing after), for a caller that follows
-    /// runs another process executes.
-    pub fn take_observer(&mut self) -> Box<dyn Fn(&Progress) + Send> {
-        std::mem::replace(&mut self.observer, Box::new(|_: &Progress| {}))
+    /// Tells the observer of a change this engine did not make (a caller following runs that
+    /// another process executes).
+    pub fn observe(&self, progress: &Progress) {
+        (self.observer)(progress);
     }
 
     /// Hands the engine the proof that this process owns the store; the engine checks it beside

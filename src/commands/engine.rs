@@ -229,6 +229,22 @@ pub(crate) fn stop_message(config: &Config, stop: &StopArgs) -> &'static str {
     }
 }
 
+/// Whether the store's owner may be gone. A SQLite file lock is released only when its owner
+/// process ends, so trying it is always safe; a PostgreSQL advisory lock is also released for a
+/// moment when the owner's connection breaks (a database restart), so the owner must also have
+/// been silent for `after` (it says it is alive every heartbeat).
+async fn owner_is_gone(store: &Store, after: Duration) -> Result<bool> {
+    if store.backend() == ferry_store::Backend::Sqlite {
+        return Ok(true);
+    }
+    let silent_since = chrono::Utc::now().timestamp_millis()
+        - i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
+    Ok(store
+        .owner_seen_at()
+        .await?
+        .is_none_or(|seen| seen < silent_since))
+}
+
 /// How following runs ended.
 pub(crate) enum Followed {
     /// Every run ended.
@@ -248,6 +264,7 @@ pub(crate) async fn follow(
     run_ids: &[String],
     engine: &Engine,
     command: &str,
+    owner_gone_after: Duration,
 ) -> Result<Followed> {
     let signals =
         watch_signals("stopped following; the runs go on under the process that owns the store")?;
@@ -279,7 +296,9 @@ pub(crate) async fn follow(
         if ended.len() == run_ids.len() {
             return Ok(Followed::Ended(ended));
         }
-        if ownership_checked.elapsed() >= Duration::from_secs(1) {
+        if ownership_checked.elapsed() >= Duration::from_secs(1)
+            && owner_is_gone(store, owner_gone_after).await?
+        {
             ownership_checked = std::time::Instant::now();
             if let Ok(lock) = try_own(store, command).await? {
                 return Ok(Followed::Owner(lock));

@@ -82,7 +82,9 @@ async fn execute(
             eprintln!(
                 "ferry: the store is owned by {holder}: the run(s) are handed to it; following"
             );
-            match follow(store, run_ids, &engine, command).await? {
+            let owner_gone_after =
+                std::time::Duration::from_secs(config.engine.heartbeat_timeout_secs.max(2));
+            match follow(store, run_ids, &engine, command, owner_gone_after).await? {
                 Followed::Ended(runs) => return Ok(runs),
                 Followed::Interrupted => return Ok(Vec::new()),
                 Followed::Owner(lock) => {

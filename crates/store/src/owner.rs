@@ -92,6 +92,13 @@ impl Store {
         })
     }
 
+    /// When the owner last said it was alive (Unix milliseconds), if the store ever had one.
+    pub async fn owner_seen_at(&self) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT seen_at FROM store_owner WHERE id = 1").fetch_optional(pool).await?)
+        })
+    }
+
     /// Who holds (or last held) the store, as recorded.
     pub async fn owner(&self) -> Result<Option<String>, StoreError> {
         with_pool!(self, pool => {
@@ -115,8 +122,8 @@ impl Store {
     async fn record_owner(&self, holder: &str, at: i64) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO store_owner (id, holder, since) VALUES (1, $1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since",
+                "INSERT INTO store_owner (id, holder, since, seen_at) VALUES (1, $1, $2, $2) \
+                 ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since, seen_at = EXCLUDED.seen_at",
             )
             .bind(holder)
             .bind(at)
@@ -133,10 +140,22 @@ impl Store {
 }
 
 impl OwnerLock {
-    /// Whether this process still owns the store. A file lock cannot be lost; an advisory lock
-    /// is lost with its connection (a database restart): it is then taken again if no one else
-    /// took it meanwhile, else [`StoreError::OwnershipLost`].
-    pub async fn verify(&self, store: &Store) -> Result<(), StoreError> {
+    /// Whether this process still owns the store, saying it is alive at `at`. A file lock
+    /// cannot be lost; an advisory lock is lost with its connection (a database restart): it is
+    /// then taken again if no one else took it meanwhile, else [`StoreError::OwnershipLost`].
+    pub async fn verify(&self, store: &Store, at: i64) -> Result<(), StoreError> {
+        self.ensure_held(store).await?;
+        with_pool!(store, pool => {
+            sqlx::query("UPDATE store_owner SET seen_at = $1 WHERE id = 1 AND holder = $2")
+                .bind(at)
+                .bind(&self.holder)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn ensure_held(&self, store: &Store) -> Result<(), StoreError> {
         let Held::Postgres {
             options,
             connection,

@@ -498,7 +498,8 @@ async fn one_owner_at_a_time() {
             "{:?}: {text}",
             store.backend()
         );
-        first.verify(&store).await.expect("still the owner");
+        first.verify(&store, 6).await.expect("still the owner");
+        assert_eq!(store.owner_seen_at().await.expect("seen"), Some(6));
         drop(first);
         let mut second = None;
         // PostgreSQL releases a dropped connection's lock when it notices the close.

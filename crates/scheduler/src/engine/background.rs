@@ -25,7 +25,7 @@ impl Engine {
                 let _ = store.heartbeat(&worker, millis(clock.now())).await;
             }
         });
-        let store = self.store.clone();
+        let (store, clock) = (self.store.clone(), self.clock.clone());
         let sender = self.sender.clone();
         let owner = self.owner.clone();
         let watch = tokio::spawn(async move {
@@ -43,7 +43,9 @@ impl Engine {
                     && owner_checked.elapsed() >= every
                 {
                     owner_checked = tokio::time::Instant::now();
-                    if let Err(lost @ StoreError::OwnershipLost { .. }) = owner.verify(&store).await
+                    let now = millis(clock.now());
+                    if let Err(lost @ StoreError::OwnershipLost { .. }) =
+                        owner.verify(&store, now).await
                     {
                         let _ = sender.send(Message::Fault(lost));
                         return;

@@ -13,9 +13,10 @@ CREATE TABLE store_signals (
 );
 INSERT INTO store_signals (name, counter) VALUES ('wake', 0);
 
--- The process that owns the store (the lock itself is a session advisory lock).
+-- The process that owns the store, and when it last said it was alive (the lock itself is a session advisory lock).
 CREATE TABLE store_owner (
     id     INTEGER PRIMARY KEY CHECK (id = 1),
     holder TEXT    NOT NULL,
-    since  BIGINT  NOT NULL
+    since  BIGINT  NOT NULL,
+    seen_at BIGINT  NOT NULL
 );

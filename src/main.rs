@@ -1,9 +1,10 @@
 //! `ferry`: a workflow orchestration daemon for data platforms. This binary is the only entry
 //! point; each subcommand lives in its own module under `commands/`.
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
-mod output;
 mod progress;
 
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
                 ferry_config::Config::load(&ferry_config::Sources::from_process(config_file))
                     .map(|config| config.secrets())
                     .unwrap_or_default();
-            eprintln!("ferry: error: {}", secrets.redact(&format!("{error:#}")));
+            say!("ferry: error: {}", secrets.redact(&format!("{error:#}")));
             ExitCode::from(2)
         }
     }

@@ -1,6 +1,32 @@
-//! Small helpers for printing tables and JSON.
+//! Small helpers for printing tables and JSON, and `say!`/`out!`: `eprintln!`/`println!` that
+//! never panic. A daemon whose output is piped into a program that ended (`ferry serve | head`)
+//! must go on, and stop cleanly on SIGTERM, rather than die on a closed pipe.
 
 use std::io::Write as _;
+
+/// Like `eprintln!`, ignoring a closed standard error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Like `print!`, ignoring a closed standard output.
+macro_rules! put {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Like `println!`, ignoring a closed standard output.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Prints rows as left-aligned columns under a header.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -29,5 +55,5 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
 pub(crate) fn json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value)
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
-    println!("{text}");
+    out!("{text}");
 }

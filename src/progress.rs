@@ -13,7 +13,7 @@ pub(crate) type Observer = Box<dyn Fn(&Progress) + Send>;
 
 /// One line per change: `time  run  task (try n)  state  detail`.
 pub(crate) fn lines() -> Observer {
-    Box::new(|progress: &Progress| println!("{}", line(progress)))
+    Box::new(|progress: &Progress| out!("{}", line(progress)))
 }
 
 fn line(progress: &Progress) -> String {

@@ -962,3 +962,227 @@ fn issue6_a_lost_attempt_waits_for_its_retry_delay() {
         "{first}"
     );
 }
+
+// ---- found by an adversarial trial of the above ----
+
+/// Pids of the supervisors under `.ferry/attempts` that had their go-ahead (spares are left).
+fn working_supervisors(dir: &Path) -> Vec<String> {
+    let mut pids = Vec::new();
+    for store_folder in std::fs::read_dir(dir.join(".ferry/attempts"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for attempt in std::fs::read_dir(store_folder.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let (Ok(id), true) = (
+                std::fs::read_to_string(attempt.path().join("supervisor.json")),
+                attempt.path().join("output.log").exists(),
+            ) else {
+                continue;
+            };
+            let id: serde_json::Value = serde_json::from_str(&id).expect("identity");
+            pids.push(id["pid"].to_string());
+        }
+    }
+    pids
+}
+
+fn kill_9(pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+}
+
+#[test]
+fn issue6_a_supervisor_killed_under_a_running_daemon_leaves_nothing_beside_the_retry() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let marker = marks.path().join("pids");
+    let dag = format!(
+        "tasks:\n  - {{id: victim, type: command, command: 'echo $$ >> {}; [ $FERRY_TRY_NUMBER = 2 ] || sleep 20', retries: 1, retry_delay: 1s}}\n",
+        marker.display()
+    );
+    let dir = project(&[("victim.yaml", &dag)]);
+    let run = spawn_ferry(dir.path(), &["run", "victim"]);
+    wait_until(Duration::from_secs(20), || lines(&marker).len() == 1);
+    let supervisors = working_supervisors(dir.path());
+    assert_eq!(supervisors.len(), 1, "{supervisors:?}");
+    kill_9(&supervisors[0]);
+    let output = finish(run);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let pids = lines(&marker);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(
+        !is_alive(&pids[0]),
+        "the lost try's command was stopped before the retry"
+    );
+}
+
+#[test]
+fn issue6_a_removed_attempts_folder_does_not_make_a_command_run_again() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let marker = marks.path().join("ledger");
+    let dag = format!(
+        "tasks:\n  - {{id: steady, type: command, command: 'echo start >> {m}; sleep 2; echo end >> {m}', retries: 3, retry_delay: 1s}}\n",
+        m = marker.display()
+    );
+    let dir = project(&[("steady.yaml", &dag)]);
+    let run = spawn_ferry(dir.path(), &["run", "steady"]);
+    wait_until(Duration::from_secs(20), || lines(&marker).len() == 1);
+    std::fs::remove_dir_all(dir.path().join(".ferry/attempts")).expect("removed");
+    let output = finish(run);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(lines(&marker), ["start", "end"]);
+    let run_id = run_id_of(dir.path(), &sqlite_url(dir.path()));
+    let log = stdout(&ferry_in(dir.path(), &["logs", &run_id, "steady"], &[]));
+    assert!(log.contains("try 1 — success"), "{log}");
+}
+
+#[test]
+fn issue6_a_stop_that_outlives_the_drain_still_gives_the_try_back() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let marker = marks.path().join("attempts");
+    // Its main process and a child that left its group both ignore SIGTERM: the supervisor
+    // needs two grace periods to stop them, longer than the daemon waits.
+    let dag = format!(
+        "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-01\ncatchup: true\ntasks:\n  - id: stubborn\n    type: command\n    command: 'echo attempt >> {}; [ $FERRY_TRY_NUMBER = 2 ] && exit 0; setsid sh -c \"trap \\\"\\\" TERM; sleep 60\" & trap \"\" TERM; sleep 60'\n",
+        marker.display()
+    );
+    let dir = project(&[("stubborn.yaml", &dag)]);
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        "[engine]\nheartbeat_interval_secs = 1\nshutdown_grace_secs = 1\nreload_interval_secs = 1\n",
+    )
+    .expect("config");
+    let mut serve = spawn_ferry(dir.path(), &["serve", "--on-stop", "drain"]);
+    wait_until(Duration::from_secs(20), || lines(&marker).len() == 1);
+    nix_kill(&serve, "TERM");
+    assert!(serve.wait().expect("exits").success());
+    // The supervisor finishes stopping it after the daemon has gone; the next start records
+    // it as interrupted, not failed, and runs it again.
+    let runs = serve_until_success(dir.path());
+    assert_eq!(lines(&marker).len(), 2);
+    let run_id = runs[0]["run_id"].as_str().expect("run id");
+    let first = stdout(&ferry_in(
+        dir.path(),
+        &["logs", run_id, "stubborn", "--try", "1"],
+        &[],
+    ));
+    assert!(first.contains("try 1 — interrupted"), "{first}");
+}
+
+#[test]
+fn issue6_a_secret_in_a_long_line_stays_masked_across_a_restart() {
+    let dag = "tasks:\n  - id: chatty\n    type: command\n    command: 'sleep 2; yes \"$API_TOKEN\" | head -c 400000 | tr -d \"\\n\"; echo'\n    env: {API_TOKEN: tok-ABCDEFGHIJ}\n";
+    let dir = project(&[("chatty.yaml", dag)]);
+    let mut run = spawn_ferry(dir.path(), &["run", "chatty"]);
+    wait_until(Duration::from_secs(20), || {
+        !working_supervisors(dir.path()).is_empty()
+    });
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    let runs = serve_until_success(dir.path());
+    let run_id = runs[0]["run_id"].as_str().expect("run id");
+    let log = stdout(&ferry_in(dir.path(), &["logs", run_id, "chatty"], &[]));
+    assert!(log.contains("********"), "{}", &log[..log.len().min(300)]);
+    assert!(!log.contains("tok-ABCDEFGHIJ"), "the token leaked");
+}
+
+#[test]
+fn issue6_a_closed_output_does_not_stop_the_daemon_or_its_stop() {
+    let dag = "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-03\ncatchup: true\ntasks:\n  - {id: a, type: command, command: 'echo hello'}\n";
+    let dir = project(&[("talk.yaml", dag)]);
+    let mut serve = spawn_ferry(dir.path(), &["serve"]);
+    // Whoever read the daemon's output went away.
+    drop(serve.stdout.take());
+    drop(serve.stderr.take());
+    crate::util::wait_for_runs(dir.path(), Duration::from_secs(20), |runs| {
+        runs.as_array()
+            .is_some_and(|r| r.len() == 3 && r.iter().all(|run| run["state"] == "success"))
+    });
+    assert!(serve.try_wait().expect("status").is_none(), "still serving");
+    nix_kill(&serve, "TERM");
+    let started = Instant::now();
+    let status = serve.wait().expect("exits");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn issue6_a_lost_attempts_children_without_the_marker_are_stopped_by_their_group() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let outer = marks.path().join("outer");
+    let inner = marks.path().join("inner");
+    let dag = format!(
+        "tasks:\n  - id: wrapper\n    type: command\n    command: '[ $FERRY_TRY_NUMBER = 2 ] && exit 0; env -i /bin/sh -c \"echo \\$\\$ >> {i}; sleep 30\" & echo $$ >> {o}; wait'\n    retries: 1\n    retry_delay: 1s\n",
+        i = inner.display(),
+        o = outer.display()
+    );
+    let dir = project(&[("wrapper.yaml", &dag)]);
+    let mut run = spawn_ferry(dir.path(), &["run", "wrapper"]);
+    wait_until(Duration::from_secs(20), || lines(&inner).len() == 1);
+    run.kill().expect("kill -9 ferry");
+    run.wait().expect("reaped");
+    for pid in working_supervisors(dir.path()) {
+        kill_9(&pid);
+    }
+    let child = lines(&inner).remove(0);
+    assert!(
+        is_alive(&child),
+        "the child without the marker outlived its supervisor"
+    );
+    serve_until_success(dir.path());
+    assert!(!is_alive(&child), "stopped with its process group");
+}
+
+#[test]
+fn issue6_a_drain_requested_during_a_database_outage_still_stops_the_commands() {
+    let Some(url) = fresh_postgres("drain_outage") else {
+        return;
+    };
+    let proxy = Arc::new(Proxy::start("127.0.0.1:5432"));
+    let database = url.rsplit_once('/').expect("database").1;
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{database}", proxy.port);
+    let marks = tempfile::tempdir().expect("temp dir");
+    let marker = marks.path().join("pids");
+    let dag = format!(
+        "schedule: '0 0 * * *'\ntimezone: UTC\nstart_date: 2026-11-01\nend_date: 2026-11-01\ncatchup: true\ntasks:\n  - {{id: long, type: command, command: 'echo $$ >> {}; [ $FERRY_TRY_NUMBER = 2 ] || sleep 45'}}\n",
+        marker.display()
+    );
+    let dir = project(&[("long.yaml", &dag)]);
+    // The configuration names the database directly; the first daemon goes through the proxy.
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        format!("[engine]\nheartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\nshutdown_grace_secs = 1\nreload_interval_secs = 1\ndatabase_url = {url:?}\n"),
+    )
+    .expect("config");
+    let mut serve = spawn_ferry(
+        dir.path(),
+        &["serve", "--on-stop", "drain", "--database-url", &via_proxy],
+    );
+    wait_until(Duration::from_secs(20), || lines(&marker).len() == 1);
+    let cut = proxy.clone();
+    let outage = std::thread::spawn(move || cut.outage(Duration::from_secs(12)));
+    std::thread::sleep(Duration::from_millis(2500));
+    nix_kill(&serve, "TERM");
+    let started = Instant::now();
+    let status = serve.wait().expect("exits");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(status.success(), "{status:?}");
+    let command = lines(&marker).remove(0);
+    assert!(!is_alive(&command), "drained: the command was stopped");
+    outage.join().expect("outage over");
+    serve_until_success(dir.path());
+    assert_eq!(lines(&marker).len(), 2);
+}

@@ -39,23 +39,23 @@ pub(crate) fn validate(dags: usize, tasks: usize, runs: usize) -> Result<ExitCod
     timings.sort();
     let median = timings[timings.len() / 2];
     let seconds = |d: Duration| format!("{:.3}s", d.as_secs_f64());
-    println!(
+    out!(
         "ferry bench validate: {dags} DAG files x {tasks} tasks, {} runs",
         timings.len()
     );
-    println!("  wall (median): {}", seconds(median));
-    println!("  wall (min):    {}", seconds(timings[0]));
-    println!("  wall (max):    {}", seconds(timings[timings.len() - 1]));
-    println!(
+    out!("  wall (median): {}", seconds(median));
+    out!("  wall (min):    {}", seconds(timings[0]));
+    out!("  wall (max):    {}", seconds(timings[timings.len() - 1]));
+    out!(
         "  per DAG file:  {:.1}µs",
         median.as_secs_f64() * 1e6 / dags.max(1) as f64
     );
     match peak_resident_memory() {
-        Some(kib) => println!(
+        Some(kib) => out!(
             "  peak RSS:      {:.1} MB (whole process, VmHWM)",
             kib as f64 / 1024.0
         ),
-        None => println!("  peak RSS:      unavailable (no /proc/self/status)"),
+        None => out!("  peak RSS:      unavailable (no /proc/self/status)"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,9 +72,10 @@ pub(crate) fn run(
         ..Findings::default()
     };
     if !json {
-        println!(
+        out!(
             "ferry bench chaos ({}): {kills} kills of `ferry serve`, {runs} runs of {} tasks",
-            findings.backend, TASKS
+            findings.backend,
+            TASKS
         );
     }
     for kill in 0..kills {
@@ -114,7 +115,7 @@ pub(crate) fn run(
     project.check_ledger(&mut findings)?;
     findings.seconds = started.elapsed().as_secs_f64();
     if json {
-        println!("{}", serde_json::to_string(&findings)?);
+        out!("{}", serde_json::to_string(&findings)?);
     } else {
         let rows = [
             ("runs lost", findings.runs_lost),
@@ -130,11 +131,13 @@ pub(crate) fn run(
             ("orphans left", findings.orphans_left),
         ];
         for (what, count) in rows {
-            println!("  {what:<40} {count}");
+            out!("  {what:<40} {count}");
         }
-        println!(
+        out!(
             "  ({} attempts; {} kills within 150 ms of an attempt's start; {:.1} s)",
-            findings.attempts, findings.kills_within_150ms_of_an_attempt, findings.seconds
+            findings.attempts,
+            findings.kills_within_150ms_of_an_attempt,
+            findings.seconds
         );
     }
     Ok(if findings.clean() {

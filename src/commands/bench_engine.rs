@@ -39,26 +39,34 @@ pub(crate) fn run(config: &Config, database_url: Option<&str>) -> Result<ExitCod
     let tag = Utc::now().format("%H%M%S%3f").to_string();
     block_on(async {
         let store = Store::open(&url).await?;
-        println!("ferry bench engine ({backend}, release build recommended)");
-        println!("{:<6} {:<52} result", "", "workload");
+        out!("ferry bench engine ({backend}, release build recommended)");
+        out!("{:<6} {:<52} result", "", "workload");
         let (rss, cpu) = idle(config, &store, dir.path(), &tag).await?;
-        println!(
+        out!(
             "{:<6} {:<52} RSS {:.1} MB, CPU {:.2}% of a core over 5 s",
-            "W4", "10 DAGs loaded, nothing due", rss, cpu
+            "W4",
+            "10 DAGs loaded, nothing due",
+            rss,
+            cpu
         );
         let (total, gap) = chain(config, &store, dir.path(), &tag).await?;
-        println!(
+        out!(
             "{:<6} {:<52} {:.3} s trigger to success, median gap {:.2} ms",
-            "W1", "chain of 100 `true` tasks", total, gap
+            "W1",
+            "chain of 100 `true` tasks",
+            total,
+            gap
         );
         let fan_time = fan(config, &store, dir.path(), &tag).await?;
-        println!(
+        out!(
             "{:<6} {:<52} {:.3} s",
-            "W2", "fan 1 -> 200 `true` -> 1, parallelism 16", fan_time
+            "W2",
+            "fan 1 -> 200 `true` -> 1, parallelism 16",
+            fan_time
         );
         for size in [100, 1_000, 10_000] {
             let seconds = wide_and_deep(config, &store, dir.path(), &tag, size).await?;
-            println!(
+            out!(
                 "{:<6} {:<52} {:.3} s, {:.1} µs per task",
                 "W5",
                 format!("one run of {size} `noop` tasks (wide and deep)"),
@@ -67,9 +75,11 @@ pub(crate) fn run(config: &Config, database_url: Option<&str>) -> Result<ExitCod
             );
         }
         let load = load_many(config, &store, dir.path(), &tag).await?;
-        println!(
+        out!(
             "{:<6} {:<52} {:.3} s",
-            "W3", "1,000 DAG files x 10 tasks loaded and scheduled", load
+            "W3",
+            "1,000 DAG files x 10 tasks loaded and scheduled",
+            load
         );
         store.close().await;
         Ok(ExitCode::SUCCESS)

@@ -45,7 +45,7 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
         }
     }
     if broken > 0 {
-        eprintln!(
+        say!(
             "ferry: {broken} error(s) in DAG files; those DAGs are not listed (run `ferry validate`)"
         );
     }
@@ -81,8 +81,8 @@ pub(crate) fn show(
         .map(|t| (t.id.as_str(), t.kind.type_name()))
         .collect();
     match graph_format {
-        Some(GraphFormat::Mermaid) => print!("{}", graph::mermaid(&labels, &dag.graph)),
-        Some(GraphFormat::Dot) => print!("{}", graph::dot(&dag.id, &labels, &dag.graph)),
+        Some(GraphFormat::Mermaid) => put!("{}", graph::mermaid(&labels, &dag.graph)),
+        Some(GraphFormat::Dot) => put!("{}", graph::dot(&dag.id, &labels, &dag.graph)),
         None if format == Format::Json => output::json(&details(dag)),
         None => print_details(dag),
     }
@@ -127,40 +127,40 @@ fn details(dag: &Dag) -> serde_json::Value {
 }
 
 fn print_details(dag: &Dag) {
-    println!(
+    out!(
         "DAG {} ({}, {})",
         dag.id,
         dag.tree.as_str(),
         dag.file.display()
     );
     if let Some(description) = &dag.description {
-        println!("  {description}");
+        out!("  {description}");
     }
     let schedule = dag
         .schedule
         .as_ref()
         .map_or("manual only".to_string(), |s| s.expression().to_string());
-    println!("  schedule:   {schedule} ({})", dag.timezone);
+    out!("  schedule:   {schedule} ({})", dag.timezone);
     if let Some(start) = dag.start_date {
-        println!(
+        out!(
             "  start_date: {}",
             start.with_timezone(&dag.timezone).to_rfc3339()
         );
     }
-    println!("  owner:      {}", dag.owner.as_deref().unwrap_or("-"));
+    out!("  owner:      {}", dag.owner.as_deref().unwrap_or("-"));
     if let Some(sla) = &dag.sla {
         let deadline = match sla.deadline {
             Deadline::TimeOfDay(at) => format!("by {} ({})", at.format("%H:%M"), dag.timezone),
             Deadline::Within(within) => format!("within {within} of being due"),
         };
-        println!("  sla:        {deadline}");
+        out!("  sla:        {deadline}");
     }
     for (event, channels) in dag.alerts.events() {
         if !channels.is_empty() {
-            println!("  {event:<11} {}", channels.join(", "));
+            out!("  {event:<11} {}", channels.join(", "));
         }
     }
-    println!();
+    out!();
     let rows: Vec<Vec<String>> = dag
         .tasks
         .iter()
@@ -193,9 +193,9 @@ fn print_details(dag: &Dag) {
         ],
         &rows,
     );
-    println!();
-    println!("edges:");
+    out!();
+    out!("edges:");
     for (up, down) in edges(dag) {
-        println!("  {up} -> {down}");
+        out!("  {up} -> {down}");
     }
 }

@@ -187,14 +187,16 @@ impl Drop for Signals {
     }
 }
 
-/// Starts watching the signals; `first` is printed at the first one.
-pub(crate) fn watch_signals(first: &str) -> Result<Signals> {
+/// Starts watching the signals; `first` is printed at the first one, `second` (if any) at the
+/// second.
+pub(crate) fn watch_signals(first: &str, second: Option<&str>) -> Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
     let shutdown = Shutdown::default();
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let signals = shutdown.clone();
     let first = first.to_string();
+    let second = second.map(str::to_string);
     let watcher = tokio::spawn(async move {
         for step in 0..2 {
             tokio::select! {
@@ -202,10 +204,12 @@ pub(crate) fn watch_signals(first: &str) -> Result<Signals> {
                 _ = interrupt.recv() => {}
             }
             if step == 0 {
-                eprintln!("ferry: {first}");
+                say!("ferry: {first}");
                 signals.requested.cancel();
             } else {
-                eprintln!("ferry: stopping now: running commands are stopped");
+                if let Some(second) = &second {
+                    say!("ferry: {second}");
+                }
                 signals.forced.cancel();
             }
         }
@@ -215,6 +219,9 @@ pub(crate) fn watch_signals(first: &str) -> Result<Signals> {
         watcher: watcher.abort_handle(),
     })
 }
+
+/// What a second signal does, in words.
+pub(crate) const FORCED_STOP: &str = "stopping now: running commands are stopped";
 
 /// What a stop request does, in words.
 pub(crate) fn stop_message(config: &Config, stop: &StopArgs) -> &'static str {
@@ -266,8 +273,10 @@ pub(crate) async fn follow(
     command: &str,
     owner_gone_after: Duration,
 ) -> Result<Followed> {
-    let signals =
-        watch_signals("stopped following; the runs go on under the process that owns the store")?;
+    let signals = watch_signals(
+        "stopped following; the runs go on under the process that owns the store",
+        None,
+    )?;
     let mut seen: Vec<i64> = vec![0; run_ids.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ownership_checked = std::time::Instant::now();
@@ -275,6 +284,10 @@ pub(crate) async fn follow(
         for (run_id, last) in run_ids.iter().zip(seen.iter_mut()) {
             for event in store.events_after(run_id, *last).await? {
                 *last = event.id;
+                if event.task_id.is_none() && event.to_state == "queued" {
+                    // This process created the run and has said so.
+                    continue;
+                }
                 engine.observe(&Progress {
                     at: from_millis(event.at),
                     dag_id: event.dag_id,

@@ -45,7 +45,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Show) => {
-            print!("{}", config()?.to_toml());
+            put!("{}", config()?.to_toml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Validate { dags, tasks, runs }) => {

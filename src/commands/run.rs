@@ -12,8 +12,8 @@ use ferry_scheduler::clock::{Clock, SystemClock};
 use ferry_store::RunState;
 
 use super::engine::{
-    Followed, block_on, engine, follow, load_all, naming, open_store, shown_url, stop_message,
-    try_own, watch_signals,
+    FORCED_STOP, Followed, block_on, engine, follow, load_all, naming, open_store, shown_url,
+    stop_message, try_own, watch_signals,
 };
 use crate::cli::{BackfillArgs, DagSource, RunArgs};
 use ferry_store::{OpenMode, Store};
@@ -79,23 +79,21 @@ async fn execute(
         Ok(lock) => lock,
         Err(holder) => {
             store.wake().await?;
-            eprintln!(
-                "ferry: the store is owned by {holder}: the run(s) are handed to it; following"
-            );
+            say!("ferry: the store is owned by {holder}: the run(s) are handed to it; following");
             let owner_gone_after =
                 std::time::Duration::from_secs(config.engine.heartbeat_timeout_secs.max(2));
             match follow(store, run_ids, &engine, command, owner_gone_after).await? {
                 Followed::Ended(runs) => return Ok(runs),
                 Followed::Interrupted => return Ok(Vec::new()),
                 Followed::Owner(lock) => {
-                    eprintln!("ferry: the store is free now: this process executes the run(s)");
+                    say!("ferry: the store is free now: this process executes the run(s)");
                     lock
                 }
             }
         }
     };
     engine.set_owner(lock);
-    let signals = watch_signals(stop_message(config, stop))?;
+    let signals = watch_signals(stop_message(config, stop), Some(FORCED_STOP))?;
     Ok(engine
         .drive(&signals.shutdown, Some(run_ids), false, None)
         .await?)
@@ -146,7 +144,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
                 .await?
             {
                 Some(run) => run_ids.push(run.run_id),
-                None => eprintln!(
+                None => say!(
                     "ferry: {} already has a run for {}; skipped",
                     dag.id,
                     interval.start.with_timezone(&tz).to_rfc3339()
@@ -154,7 +152,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
             }
         }
         if run_ids.is_empty() {
-            eprintln!("ferry: nothing to backfill");
+            say!("ferry: nothing to backfill");
             return Ok(ExitCode::SUCCESS);
         }
         let ended = execute(
@@ -176,7 +174,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
 /// The exit code: 0 when every run succeeded; 1 otherwise (including interrupted runs).
 fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
     if ended.is_empty() {
-        eprintln!("ferry: interrupted; the run is recorded and goes on under `ferry serve`");
+        say!("ferry: interrupted; the run is recorded and goes on under `ferry serve`");
         return Ok(ExitCode::from(1));
     }
     let failed = ended
@@ -184,7 +182,7 @@ fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
         .filter(|run| run.state().map_or(true, |s| s != RunState::Success))
         .count();
     for run in ended {
-        println!("{} {}", run.run_id, run.state);
+        out!("{} {}", run.run_id, run.state);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -90,7 +90,7 @@ pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
                 args.run_id
             );
         };
-        println!(
+        out!(
             "# run {} task {} try {} — {} (exit {}), started {}, ended {}, worker {}",
             args.run_id,
             args.task_id,
@@ -101,8 +101,8 @@ pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
             shown(attempt.ended_at),
             attempt.worker
         );
-        println!("# {}", attempt.rendered.replace('\n', "\n# "));
-        print!("{}", attempt.log);
+        out!("# {}", attempt.rendered.replace('\n', "\n# "));
+        put!("{}", attempt.log);
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -153,7 +153,7 @@ pub(crate) fn clear(
         for task in tasks.iter().filter(|t| targets.contains(&t.task_id)) {
             let from = task.state()?;
             if !from.can_become(TaskState::Pending) {
-                eprintln!("ferry: task {} is {from}; left as it is", task.task_id);
+                say!("ferry: task {} is {from}; left as it is", task.task_id);
                 continue;
             }
             let change = TaskChange {
@@ -175,7 +175,7 @@ pub(crate) fn clear(
         reopen(&store, &run, now).await?;
         // The process that owns the store looks at the run again at once.
         store.wake().await?;
-        println!(
+        out!(
             "cleared {} task(s) of {run_id}: {}",
             cleared.len(),
             cleared.join(", ")

@@ -16,7 +16,7 @@ pub(crate) fn run(config: &Config, args: &ScheduleArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], &args.source);
     let dag = super::find_dag(&catalog, &args.id)?;
     let Some(schedule) = &dag.schedule else {
-        println!(
+        out!(
             "DAG `{}` has no schedule: it runs only when triggered",
             dag.id
         );
@@ -48,7 +48,7 @@ pub(crate) fn run(config: &Config, args: &ScheduleArgs) -> Result<ExitCode> {
             })).collect::<Vec<_>>(),
         })),
         Format::Text => {
-            println!("DAG {}: `{}` in {tz}", dag.id, schedule.expression());
+            out!("DAG {}: `{}` in {tz}", dag.id, schedule.expression());
             let rows: Vec<Vec<String>> = runs
                 .iter()
                 .map(|run| {

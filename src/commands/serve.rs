@@ -13,7 +13,8 @@ use ferry_scheduler::clock::SystemClock;
 use ferry_store::OpenMode;
 
 use super::engine::{
-    block_on, engine, load_all, naming, open_store, shown_url, stop_message, try_own, watch_signals,
+    FORCED_STOP, block_on, engine, load_all, naming, open_store, shown_url, stop_message, try_own,
+    watch_signals,
 };
 use crate::cli::ServeArgs;
 
@@ -38,7 +39,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         let catalog = read(config);
         report(&catalog, None);
         load_all(&mut engine, &catalog).await?;
-        eprintln!(
+        say!(
             "ferry: serving {} DAG(s) from {} with state in {}",
             catalog.dags.len(),
             config
@@ -50,7 +51,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 .join(", "),
             store.shown()
         );
-        let signals = watch_signals(stop_message(config, &args.stop))?;
+        let signals = watch_signals(stop_message(config, &args.stop), Some(FORCED_STOP))?;
         let state = Mutex::new((fingerprint(config), catalog.diagnostics.clone()));
         let reload_config = config.clone();
         let reload = move || {
@@ -86,7 +87,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             .await?;
         drop(engine);
         store.close().await;
-        eprintln!("ferry: stopped");
+        say!("ferry: stopped");
         Ok(ExitCode::SUCCESS)
     })
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
@@ -128,6 +129,6 @@ fn report(catalog: &Catalog, last: Option<&Vec<ferry_dag::Diagnostic>>) {
         return;
     }
     for diagnostic in catalog.diagnostics.iter().filter(|d| d.is_error()) {
-        eprintln!("ferry: {diagnostic}");
+        say!("ferry: {diagnostic}");
     }
 }

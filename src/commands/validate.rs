@@ -19,7 +19,7 @@ fn print_dst_report(catalog: &Catalog, now: DateTime<Utc>) {
         };
         let encounters = schedule.dst_encounters(now, now + DST_HORIZON);
         if encounters.is_empty() {
-            println!(
+            out!(
                 "dst: {}: `{}` in {} meets no daylight-saving change in the next year",
                 dag.id,
                 schedule.expression(),
@@ -27,26 +27,32 @@ fn print_dst_report(catalog: &Catalog, now: DateTime<Utc>) {
             );
         }
         for encounter in &encounters {
-            println!("dst: {}: {}", dag.id, describe_encounter(encounter, dag));
+            out!("dst: {}: {}", dag.id, describe_encounter(encounter, dag));
         }
     }
-    println!();
+    out!();
 }
 
 pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &args.paths, &args.source);
     let errors = catalog.count(Severity::Error);
     let warnings = catalog.count(Severity::Warning);
-    let files_with_errors = {
-        let mut files: Vec<_> = catalog
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| &d.file)
-            .collect();
-        files.dedup();
-        files.len()
-    };
+    // Files read that have errors (an unreadable folder is an error, not a file).
+    let files_with_errors = catalog
+        .files
+        .iter()
+        .filter(|file| {
+            catalog
+                .diagnostics
+                .iter()
+                .any(|d| d.is_error() && &d.file == *file)
+        })
+        .count();
+    let unreadable = catalog
+        .unreadable
+        .iter()
+        .filter(|path| !catalog.files.contains(path))
+        .count();
     match args.format {
         Format::Json => crate::output::json(&json!({
             "files": catalog.files.len(),
@@ -57,16 +63,21 @@ pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
         })),
         Format::Text => {
             for diagnostic in &catalog.diagnostics {
-                println!("{diagnostic}");
+                out!("{diagnostic}");
             }
             if !catalog.diagnostics.is_empty() {
-                println!();
+                out!();
             }
             if args.dst {
                 print_dst_report(&catalog, args.source.now.unwrap_or_else(Utc::now));
             }
-            println!(
-                "checked {} file(s): {} DAG(s) valid, {} file(s) with errors ({} error(s), {} warning(s))",
+            let unreadable = if unreadable > 0 {
+                format!(", {unreadable} folder(s) or file(s) unreadable")
+            } else {
+                String::new()
+            };
+            out!(
+                "checked {} file(s): {} DAG(s) valid, {} file(s) with errors{unreadable} ({} error(s), {} warning(s))",
                 catalog.files.len(),
                 catalog.dags.len(),
                 files_with_errors,

@@ -24,14 +24,14 @@ pub use log::{LogBuffer, LogFile};
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     /// A file or process of the attempt could not be used.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         /// What was tried.
         action: &'static str,
         /// The path or program.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The engine and the supervisor do not understand each other.
     #[error("supervisor protocol: {0}")]

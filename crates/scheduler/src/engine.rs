@@ -502,17 +502,20 @@ impl Engine {
             {
                 Err(EngineError::Store(error)) if error.is_transient() => {
                     let began = std::time::Instant::now();
-                    eprintln!(
-                        "ferry: the state database {} is unreachable ({error}); running tasks go on under their supervisors; retrying",
+                    warn(&format!(
+                        "the state database {} is unreachable ({error}); running tasks go on under their supervisors; retrying",
                         self.store.shown()
-                    );
+                    ));
                     if !self.wait_for_store(shutdown).await {
+                        // Stopped while the store is away: stop as asked; the ends of attempts
+                        // are recorded at the next start (supervisors keep their results).
+                        self.shut_down(shutdown, false).await?;
                         return Ok(Vec::new());
                     }
-                    eprintln!(
-                        "ferry: the state database is back after {:.1}s; resuming",
+                    warn(&format!(
+                        "the state database is back after {:.1}s; resuming",
                         began.elapsed().as_secs_f64()
-                    );
+                    ));
                     self.forget_runs();
                 }
                 other => return other,
@@ -599,7 +602,7 @@ impl Engine {
                     }
                 }
                 () = shutdown.requested.cancelled() => {
-                    self.shut_down(shutdown).await?;
+                    self.shut_down(shutdown, true).await?;
                     return Ok(Vec::new());
                 }
             }
@@ -655,8 +658,13 @@ impl Engine {
     /// Stops starting tasks, then by the stop mode: detach leaves commands to their supervisors
     /// and exits at once; drain lets them finish within the grace period, then stops them. A
     /// forced stop stops everything at once. Requests running in the engine are always stopped.
-    /// An attempt stopped this way does not use up a try.
-    pub(super) async fn shut_down(&mut self, shutdown: &Shutdown) -> Result<(), EngineError> {
+    /// An attempt stopped this way does not use up a try. Without `record` (the store is
+    /// away) ends are not recorded now: the next start finds them.
+    pub(super) async fn shut_down(
+        &mut self,
+        shutdown: &Shutdown,
+        record: bool,
+    ) -> Result<(), EngineError> {
         let drain = self.config.stop_mode == StopMode::Drain;
         let mut forced = false;
         for slot in self.running.values_mut() {
@@ -679,9 +687,14 @@ impl Engine {
             }
             tokio::select! {
                 message = self.receiver.recv() => match message {
+                    Some(Message::Finished(finished)) if !record => {
+                        self.running.remove(&finished.task_instance);
+                    }
                     Some(Message::Finished(finished)) => {
+                        let task = finished.task_instance;
                         if let Err(error) = self.finish(finished).await {
-                            eprintln!("ferry: could not record an attempt's end while stopping: {error}");
+                            self.running.remove(&task);
+                            warn(&format!("could not record an attempt's end while stopping: {error}"));
                         }
                     }
                     Some(_) => {}
@@ -744,6 +757,13 @@ impl Engine {
             secrets: &self.config.secrets,
         }
     }
+}
+
+/// Says something to the operator on standard error. A closed standard error (the daemon's
+/// output piped into a program that ended) must not stop the engine, so failures are ignored.
+pub(crate) fn warn(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "ferry: {message}");
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -124,13 +124,23 @@ fn secret_pairs(text: &str, found: &mut impl FnMut(std::ops::Range<usize>)) {
         let Some(eq) = text[index..].find('=').map(|e| index + e) else {
             break;
         };
-        let mut key_start = eq;
+        // `password=x` and, as PostgreSQL's key=value strings allow, `password = x`.
+        let mut key_end = eq;
+        while key_end > 0 && bytes[key_end - 1] == b' ' {
+            key_end -= 1;
+        }
+        let mut key_start = key_end;
         while key_start > 0 && is_key_byte(bytes[key_start - 1]) {
             key_start -= 1;
         }
-        let key = &text[key_start..eq];
-        let value_start = eq + 1;
-        index = value_start;
+        let key = &text[key_start..key_end];
+        let mut value_start = eq + 1;
+        if key_end < eq {
+            while value_start < bytes.len() && bytes[value_start] == b' ' {
+                value_start += 1;
+            }
+        }
+        index = eq + 1;
         if key.is_empty() || !is_secret_name(key) || value_start >= bytes.len() {
             continue;
         }
@@ -153,7 +163,7 @@ fn secret_pairs(text: &str, found: &mut impl FnMut(std::ops::Range<usize>)) {
         if start < end && &text[start..end] != MASK {
             found(start..end);
         }
-        index = end.max(value_start);
+        index = end.max(index);
     }
 }
 
@@ -170,9 +180,18 @@ impl Redactor {
         Self::default()
     }
 
-    /// Masks `value` (and the credentials inside it) from now on.
+    /// Masks `value` (and the credentials inside it) from now on. A value of several lines (a
+    /// private key) is masked line by line too, since output is masked a line at a time.
     pub fn add(&mut self, value: &str) {
-        for part in std::iter::once(value.to_string()).chain(secrets_in(value)) {
+        let lines = value
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.len() != value.len())
+            .map(str::to_string);
+        for part in std::iter::once(value.to_string())
+            .chain(secrets_in(value))
+            .chain(lines)
+        {
             if part.len() >= MIN_SECRET_LEN && part != MASK && !self.values.contains(&part) {
                 self.values.push(part);
             }
@@ -273,6 +292,10 @@ mod tests {
             "export API_TOKEN=********; run --password=********"
         );
         assert_eq!(redact_text("PWD=/home/app x=1"), "PWD=/home/app x=1");
+        assert_eq!(
+            redact_text("host=db user=app password = hunter2 dbname=app"),
+            "host=db user=app password = ******** dbname=app"
+        );
     }
 
     #[test]
@@ -289,6 +312,16 @@ mod tests {
         for name in ["TABLE", "PATH", "HOME", "PWD"] {
             assert!(!is_secret_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_value_of_several_lines_is_masked_line_by_line_too() {
+        let mut redactor = Redactor::new();
+        redactor.add_pair(
+            "PEM_KEY",
+            "-----BEGIN KEY-----\nMIIEvQIBADANBgkq\n-----END KEY-----",
+        );
+        assert_eq!(redactor.redact("line: MIIEvQIBADANBgkq"), "line: ********");
     }
 
     #[test]

@@ -7,6 +7,9 @@ use crate::Redactor;
 /// The longest line held back whole before it is masked and written in parts.
 const MAX_LINE: usize = 64 * 1024;
 
+/// What is kept back at a cut at least, so that a URL or key=value credential is seen whole.
+const KEEP_FOR_SHAPES: usize = 4096;
+
 /// Masks a byte stream line by line with a [`Redactor`].
 #[derive(Debug)]
 pub struct StreamRedactor {
@@ -33,9 +36,7 @@ impl StreamRedactor {
             out.extend(self.mask(&lines));
         }
         if self.pending.len() > MAX_LINE {
-            // Keep back enough for the longest secret to be seen whole next time.
-            let keep = self.redactor.longest().max(256).min(self.pending.len());
-            let cut = self.pending.len() - keep;
+            let cut = self.safe_cut();
             let rest = self.pending.split_off(cut);
             let head = std::mem::replace(&mut self.pending, rest);
             out.extend(self.mask(&head));
@@ -47,6 +48,45 @@ impl StreamRedactor {
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.pending);
         self.mask(&rest)
+    }
+
+    /// Where a long line may be cut: before the last stretch that could begin a known secret
+    /// (or a URL or key=value credential), moved back to the start of any known secret that
+    /// would straddle it, and to the last blank before it when there is one nearby.
+    fn safe_cut(&self) -> usize {
+        let keep = self
+            .redactor
+            .longest()
+            .max(KEEP_FOR_SHAPES)
+            .min(self.pending.len());
+        let mut cut = self.pending.len() - keep;
+        if let Some(blank) = self.pending[cut.saturating_sub(KEEP_FOR_SHAPES)..cut]
+            .iter()
+            .rposition(u8::is_ascii_whitespace)
+        {
+            cut = cut.saturating_sub(KEEP_FOR_SHAPES) + blank + 1;
+        }
+        loop {
+            let straddling = self
+                .redactor
+                .values()
+                .iter()
+                .filter_map(|secret| {
+                    let secret = secret.as_bytes();
+                    let from = cut.saturating_sub(secret.len() - 1);
+                    let window = &self.pending[from..(cut + secret.len()).min(self.pending.len())];
+                    window
+                        .windows(secret.len())
+                        .position(|w| w == secret)
+                        .map(|at| from + at)
+                        .filter(|start| *start < cut)
+                })
+                .min();
+            match straddling {
+                Some(start) => cut = start,
+                None => return cut,
+            }
+        }
     }
 
     fn mask(&self, bytes: &[u8]) -> Vec<u8> {
@@ -73,6 +113,29 @@ mod tests {
             String::from_utf8_lossy(&out),
             "one\ntwo ******** three\npostgres://a:********@db/x"
         );
+    }
+
+    #[test]
+    fn a_secret_is_never_cut_in_two_whatever_the_line_length() {
+        let secret = "tok-ABCDEFGHIJ";
+        let mut redactor = Redactor::new();
+        redactor.add(secret);
+        for filler in [1, 5, 13, 4095, 4097] {
+            let mut stream = StreamRedactor::new(redactor.clone());
+            let mut out = Vec::new();
+            let line = format!(
+                "{}{}",
+                "x".repeat(filler),
+                format!("{secret}xxxxxx").repeat(30_000)
+            );
+            for chunk in line.as_bytes().chunks(8192) {
+                out.extend(stream.push(chunk));
+            }
+            out.extend(stream.finish());
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains(secret), "filler {filler}: leaked");
+            assert_eq!(text.matches("********").count(), 30_000, "filler {filler}");
+        }
     }
 
     #[test]

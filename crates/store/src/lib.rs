@@ -41,12 +41,12 @@ use open::{FileIdentity, Location};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or opened.
-    #[error("cannot open the database {url}: {}", ferry_secrets::redact_text(&source.to_string()))]
+    #[error("cannot open the database {url}: {}", ferry_secrets::redact_text(&cause.to_string()))]
     Unavailable {
         /// The URL, password masked.
         url: String,
-        /// Why.
-        source: sqlx::Error,
+        /// Why (in the message, not a separate cause, so that it is said once).
+        cause: sqlx::Error,
     },
     /// The URL or connection string cannot be understood.
     #[error("cannot use the database {url}: {reason}")]
@@ -64,6 +64,13 @@ pub enum StoreError {
         /// The SQLite file.
         path: String,
     },
+    /// A command that only reads state found a PostgreSQL database without ferry's tables (it
+    /// never creates them).
+    #[error("no ferry state in the database {url}: start `ferry serve` on it first")]
+    Empty {
+        /// The URL, password masked.
+        url: String,
+    },
     /// The SQLite file is gone, but an engine used it (its lock file is still there).
     #[error(
         "the state database {path} is missing, but ferry has used it before ({lock} is there): restore the file from a backup; to begin again with an empty state instead (every catch-up DAG then runs its past intervals again), remove {lock}"
@@ -75,14 +82,14 @@ pub enum StoreError {
         lock: String,
     },
     /// A file or folder of the store cannot be used.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         /// What ferry tried to do.
         action: &'static str,
         /// The path.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The database cannot be written.
     #[error(
@@ -101,12 +108,12 @@ pub enum StoreError {
         reason: String,
     },
     /// The schema could not be brought up to date.
-    #[error("cannot migrate the database {url}: {source}")]
+    #[error("cannot migrate the database {url}: {cause}")]
     Migration {
         /// The URL, password masked.
         url: String,
         /// Why.
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     /// Another process owns the store.
     #[error(
@@ -149,7 +156,7 @@ pub enum StoreError {
     Unreadable(String),
     /// Any other database error.
     #[error("database error: {}", ferry_secrets::redact_text(&.0.to_string()))]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
 }
 
 impl StoreError {
@@ -166,15 +173,21 @@ impl StoreError {
     /// waits and tries again instead of stopping.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Unavailable { source, .. } | StoreError::Database(source) => {
-                is_transient_sqlx(source)
+            StoreError::Unavailable { cause, .. } | StoreError::Database(cause) => {
+                is_transient_sqlx(cause)
             }
-            StoreError::Io { source, .. } => !matches!(
-                source.kind(),
+            StoreError::Io { cause, .. } => !matches!(
+                cause.kind(),
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
             ),
             _ => false,
         }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
     }
 }
 
@@ -331,7 +344,7 @@ impl Store {
         let shown: Arc<str> = ferry_secrets::redact_text(url).into();
         match open::parse_location(url, &shown)? {
             Location::Postgres(options) => {
-                let pool = open::open_postgres(&options, &shown).await?;
+                let pool = open::open_postgres(&options, mode, &shown).await?;
                 Ok(Self {
                     pool: Pool::Postgres(pool),
                     shown,
@@ -754,7 +767,8 @@ impl Store {
             .await?;
             append_event!(
                 tx, at, &run.dag_id, &run.run_id, Some(claimed.task_id.as_str()), Some(claimed.try_number),
-                Some(TaskState::Queued.as_str()), TaskState::Running.as_str(), "executor", worker
+                Some(TaskState::Queued.as_str()), TaskState::Running.as_str(), "executor",
+                rendered.lines().next().unwrap_or_default()
             );
             tx.commit().await?;
             Ok(Some((claimed, attempt_id)))

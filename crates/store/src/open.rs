@@ -154,15 +154,27 @@ fn percent_encode(value: &str) -> String {
         .collect()
 }
 
-/// `<database>.lock` beside a SQLite file: the owner's lock, and the sign that an engine used
-/// the database.
+/// `<database>.lock` beside a SQLite file, symbolic links resolved: the owner's lock, and the
+/// sign that an engine used the database.
 pub(crate) fn lock_path(database: &Path) -> PathBuf {
-    let mut name = database
+    let real = std::fs::canonicalize(database).unwrap_or_else(|_| {
+        // A file that does not exist (yet): its folder's real path.
+        match (database.parent(), database.file_name()) {
+            (Some(parent), Some(name)) => std::fs::canonicalize(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })
+            .map_or_else(|_| database.to_path_buf(), |parent| parent.join(name)),
+            _ => database.to_path_buf(),
+        }
+    });
+    let mut name = real
         .file_name()
         .map(std::ffi::OsStr::to_os_string)
         .unwrap_or_default();
     name.push(".lock");
-    database.with_file_name(name)
+    real.with_file_name(name)
 }
 
 /// The identity of a SQLite file when it was opened: a file deleted or replaced behind ferry's
@@ -190,35 +202,52 @@ impl FileIdentity {
     }
 }
 
-/// Opens a PostgreSQL pool and migrates it.
+/// Opens a PostgreSQL pool and migrates it; with [`OpenMode::Existing`], only a database that
+/// already holds ferry's state.
 pub(crate) async fn open_postgres(
     options: &PgConnectOptions,
+    mode: OpenMode,
     shown: &str,
 ) -> Result<PgPool, StoreError> {
     // One connection first: a refused or failed connection is reported at once, where the pool
     // would retry it until its acquire timeout.
-    let probe = PgConnection::connect_with(options)
-        .await
-        .map_err(|source| StoreError::Unavailable {
-            url: shown.to_string(),
-            source,
-        })?;
+    let probe =
+        PgConnection::connect_with(options)
+            .await
+            .map_err(|cause| StoreError::Unavailable {
+                url: shown.to_string(),
+                cause,
+            })?;
     let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await
-        .map_err(|source| StoreError::Unavailable {
+        .map_err(|cause| StoreError::Unavailable {
             url: shown.to_string(),
-            source,
+            cause,
         })?;
+    if mode == OpenMode::Existing {
+        let has_state: bool = sqlx::query_scalar("SELECT to_regclass('dag_runs') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .map_err(|cause| StoreError::Unavailable {
+                url: shown.to_string(),
+                cause,
+            })?;
+        if !has_state {
+            return Err(StoreError::Empty {
+                url: shown.to_string(),
+            });
+        }
+    }
     sqlx::migrate!("./migrations/postgres")
         .run(&pool)
         .await
-        .map_err(|source| StoreError::Migration {
+        .map_err(|cause| StoreError::Migration {
             url: shown.to_string(),
-            source,
+            cause,
         })?;
     Ok(pool)
 }
@@ -246,10 +275,10 @@ pub(crate) async fn open_sqlite(
             });
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+            std::fs::create_dir_all(parent).map_err(|cause| StoreError::Io {
                 action: "create the data folder",
                 path: parent.display().to_string(),
-                source,
+                cause,
             })?;
         }
     }
@@ -307,10 +336,10 @@ async fn migrate_sqlite(pool: &SqlitePool, url: &str) -> Result<(), StoreError> 
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(StoreError::Migration {
                     url: url.to_string(),
-                    source,
+                    cause,
                 });
             }
         }
@@ -355,7 +384,7 @@ fn classify_open_error(url: &str, error: sqlx::Error) -> StoreError {
     } else {
         StoreError::Unavailable {
             url: url.to_string(),
-            source: error,
+            cause: error,
         }
     }
 }

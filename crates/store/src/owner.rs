@@ -1,13 +1,14 @@
 //! One owner per store: only the process holding the store's lock runs an engine on it.
 //!
-//! SQLite: an exclusive `flock` on `<database>.lock` beside the file. PostgreSQL: a session
-//! advisory lock held on a connection of its own. Both are released by the kernel or the server
+//! SQLite: an exclusive `flock` on `<database>.lock` beside the real file (symbolic links
+//! resolved, so that every path to the database meets the same lock); the file stays as the
+//! sign that an engine used the database. PostgreSQL: a session advisory lock held on a
+//! connection of its own. Both are released by the kernel or the server
 //! when the process dies, however it dies. The holder is named in `store_owner` so that a refused
 //! process can say who holds the store. A later multi-node release replaces the lock with leases;
 //! the engine asks only "do I still own the store?" ([`OwnerLock::verify`]).
 
 use std::fs::File;
-use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -45,27 +46,30 @@ impl Store {
     pub async fn acquire_owner(&self, holder: &str, at: i64) -> Result<OwnerLock, StoreError> {
         let held = match &self.pool {
             Pool::Sqlite(_) => {
-                let path = self.lock_path().ok_or_else(|| {
+                let file = self.file.as_ref().ok_or_else(|| {
                     StoreError::Unreadable("a SQLite store without a file".to_string())
                 })?;
-                let file = std::fs::OpenOptions::new()
+                // Never a descriptor of the database file itself: closing one would drop the
+                // locks SQLite holds on it in this process (POSIX locks belong to the process).
+                let path = crate::open::lock_path(&file.path);
+                let lock_file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
                     .open(&path)
-                    .map_err(|source| StoreError::Io {
+                    .map_err(|cause| StoreError::Io {
                         action: "open the lock file",
                         path: path.display().to_string(),
-                        source,
+                        cause,
                     })?;
-                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
                     Ok(lock) => Held::File { _lock: lock },
                     Err((_, Errno::EWOULDBLOCK)) => return Err(self.owned_error().await),
                     Err((_, errno)) => {
                         return Err(StoreError::Io {
                             action: "lock",
                             path: path.display().to_string(),
-                            source: errno.into(),
+                            cause: errno.into(),
                         });
                     }
                 }
@@ -107,12 +111,16 @@ impl Store {
     }
 
     async fn owned_error(&self) -> StoreError {
-        let holder = self
-            .owner()
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "another ferry process".to_string());
+        // The holder writes its name just after it takes the lock: give it a moment.
+        let mut holder = None;
+        for _ in 0..10 {
+            holder = self.owner().await.ok().flatten();
+            if holder.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let holder = holder.unwrap_or_else(|| "another ferry process".to_string());
         StoreError::Owned {
             url: self.shown.to_string(),
             holder,
@@ -131,11 +139,6 @@ impl Store {
             .await?;
             Ok(())
         })
-    }
-
-    /// `<database>.lock` beside a SQLite file.
-    fn lock_path(&self) -> Option<PathBuf> {
-        Some(crate::open::lock_path(&self.file.as_ref()?.path))
     }
 }
 

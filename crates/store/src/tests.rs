@@ -481,6 +481,82 @@ async fn a_database_that_vanished_is_not_silently_replaced_by_an_empty_one() {
 }
 
 #[tokio::test]
+async fn a_symbolic_link_to_the_database_meets_the_same_owner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ferry.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("opens");
+    let _owner = store
+        .acquire_owner("ferry serve pid 1", 1)
+        .await
+        .expect("free");
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let symbolic = elsewhere.path().join("symbolic.db");
+    std::os::unix::fs::symlink(&path, &symbolic).expect("symlink");
+    let linked = Store::open(&format!("sqlite://{}", symbolic.display()))
+        .await
+        .expect("opens");
+    let refused = linked
+        .acquire_owner("ferry serve pid 2", 2)
+        .await
+        .expect_err("the same database");
+    assert!(matches!(refused, StoreError::Owned { .. }), "{refused}");
+}
+
+#[tokio::test]
+async fn read_only_commands_never_create_ferrys_tables_in_postgresql() {
+    let Some(store) = fresh_postgres().await else {
+        return;
+    };
+    let url = store.pg_options.as_ref().map(|o| {
+        format!(
+            "postgres://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or_default()
+        )
+    });
+    store.close().await;
+    let url = url.expect("a PostgreSQL store");
+    let empty = format!("{url}_empty");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("admin");
+    let name = empty.rsplit_once('/').expect("name").1.to_string();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create");
+    let error = Store::open_with(&empty, OpenMode::Existing)
+        .await
+        .expect_err("no state there");
+    assert!(matches!(error, StoreError::Empty { .. }), "{error}");
+    let tables: i64 = {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&empty)
+            .await
+            .expect("connect");
+        let count = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        pool.close().await;
+        count
+    };
+    assert_eq!(tables, 0);
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+}
+
+#[tokio::test]
 async fn one_owner_at_a_time() {
     for (store, _dir) in stores().await {
         let first = store

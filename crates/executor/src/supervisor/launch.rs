@@ -12,7 +12,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, ChildStdin, Command};
 
 use super::procfs;
-use super::protocol::{AttemptResult, AttemptSpec, read_output, read_result};
+use super::protocol::{
+    AttemptResult, AttemptSpec, read_command, read_output, read_result, went_ahead,
+};
 use crate::SupervisorError;
 
 /// How often a reattached supervisor (not this process's child) is looked at.
@@ -43,9 +45,10 @@ pub struct SupervisorId {
 }
 
 impl SupervisorId {
-    /// True when it runs on this host, in this boot.
+    /// True when it runs on this machine, in this boot (the boot id is unique to both; the host
+    /// name may change between restarts).
     pub fn is_here(&self) -> bool {
-        self.host == procfs::host_name() && self.boot_id == procfs::boot_id()
+        self.boot_id == procfs::boot_id()
     }
 
     /// True while the supervisor process runs.
@@ -76,6 +79,18 @@ impl SupervisorId {
     /// The output it wrote so far.
     pub fn output(&self) -> String {
         read_output(&self.dir)
+    }
+
+    /// True once it had its go-ahead: a supervisor lost before never started its command.
+    pub fn went_ahead(&self) -> bool {
+        went_ahead(&self.dir)
+    }
+
+    /// For a supervisor that is gone: stops what its command left running (its process group,
+    /// and every process carrying its marker), SIGTERM then SIGKILL after `grace`. Blocks; returns
+    /// how many processes there were.
+    pub fn stop_what_is_left(&self, grace: Duration) -> usize {
+        procfs::stop_remaining(read_command(&self.dir), &self.marker, grace)
     }
 
     /// Asks the supervisor to stop the command: gracefully (SIGTERM, then SIGKILL after the
@@ -109,10 +124,10 @@ impl Launcher {
     /// [`Pending::start`]; nothing runs before.
     pub fn spawn(&self, dir: &Path, marker: &str) -> Result<Pending, SupervisorError> {
         let io = |action: &'static str| {
-            move |source| SupervisorError::Io {
+            move |cause| SupervisorError::Io {
                 action,
                 path: dir.display().to_string(),
-                source,
+                cause,
             }
         };
         create_private_dir(dir).map_err(io("create the attempt folder"))?;
@@ -130,10 +145,10 @@ impl Launcher {
             .process_group(0)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|source| SupervisorError::Io {
+            .map_err(|cause| SupervisorError::Io {
                 action: "start the supervisor",
                 path: self.program.display().to_string(),
-                source,
+                cause,
             })?;
         let stdin = child.stdin.take();
         let identity = child

@@ -22,7 +22,9 @@ pub mod protocol;
 mod shim;
 
 pub use launch::{Ended, Launcher, Pending, Spares, Supervised, SupervisorId, remove_attempt_dir};
-pub use procfs::{MARKER_VARIABLE, boot_id, host_name, own_start_ticks, stop_remaining};
+pub use procfs::{
+    CommandProcess, MARKER_VARIABLE, boot_id, host_name, own_start_ticks, stop_remaining,
+};
 pub use protocol::{AttemptResult, AttemptSpec, Leftovers};
 pub use shim::{StopRequest, execute, main, serve};
 

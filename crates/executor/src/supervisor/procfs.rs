@@ -143,6 +143,25 @@ pub(crate) fn stop_descendants(except: u32, grace: Duration) -> usize {
     stop_all(|| own_descendants(except), grace)
 }
 
+/// The main process of an attempt's command, as its supervisor recorded it when it started
+/// it: the leader of the command's process group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandProcess {
+    /// Its pid, which is also its process group's id.
+    pub pid: u32,
+    /// Its start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+impl CommandProcess {
+    /// True when signals to the group `pid` can only reach processes of this command: the
+    /// leader is still this process, or it is gone (then its pid cannot have been given to
+    /// anyone while members of its group live, so any member is one of the command's).
+    pub(crate) fn group_is_ours(&self) -> bool {
+        stat(self.pid).is_none_or(|s| s.start_ticks == self.start_ticks)
+    }
+}
+
 /// Sends `signal` to a process group; false when it has no process left.
 pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
     i32::try_from(pgid).is_ok_and(|pgid| killpg(Pid::from_raw(pgid), signal).is_ok())
@@ -153,9 +172,11 @@ pub(crate) fn signal_process(pid: u32, signal: Signal) -> bool {
     i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), signal).is_ok())
 }
 
-/// Stops every live process of group `pgid` (if given) and every process marked with `marker`:
+/// Stops every live process of an attempt's command group (if known, and only if that group is
+/// still the attempt's: see [`CommandProcess`]) and every process marked with `marker`:
 /// SIGTERM, then SIGKILL to those still alive after `grace`. Returns how many were found.
-pub fn stop_remaining(pgid: Option<u32>, marker: &str, grace: Duration) -> usize {
+pub fn stop_remaining(command: Option<CommandProcess>, marker: &str, grace: Duration) -> usize {
+    let pgid = command.filter(CommandProcess::group_is_ours).map(|c| c.pid);
     stop_all(
         || {
             let mut pids = pgid.map(group_members).unwrap_or_default();
@@ -181,18 +202,31 @@ fn stop_all(found: impl Fn() -> Vec<u32>, grace: Duration) -> usize {
     loop {
         let left = found();
         if left.is_empty() {
-            break;
+            return first.len();
         }
         if std::time::Instant::now() >= deadline {
-            for pid in left {
-                signal_process(pid, Signal::SIGKILL);
-            }
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // SIGKILL until nothing is left: a process killed cannot start another, but one not yet
+    // killed may have started one since the last look (a chain that keeps respawning itself).
+    let give_up = std::time::Instant::now() + KILL_ROUNDS_FOR;
+    loop {
+        let left = found();
+        if left.is_empty() || std::time::Instant::now() >= give_up {
+            break;
+        }
+        for pid in left {
+            signal_process(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     first.len()
 }
+
+/// How long SIGKILL rounds go on against processes that keep starting others.
+const KILL_ROUNDS_FOR: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

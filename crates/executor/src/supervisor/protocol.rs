@@ -18,6 +18,8 @@ use crate::command::Program;
 pub const OUTPUT_FILE: &str = "output.log";
 /// How the attempt ended (JSON), written once the command has ended.
 pub const RESULT_FILE: &str = "result.json";
+/// The command's main process (JSON [`super::CommandProcess`]), written as soon as it started.
+pub const COMMAND_FILE: &str = "command.json";
 
 /// The version of this protocol, so that a supervisor started by an older ferry is understood
 /// after an upgrade.
@@ -72,16 +74,34 @@ pub struct AttemptResult {
     pub ended_at: i64,
 }
 
+/// Writes `value` as JSON into `dir/name` atomically (the folder is made again if it was
+/// removed meanwhile): a reader sees the whole file or none.
+pub(crate) fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    drop(file);
+    std::fs::rename(&temporary, dir.join(name))
+}
+
 /// Writes `result` into `dir` atomically: a reader sees the whole result or none. It is not
 /// forced to disk: it must survive the engine and the supervisor, not the machine (if the
 /// machine dies, the attempt is lost and run again: at-least-once), and an fsync per attempt
 /// would cost more than the rest of the supervision.
 pub fn write_result(dir: &Path, result: &AttemptResult) -> std::io::Result<()> {
-    let temporary = dir.join(format!("{RESULT_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(&serde_json::to_vec(result).map_err(std::io::Error::other)?)?;
-    drop(file);
-    std::fs::rename(&temporary, dir.join(RESULT_FILE))
+    write_json(dir, RESULT_FILE, result)
+}
+
+/// The command's main process, if the supervisor started it.
+pub fn read_command(dir: &Path) -> Option<super::CommandProcess> {
+    serde_json::from_slice(&std::fs::read(dir.join(COMMAND_FILE)).ok()?).ok()
+}
+
+/// True once the supervisor had its go-ahead (it makes the output file before it starts the
+/// command): an attempt without it never ran anything.
+pub fn went_ahead(dir: &Path) -> bool {
+    dir.join(OUTPUT_FILE).exists()
 }
 
 /// The result in `dir`, if the supervisor wrote one.

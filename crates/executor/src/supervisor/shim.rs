@@ -24,7 +24,8 @@ use tokio::sync::watch;
 
 use super::procfs::{self, MARKER_VARIABLE};
 use super::protocol::{
-    AttemptResult, AttemptSpec, Leftovers, OUTPUT_FILE, PROTOCOL_VERSION, write_result,
+    AttemptResult, AttemptSpec, COMMAND_FILE, Leftovers, OUTPUT_FILE, PROTOCOL_VERSION, write_json,
+    write_result,
 };
 use crate::command::Program;
 use crate::log::LogFile;
@@ -72,10 +73,10 @@ pub async fn serve(dir: &Path) -> Result<(), SupervisorError> {
     // rather than to init, so it can be found and stopped.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let io = |action: &'static str| {
-        move |source| SupervisorError::Io {
+        move |cause| SupervisorError::Io {
             action,
             path: dir.display().to_string(),
-            source,
+            cause,
         }
     };
     let mut terminate = signal(SignalKind::terminate()).map_err(io("watch signals in"))?;
@@ -130,14 +131,16 @@ pub async fn execute(
     mut stops: watch::Receiver<StopRequest>,
 ) -> Result<AttemptResult, SupervisorError> {
     let output_path = dir.join(OUTPUT_FILE);
+    // The folder may have been removed since the supervisor started: make it again.
+    let _ = std::fs::create_dir_all(dir);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&output_path)
-        .map_err(|source| SupervisorError::Io {
+        .map_err(|cause| SupervisorError::Io {
             action: "create the output file",
             path: output_path.display().to_string(),
-            source,
+            cause,
         })?;
     let log = Arc::new(Mutex::new(LogFile::new(file, spec.log_limit)));
     let note = |line: &str| {
@@ -193,6 +196,14 @@ pub async fn execute(
             false,
         );
     };
+    // Who the command is, for a recovery that finds this supervisor gone.
+    if let Some(stat) = procfs::stat(pid) {
+        let command = procfs::CommandProcess {
+            pid,
+            start_ticks: stat.start_ticks,
+        };
+        let _ = write_json(dir, COMMAND_FILE, &command);
+    }
     let redactor = Redactor::from_values(spec.secrets.iter().cloned());
     let readers = [
         child.stdout.take().map(|out| {
@@ -269,7 +280,14 @@ pub async fn execute(
             if procfs::is_child_subreaper() {
                 procfs::stop_descendants(pid, grace)
             } else {
-                procfs::stop_remaining(Some(pid), &marker, grace)
+                procfs::stop_remaining(
+                    procfs::stat(pid).map(|s| procfs::CommandProcess {
+                        pid,
+                        start_ticks: s.start_ticks,
+                    }),
+                    &marker,
+                    grace,
+                )
             }
         })
         .await

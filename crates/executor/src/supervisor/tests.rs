@@ -311,3 +311,37 @@ async fn a_stop_reaches_a_reattached_supervisor() {
     assert!(result.stopped_on_request, "{result:?}");
     assert!(procfs::marked(&work.marker).is_empty());
 }
+
+#[tokio::test]
+async fn a_chain_that_keeps_respawning_itself_is_stopped_for_good() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let hop = root.path().join("hop.sh");
+    let beats = root.path().join("beats");
+    std::fs::write(
+        &hop,
+        format!(
+            "#!/bin/sh\ntrap '' TERM\necho x >> {}\nsleep 0.03\n{} &\n",
+            beats.display(),
+            hop.display()
+        ),
+    )
+    .expect("script");
+    let mut chain = spec(&format!("sh {} & sleep 0.5", hop.display()));
+    chain.program = Program::Shell(format!("chmod +x {0}; {0} & sleep 0.5", hop.display()));
+    chain.grace_ms = 200;
+    // In-process, this test is not a subreaper: the marker finds the chain.
+    let (result, output, _dir) = run(&chain).await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Succeeded { code: Some(0) },
+        "{output}"
+    );
+    let settled = std::fs::read_to_string(&beats).unwrap_or_default().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&beats).unwrap_or_default().len(),
+        settled,
+        "the chain still runs: {:?}",
+        procfs::marked(&chain.marker)
+    );
+}

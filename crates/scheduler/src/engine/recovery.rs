@@ -4,19 +4,10 @@
 //! declared lost: what they left running is stopped, and they are retried after their retry
 //! delay (or failed) by their policy.
 
-use ferry_executor::supervisor::{Supervised, SupervisorId, stop_remaining};
+use ferry_executor::supervisor::{Ended, Supervised, SupervisorId};
 
+use super::tasks::supervised_end;
 use super::*;
-
-/// What became of a running attempt that no one watched.
-enum Found {
-    /// Its supervisor still runs: watch it again.
-    Running(SupervisorId),
-    /// Its supervisor ended and wrote the result.
-    Ended(AttemptEnd),
-    /// Nothing can finish it.
-    Lost(AttemptEnd),
-}
 
 impl Engine {
     /// Looks at running attempts this engine does not watch: on start-up (and after the store
@@ -42,41 +33,59 @@ impl Engine {
             let Some(attempt) = attempt.filter(|a| a.try_number == task.try_number) else {
                 continue;
             };
+            let redactor = self.attempt_redactor(&run, &task).await?;
             let supervisor = attempt
                 .supervisor
                 .as_deref()
-                .and_then(SupervisorId::from_json);
-            let found = match supervisor {
-                Some(id) if id.is_here() => match id.result() {
-                    Some(result) => Found::Ended(AttemptEnd {
-                        outcome: result.outcome,
-                        log: self.config.secrets.redact(&id.output()),
-                        ended_at: Some(result.ended_at),
-                        lost: false,
+                .and_then(SupervisorId::from_json)
+                .filter(SupervisorId::is_here);
+            let end = match supervisor {
+                Some(id) if id.result().is_none() && id.is_running() => {
+                    self.reattach(&run, &task, attempt.id, id, redactor).await?;
+                    continue;
+                }
+                Some(id) => {
+                    let ended = match id.result() {
+                        Some(result) => Ended::Finished {
+                            result,
+                            output: id.output(),
+                        },
+                        None => Ended::Lost {
+                            reason: format!(
+                                "its supervisor (pid {}) is gone without a result",
+                                id.pid
+                            ),
+                            output: id.output(),
+                        },
+                    };
+                    supervised_end(&id, ended, &redactor).await
+                }
+                // A request that ran in a dead engine, or an attempt of another machine whose
+                // node stopped answering: nothing here can finish it.
+                None => {
+                    let why = format!(
+                        "worker {} stopped answering",
+                        task.worker.as_deref().unwrap_or("?")
+                    );
+                    AttemptEnd {
+                        outcome: Outcome::failed(None, why.clone()),
+                        log: format!("{}[ferry] {why}\n", attempt.log),
+                        ended_at: None,
+                        lost: true,
                         interrupted: false,
-                        dir: Some(id.dir.clone()),
-                    }),
-                    None if id.is_running() => Found::Running(id),
-                    None => Found::Lost(self.lost(&task, Some(&id), &attempt.log).await),
-                },
-                // Another host's supervisor, whose node stopped answering: it cannot be
-                // reached from here.
-                Some(_) | None => Found::Lost(self.lost(&task, None, &attempt.log).await),
-            };
-            match found {
-                Found::Running(id) => self.reattach(&run, &task, attempt.id, id).await?,
-                Found::Ended(end) | Found::Lost(end) => {
-                    let dir = end.dir.clone();
-                    self.record_end_detached(&run, task.id, task.lease, attempt.id, &end)
-                        .await?;
-                    if let Some(dir) = dir {
-                        ferry_executor::supervisor::remove_attempt_dir(&dir);
-                    }
-                    // An active run reloads the task from the store.
-                    if let Some(active) = self.runs.remove(&run.id) {
-                        self.activate(active.run).await?;
+                        dir: None,
                     }
                 }
+            };
+            let dir = end.dir.clone();
+            self.record_end_detached(&run, task.id, task.lease, attempt.id, &end)
+                .await?;
+            if let Some(dir) = dir {
+                ferry_executor::supervisor::remove_attempt_dir(&dir);
+            }
+            // An active run reloads the task from the store.
+            if let Some(active) = self.runs.remove(&run.id) {
+                self.activate(active.run).await?;
             }
         }
         if starting {
@@ -85,45 +94,26 @@ impl Engine {
         Ok(())
     }
 
-    /// The end of an attempt that nothing can finish: what it left running here is stopped
-    /// first, so that its retry never runs beside it.
-    async fn lost(
-        &self,
+    /// The secrets an attempt of `task` may show: the engine's, and those of its environment,
+    /// headers and URL as its DAG version renders them.
+    async fn attempt_redactor(
+        &mut self,
+        run: &RunRecord,
         task: &TaskInstanceRecord,
-        supervisor: Option<&SupervisorId>,
-        log_so_far: &str,
-    ) -> AttemptEnd {
-        let why = match supervisor {
-            Some(id) => format!("its supervisor (pid {}) is gone without a result", id.pid),
-            None => format!(
-                "worker {} stopped answering",
-                task.worker.as_deref().unwrap_or("?")
-            ),
+    ) -> Result<Redactor, EngineError> {
+        let Some(loaded) = self.version_of(run).await? else {
+            return Ok(self.config.secrets.clone());
         };
-        let mut log = log_so_far.to_string();
-        if let Some(id) = supervisor {
-            log.push_str(&self.config.secrets.redact(&id.output()));
-            let marker = id.marker.clone();
-            let stopped = tokio::task::spawn_blocking(move || {
-                stop_remaining(None, &marker, crate::render::STOP_GRACE)
-            })
-            .await
-            .unwrap_or_default();
-            if stopped > 0 {
-                log.push_str(&format!(
-                    "[ferry] stopped {stopped} process(es) the lost attempt left running\n"
-                ));
-            }
-        }
-        log.push_str(&format!("[ferry] {why}\n"));
-        AttemptEnd {
-            outcome: Outcome::failed(None, why),
-            log,
-            ended_at: None,
-            lost: true,
-            interrupted: false,
-            dir: supervisor.map(|id| id.dir.clone()),
-        }
+        let Some(definition) = loaded.dag.task(&task.task_id) else {
+            return Ok(self.config.secrets.clone());
+        };
+        let context = self.attempt_context(task.try_number);
+        Ok(
+            prepare(&loaded.dag, definition, run, &self.templates, &context).map_or_else(
+                |_| self.config.secrets.clone(),
+                |prepared| prepared.redactor,
+            ),
+        )
     }
 
     /// Takes over an attempt whose supervisor survived its engine: this worker heartbeats it
@@ -134,6 +124,7 @@ impl Engine {
         task: &TaskInstanceRecord,
         attempt_id: i64,
         id: SupervisorId,
+        redactor: Redactor,
     ) -> Result<(), EngineError> {
         let now = millis(self.clock.now());
         let detail = format!("reattached to its supervisor (pid {})", id.pid);
@@ -166,7 +157,6 @@ impl Engine {
             attempt_id,
             end: AttemptEnd::default(),
         };
-        let redactor = self.config.secrets.clone();
         self.watch(task.id, slot, Supervised::reattach(id), message, redactor);
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! pools and `max_active_tasks`, starting attempts (commands under a supervisor), and deciding
 //! on each attempt's end.
 
-use ferry_executor::supervisor::{AttemptSpec, Ended, Supervised, protocol};
+use ferry_executor::supervisor::{AttemptSpec, Ended, Supervised, SupervisorId, protocol};
 
 use super::*;
 
@@ -267,7 +267,7 @@ impl Engine {
                     Err(error) => {
                         // The machine cannot start processes now (no memory, no pids): the task
                         // stays queued and is tried again on the next pass.
-                        eprintln!("ferry: {error}");
+                        warn(&error.to_string());
                         self.timers
                             .push(Reverse((now + 1000, TimerKind::Retry, pk, index)));
                         return Ok(());
@@ -415,25 +415,8 @@ impl Engine {
         self.running.insert(task_instance, slot);
         let sender = self.sender.clone();
         tokio::spawn(async move {
-            let dir = supervised.id().dir.clone();
-            message.end = match supervised.ended().await {
-                Ended::Finished { result, output } => AttemptEnd {
-                    outcome: result.outcome.redacted(&redactor),
-                    log: redactor.redact(&output),
-                    ended_at: Some(result.ended_at),
-                    lost: false,
-                    interrupted: false,
-                    dir: Some(dir),
-                },
-                Ended::Lost { reason, output } => AttemptEnd {
-                    outcome: Outcome::failed(None, redactor.redact(&reason)),
-                    log: redactor.redact(&output),
-                    ended_at: None,
-                    lost: true,
-                    interrupted: false,
-                    dir: Some(dir),
-                },
-            };
+            let ended = supervised.ended().await;
+            message.end = supervised_end(supervised.id(), ended, &redactor).await;
             let _ = sender.send(Message::Finished(message));
         });
     }
@@ -476,19 +459,24 @@ impl Engine {
             attempt_id,
             mut end,
         } = finished;
-        if let Some(slot) = self.running.get(&task_instance) {
-            match slot.stop_reason {
-                Some(StopReason::Shutdown) => end.interrupted_by_shutdown(),
-                Some(StopReason::RunTimeout) => {
-                    end.outcome = Outcome::Failed {
-                        retryable: false,
-                        retry_after: None,
-                        code: end.outcome.code(),
-                        reason: "stopped: the run exceeded its dagrun_timeout".to_string(),
-                    }
-                }
-                None => {}
+        match self
+            .running
+            .get(&task_instance)
+            .and_then(|slot| slot.stop_reason)
+        {
+            Some(StopReason::Shutdown) => {
+                end.interrupt("interrupted by ferry's shutdown; this try does not count");
             }
+            Some(StopReason::RunTimeout) => {
+                end.interrupted = false;
+                end.outcome = Outcome::Failed {
+                    retryable: false,
+                    retry_after: None,
+                    code: end.outcome.code(),
+                    reason: "stopped: the run exceeded its dagrun_timeout".to_string(),
+                };
+            }
+            None => {}
         }
         let dir = end.dir.clone();
         if !self.runs.contains_key(&run_pk)
@@ -669,17 +657,77 @@ impl Default for AttemptEnd {
 }
 
 impl AttemptEnd {
-    /// Stopped because ferry shut down: the try does not count, and it runs again.
-    fn interrupted_by_shutdown(&mut self) {
+    /// Stopped by ferry, not failed (a shutdown; a supervisor lost before its command started):
+    /// the try does not count, and it runs again at once. A command that succeeded meanwhile
+    /// stays a success.
+    fn interrupt(&mut self, why: &str) {
         if !matches!(self.outcome, Outcome::Succeeded { .. }) {
             self.outcome = Outcome::Failed {
                 retryable: true,
                 retry_after: Some(Duration::ZERO),
                 code: self.outcome.code(),
-                reason: "interrupted by ferry's shutdown; this try does not count".to_string(),
+                reason: why.to_string(),
             };
             self.lost = false;
             self.interrupted = true;
+        }
+    }
+}
+
+/// How a supervised attempt's end is recorded. A supervisor that wrote `stopped_on_request`
+/// was stopped by ferry (a shutdown, or a run timeout that fires again once the run is back in
+/// memory): its try does not count. A supervisor gone without a result first has what its
+/// command left running stopped; if it never had its go-ahead, its command never ran and the
+/// try does not count either.
+pub(super) async fn supervised_end(
+    id: &SupervisorId,
+    ended: Ended,
+    redactor: &Redactor,
+) -> AttemptEnd {
+    match ended {
+        Ended::Finished { result, output } => {
+            let mut end = AttemptEnd {
+                outcome: result.outcome.redacted(redactor),
+                log: redactor.redact(&output),
+                ended_at: Some(result.ended_at),
+                lost: false,
+                interrupted: false,
+                dir: Some(id.dir.clone()),
+            };
+            if result.stopped_on_request {
+                end.interrupt("stopped by ferry; this try does not count");
+            }
+            end
+        }
+        Ended::Lost { reason, output } => {
+            let gone = id.clone();
+            let stopped = tokio::task::spawn_blocking(move || {
+                gone.stop_what_is_left(crate::render::STOP_GRACE)
+            })
+            .await
+            .unwrap_or_default();
+            let mut log = redactor.redact(&output);
+            if stopped > 0 {
+                log.push_str(&format!(
+                    "[ferry] stopped {stopped} process(es) the lost attempt left running\n"
+                ));
+            }
+            let reason = redactor.redact(&reason);
+            log.push_str(&format!("[ferry] {reason}\n"));
+            let mut end = AttemptEnd {
+                outcome: Outcome::failed(None, reason.clone()),
+                log,
+                ended_at: None,
+                lost: true,
+                interrupted: false,
+                dir: Some(id.dir.clone()),
+            };
+            if !id.went_ahead() {
+                end.interrupt(&format!(
+                    "{reason}, before its command started; this try does not count"
+                ));
+            }
+            end
         }
     }
 }

@@ -535,3 +535,82 @@ async fn a_dag_whose_folder_became_unreadable_keeps_its_last_version() {
         "gone once the folder is readable and the file gone"
     );
 }
+
+#[tokio::test]
+async fn a_supervisor_lost_before_its_go_ahead_does_not_use_up_a_try() {
+    // An engine killed after recording the claim but before the go-ahead: the command never
+    // ran, so the task runs again without losing its only try.
+    let mut h = harness(2).await;
+    let marker = h.dir.path().join("ran");
+    let yaml = format!(
+        "tasks:\n  - {{id: once, type: command, command: 'echo ran >> {}'}}\n",
+        marker.display()
+    );
+    let id = load(&mut h, "never_started", &yaml).await;
+    let run = manual_run(&mut h, &id).await;
+    let store = h.engine.store.clone();
+    let now = millis(chrono::Utc::now());
+    assert!(
+        store
+            .transition_run(&run, RunState::Queued, RunState::Running, now, "test")
+            .await
+            .expect("start")
+    );
+    let task = store.task_instances(run.id).await.expect("tasks").remove(0);
+    let queue = TaskChange {
+        id: task.id,
+        from: TaskState::Pending,
+        to: TaskState::Queued,
+        lease: None,
+        ready_at: None,
+        exit_code: None,
+        grant_try: false,
+        at: now,
+        cause: "test",
+        detail: "",
+    };
+    assert!(
+        store
+            .transition_task(&run, &task, &queue)
+            .await
+            .expect("queue")
+    );
+    let pending = h
+        .engine
+        .config
+        .launcher
+        .spawn(&h.engine.config.attempts_dir.join("lost"), "marker-lost")
+        .expect("spawns");
+    let supervisor = pending.id().to_json();
+    store
+        .claim(
+            &run,
+            &task,
+            "dead-engine:1:1",
+            "echo ran",
+            Some(&supervisor),
+            now,
+        )
+        .await
+        .expect("claim")
+        .expect("claimed");
+    // The engine dies here: its supervisor sees standard input close and exits, nothing run.
+    pending.abandon().await;
+    let focus = [run.run_id.clone()];
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30),
+        h.engine
+            .drive(&Shutdown::default(), Some(&focus), false, None),
+    )
+    .await
+    .expect("ends")
+    .expect("drive");
+    assert_eq!(ended[0].state, "success");
+    assert_eq!(std::fs::read_to_string(&marker).expect("ran"), "ran\n");
+    let first = store
+        .attempt(&run.run_id, "once", Some(1))
+        .await
+        .expect("read")
+        .expect("try 1");
+    assert_eq!(first.outcome.as_deref(), Some("interrupted"));
+}

@@ -147,8 +147,8 @@ pub(crate) fn run(
     })
 }
 
-/// Tasks per run: six that sleep and leave a background process behind, one that fails its
-/// first try, and a `noop` after them.
+/// Tasks per run: six without retries that sleep and leave a background process behind, one
+/// that fails its first try (and has retries), and a `noop` after them.
 const TASKS: usize = 8;
 
 struct Project {
@@ -193,8 +193,9 @@ impl Project {
         let mut workers = Vec::new();
         for index in 0..TASKS - 2 {
             let seconds = 0.2 + 0.15 * index as f64;
+            // No retries: a kill that cost a try would fail its run.
             text.push_str(&format!(
-                "  - id: w{index}\n    type: command\n    command: '{}; sleep 300 & sleep {seconds:.2}; {}'\n    retries: 2\n    retry_delay: 0s\n",
+                "  - id: w{index}\n    type: command\n    command: '{}; sleep 300 & sleep {seconds:.2}; {}'\n",
                 line("start"),
                 line("end")
             ));

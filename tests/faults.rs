@@ -6,12 +6,12 @@
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    ferry_in, fresh_postgres, nix_kill, project, serve_until_success, spawn_ferry,
+    Spawned, ferry_in, fresh_postgres, nix_kill, project, serve_until_success, spawn_ferry,
     spawn_ferry_with, stderr, stdout, wait_for_runs_of, wait_until,
 };
 
@@ -117,7 +117,7 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn finish(child: Child) -> Output {
+fn finish(child: Spawned) -> Output {
     child.wait_with_output().expect("ferry ends")
 }
 
@@ -233,7 +233,7 @@ fn run_hands_over_to_the_daemon(url: &str) {
     let dir = project(&[("handed.yaml", &dag)]);
     let mut serve = spawn_ferry(dir.path(), &["serve", "--database-url", url]);
     wait_for_owner(url, serve.id());
-    let runs: Vec<Child> = (0..2)
+    let runs: Vec<Spawned> = (0..2)
         .map(|_| {
             let child =
                 spawn_ferry_with(dir.path(), &["run", "handed", "--database-url", url], &[]);
@@ -323,6 +323,7 @@ fn issue6_an_unreadable_folder_is_named_and_the_other_dags_are_still_scheduled()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Spawned::from)
         .expect("serve starts");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_for_runs_of(
@@ -728,6 +729,7 @@ fn issue6_a_20000_task_run_does_not_delay_heartbeats_or_timeouts() {
         .stdout(progress)
         .stderr(Stdio::null())
         .spawn()
+        .map(Spawned::from)
         .expect("serve starts");
     wait_for_owner(&url, serve.id());
     let small_run = spawn_ferry_with(dir.path(), &["run", "small"], &[]);
@@ -745,6 +747,7 @@ fn issue6_a_20000_task_run_does_not_delay_heartbeats_or_timeouts() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Spawned::from)
         .expect("run starts");
     let mut beats = Vec::new();
     let watch_until = Instant::now() + Duration::from_secs(6);

@@ -82,12 +82,56 @@ pub(crate) fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-pub(crate) fn spawn_ferry(dir: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn_ferry(dir: &Path, args: &[&str]) -> Spawned {
     spawn_ferry_with(dir, args, &[])
 }
 
+/// A ferry process a test started: killed if the test ends without waiting for it (a failed
+/// assertion), so that no daemon outlives its test.
+pub(crate) struct Spawned(Option<Child>);
+
+impl From<Child> for Spawned {
+    fn from(child: Child) -> Self {
+        Self(Some(child))
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("not waited for yet")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not waited for yet")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Spawned {
+    /// Waits for the process and collects its output.
+    pub(crate) fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0
+            .take()
+            .expect("not waited for yet")
+            .wait_with_output()
+    }
+}
+
 /// The same, with these environment variables too.
-pub(crate) fn spawn_ferry_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_ferry_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
     command
         .args(args)
@@ -100,7 +144,7 @@ pub(crate) fn spawn_ferry_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) 
     for (name, value) in env {
         command.env(name, value);
     }
-    command.spawn().expect("ferry starts")
+    Spawned::from(command.spawn().expect("ferry starts"))
 }
 
 /// Polls `ferry runs list` until `check` holds for the JSON list, or fails after `limit`.
@@ -116,7 +160,7 @@ pub(crate) fn wait_for_runs(
 pub(crate) fn wait_for_runs_of(
     dir: &Path,
     limit: Duration,
-    mut daemon: Option<&mut Child>,
+    mut daemon: Option<&mut Spawned>,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     let deadline = Instant::now() + limit;

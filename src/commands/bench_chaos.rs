@@ -107,11 +107,12 @@ pub(crate) fn run(
     let _ = last.wait();
     let states =
         ended.with_context(|| format!("the daemon's output: {}", project.log.display()))?;
-    findings.runs_lost = runs - states.iter().filter(|s| *s == "success").count();
+    findings.runs_lost = runs.saturating_sub(states.iter().filter(|s| *s == "success").count());
     // Leftovers are stopped by their supervisor at the end of each task: give the last ones
     // a moment, then look.
     std::thread::sleep(Duration::from_millis(500));
-    findings.orphans_left = processes_with(&format!("FERRY_DAG_ID={dag_id}"));
+    findings.orphans_left =
+        processes_with(&format!("FERRY_DAG_ID={dag_id}")) + supervisors_of(&project.dir);
     project.check_ledger(&mut findings)?;
     findings.seconds = started.elapsed().as_secs_f64();
     if json {
@@ -306,7 +307,10 @@ impl Project {
                 other => bail!("unknown ledger entry {other:?}"),
             }
         }
-        for tries in attempts.values() {
+        for ((_, task), tries) in &attempts {
+            // Each command runs once, under one try; only the flaky task runs twice by design.
+            let expected_tries = if task == "flaky" { 2 } else { 1 };
+            findings.commands_executed_more_than_once += tries.len().saturating_sub(expected_tries);
             let mut previous_end: Option<Option<u128>> = None;
             for (start_count, start, end) in tries.values() {
                 findings.attempts += start_count;
@@ -329,6 +333,26 @@ impl Project {
 /// What the ledger says of one try of one task: how often it started, when it first started,
 /// when it last ended.
 type Seen = (usize, u128, Option<u128>);
+
+/// Live `ferry supervise` processes of attempts under `dir` (none may outlive the last daemon:
+/// its spares end with it, and every attempt has ended).
+fn supervisors_of(dir: &Path) -> usize {
+    let needle = dir.display().to_string();
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    proc.flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|cmdline| {
+                let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                words.get(1) == Some(&&b"supervise"[..])
+                    && words
+                        .get(2)
+                        .is_some_and(|folder| folder.starts_with(needle.as_bytes()))
+            })
+        })
+        .count()
+}
 
 /// Live processes whose environment holds `entry` (`NAME=value`).
 fn processes_with(entry: &str) -> usize {

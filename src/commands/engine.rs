@@ -122,8 +122,8 @@ pub(crate) fn engine_config(
             OnStop::Detach => StopMode::Detach,
         },
     };
-    let program =
-        std::env::current_exe().context("cannot find the ferry binary to start supervisors")?;
+    // Supervisors are this very build, shown under the name ferry was started by.
+    let name = std::env::args_os().next().unwrap_or_else(|| "ferry".into());
     Ok(EngineConfig {
         worker: worker_name(),
         parallelism: config.engine.parallelism.max(1),
@@ -133,7 +133,7 @@ pub(crate) fn engine_config(
         shutdown_grace: Duration::from_secs(config.engine.shutdown_grace_secs),
         stop_mode,
         attempts_dir: attempts_dir(config, store),
-        launcher: Launcher::new(program, vec!["supervise".into()], Vec::new()),
+        launcher: Launcher::this_binary(name),
         task_env,
         leftovers: match config.engine.leftover_processes {
             LeftoverProcesses::Stop => Leftovers::Stop,
@@ -252,6 +252,41 @@ async fn owner_is_gone(store: &Store, after: Duration) -> Result<bool> {
         .is_none_or(|seen| seen < silent_since))
 }
 
+/// Prints the changes of `run_ids` recorded since `seen`; the runs once they have all ended.
+async fn look(
+    store: &Store,
+    run_ids: &[String],
+    seen: &mut [i64],
+    engine: &Engine,
+) -> Result<Option<Vec<ferry_store::RunRecord>>, StoreError> {
+    for (run_id, last) in run_ids.iter().zip(seen.iter_mut()) {
+        for event in store.events_after(run_id, *last).await? {
+            *last = event.id;
+            if event.task_id.is_none() && event.to_state == "queued" {
+                // This process created the run and has said so.
+                continue;
+            }
+            engine.observe(&Progress {
+                at: from_millis(event.at),
+                dag_id: event.dag_id,
+                run_id: event.run_id,
+                task_id: event.task_id,
+                try_number: event.try_number.unwrap_or(0),
+                state: event.to_state,
+                detail: event.detail,
+            });
+        }
+    }
+    let mut ended = Vec::new();
+    for run_id in run_ids {
+        match store.run(run_id).await? {
+            Some(run) if run.state()?.is_terminal() => ended.push(run),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(ended))
+}
+
 /// How following runs ended.
 pub(crate) enum Followed {
     /// Every run ended.
@@ -280,40 +315,25 @@ pub(crate) async fn follow(
     let mut seen: Vec<i64> = vec![0; run_ids.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ownership_checked = std::time::Instant::now();
+    let mut unreachable = false;
     loop {
-        for (run_id, last) in run_ids.iter().zip(seen.iter_mut()) {
-            for event in store.events_after(run_id, *last).await? {
-                *last = event.id;
-                if event.task_id.is_none() && event.to_state == "queued" {
-                    // This process created the run and has said so.
-                    continue;
+        match look(store, run_ids, &mut seen, engine).await {
+            Ok(Some(ended)) => return Ok(Followed::Ended(ended)),
+            Ok(None) => unreachable = false,
+            // The store may come back: the runs go on meanwhile; say it once.
+            Err(error) if error.is_transient() => {
+                if !unreachable {
+                    say!("ferry: the state database is unreachable ({error}); still following");
                 }
-                engine.observe(&Progress {
-                    at: from_millis(event.at),
-                    dag_id: event.dag_id,
-                    run_id: event.run_id,
-                    task_id: event.task_id,
-                    try_number: event.try_number.unwrap_or(0),
-                    state: event.to_state,
-                    detail: event.detail,
-                });
+                unreachable = true;
             }
+            Err(error) => return Err(error.into()),
         }
-        let mut ended = Vec::new();
-        for run_id in run_ids {
-            match store.run(run_id).await? {
-                Some(run) if run.state()?.is_terminal() => ended.push(run),
-                _ => break,
-            }
-        }
-        if ended.len() == run_ids.len() {
-            return Ok(Followed::Ended(ended));
-        }
-        if ownership_checked.elapsed() >= Duration::from_secs(1)
-            && owner_is_gone(store, owner_gone_after).await?
-        {
+        if !unreachable && ownership_checked.elapsed() >= Duration::from_secs(1) {
             ownership_checked = std::time::Instant::now();
-            if let Ok(lock) = try_own(store, command).await? {
+            if owner_is_gone(store, owner_gone_after).await?
+                && let Ok(lock) = try_own(store, command).await?
+            {
                 return Ok(Followed::Owner(lock));
             }
         }

@@ -174,7 +174,9 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
 /// The exit code: 0 when every run succeeded; 1 otherwise (including interrupted runs).
 fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
     if ended.is_empty() {
-        say!("ferry: interrupted; the run is recorded and goes on under `ferry serve`");
+        say!(
+            "ferry: interrupted; the run is recorded and goes on when a ferry engine works on the store (`ferry serve`)"
+        );
         return Ok(ExitCode::from(1));
     }
     let failed = ended

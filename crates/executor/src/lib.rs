@@ -79,6 +79,17 @@ impl Outcome {
         }
     }
 
+    /// A failure that no retry mends (a missing program, a template error, a refused
+    /// go-ahead).
+    pub fn fatal(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            retryable: false,
+            retry_after: None,
+            code: None,
+            reason: reason.into(),
+        }
+    }
+
     /// The same outcome with its reason masked by `redactor` (a request's error quotes its URL).
     pub fn redacted(self, redactor: &ferry_secrets::Redactor) -> Self {
         match self {

@@ -372,8 +372,13 @@ enum Message {
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
+    /// A retry delay has passed.
     Retry,
+    /// A queued task that could not start (no process could be made) is looked at again.
+    Requeue,
+    /// A `wait_for_dag` looks again.
     Deferral,
+    /// A run's `dagrun_timeout` has passed.
     RunTimeout,
 }
 
@@ -417,6 +422,8 @@ pub struct Engine {
     reloading: bool,
     /// Supervisors started ahead of need.
     spares: Spares,
+    /// Attempts running under another machine's supervisor, already reported.
+    foreign: HashSet<i64>,
 }
 
 impl Drop for Engine {
@@ -443,6 +450,7 @@ impl Engine {
         );
         Self {
             spares,
+            foreign: HashSet::new(),
             store,
             clock,
             config,
@@ -506,11 +514,21 @@ impl Engine {
                         "the state database {} is unreachable ({error}); running tasks go on under their supervisors; retrying",
                         self.store.shown()
                     ));
-                    if !self.wait_for_store(shutdown).await {
-                        // Stopped while the store is away: stop as asked; the ends of attempts
-                        // are recorded at the next start (supervisors keep their results).
-                        self.shut_down(shutdown, false).await?;
-                        return Ok(Vec::new());
+                    loop {
+                        if !self.wait_for_store(shutdown).await {
+                            // Stopped while the store is away: stop as asked; the ends of
+                            // attempts are recorded at the next start (supervisors keep their
+                            // results).
+                            self.shut_down(shutdown, false).await?;
+                            return Ok(Vec::new());
+                        }
+                        // Still the owner? (Another process may have taken the store while
+                        // this one could not reach it; it must not act then.)
+                        match self.verify_ownership().await {
+                            Ok(()) => break,
+                            Err(EngineError::Store(error)) if error.is_transient() => {}
+                            Err(error) => return Err(error),
+                        }
                     }
                     warn(&format!(
                         "the state database is back after {:.1}s; resuming",
@@ -626,6 +644,14 @@ impl Engine {
             }
         }
         Ok(Some(ended))
+    }
+
+    /// Fails with [`StoreError::OwnershipLost`] if another process owns the store now.
+    async fn verify_ownership(&self) -> Result<(), EngineError> {
+        if let Some(owner) = &self.owner {
+            owner.verify(&self.store, millis(self.clock.now())).await?;
+        }
+        Ok(())
     }
 
     /// Waits until the store answers again (backoff from 0.5 s to 10 s). False if a shutdown

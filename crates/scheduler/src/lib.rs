@@ -25,6 +25,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
+    /// A supervisor could not be recorded or started.
+    #[error(transparent)]
+    Supervisor(#[from] ferry_executor::SupervisorError),
     /// A run was asked of a DAG that is not loaded.
     #[error("no DAG `{0}` is loaded")]
     UnknownDag(String),

@@ -124,9 +124,15 @@ pub fn prepare(
                     .filter(|p| !p.as_os_str().is_empty())
                     .map(|p| p.to_path_buf()),
             };
+            // Masked before quoting: quoting escapes characters a secret may contain.
             let mut shown = match &program {
-                Program::Shell(line) => format!("sh -c {line:?}"),
-                Program::Argv(argv) => format!("{argv:?}"),
+                Program::Shell(line) => format!("sh -c {:?}", redactor.redact(line)),
+                Program::Argv(argv) => format!(
+                    "{:?}",
+                    argv.iter()
+                        .map(|arg| redactor.redact(arg))
+                        .collect::<Vec<_>>()
+                ),
             };
             shown.push_str(&shown_pairs(&dag_env, "="));
             Prepared {

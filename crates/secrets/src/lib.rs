@@ -211,13 +211,6 @@ impl Redactor {
         }
     }
 
-    /// Adds every value another redactor knows.
-    pub fn extend(&mut self, other: &Redactor) {
-        for value in &other.values {
-            self.add(value);
-        }
-    }
-
     /// The values masked, longest first (sent to a supervisor so it can mask output as it comes).
     pub fn values(&self) -> &[String] {
         &self.values

@@ -84,9 +84,18 @@ impl StreamRedactor {
                 .min();
             match straddling {
                 Some(start) => cut = start,
-                None => return cut,
+                None => break,
             }
         }
+        // Never inside a character of several bytes.
+        while cut > 0 && cut < self.pending.len() && self.pending[cut] & 0xC0 == 0x80 {
+            cut -= 1;
+        }
+        if cut == 0 && self.pending.len() > 4 * MAX_LINE {
+            // A "secret" longer than a long line: bound the memory all the same.
+            return self.pending.len() - keep;
+        }
+        cut
     }
 
     fn mask(&self, bytes: &[u8]) -> Vec<u8> {
@@ -136,6 +145,18 @@ mod tests {
             assert!(!text.contains(secret), "filler {filler}: leaked");
             assert_eq!(text.matches("********").count(), 30_000, "filler {filler}");
         }
+    }
+
+    #[test]
+    fn a_long_line_is_never_cut_inside_a_character() {
+        let mut stream = StreamRedactor::new(Redactor::new());
+        let line = "é".repeat(MAX_LINE);
+        let mut out = Vec::new();
+        for chunk in line.as_bytes().chunks(1000) {
+            out.extend(stream.push(chunk));
+        }
+        out.extend(stream.finish());
+        assert_eq!(String::from_utf8(out).expect("whole characters"), line);
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub enum StoreError {
         /// The URL, password masked.
         url: String,
     },
+    /// A command that only reads found a database of an older ferry (it never changes the
+    /// schema under a running engine).
+    #[error(
+        "the state database {url} has an older schema than this ferry: start this ferry's `ferry serve` to bring it up to date"
+    )]
+    Outdated {
+        /// The URL, password masked.
+        url: String,
+    },
     /// The SQLite file is gone, but an engine used it (its lock file is still there).
     #[error(
         "the state database {path} is missing, but ferry has used it before ({lock} is there): restore the file from a backup; to begin again with an empty state instead (every catch-up DAG then runs its past intervals again), remove {lock}"
@@ -323,7 +332,7 @@ pub struct TaskChange<'a> {
     pub grant_try: bool,
     /// When.
     pub at: i64,
-    /// Why: `scheduler`, `retry`, `timeout`, `operator`, `heartbeat lost`, ...
+    /// Why: `scheduler`, `retry`, `timeout`, `operator`, `lost`, `interrupted`, `recovery`, ...
     pub cause: &'a str,
     /// Details for people.
     pub detail: &'a str,
@@ -367,6 +376,18 @@ impl Store {
     /// The database as shown to people: its URL or path, password masked.
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// What names this database whatever path or URL reached it: the real path of a SQLite
+    /// file (symbolic links resolved), the URL of a PostgreSQL database (password masked).
+    pub fn identity(&self) -> String {
+        match &self.file {
+            Some(file) => std::fs::canonicalize(&file.path)
+                .unwrap_or_else(|_| file.path.clone())
+                .display()
+                .to_string(),
+            None => self.shown.to_string(),
+        }
     }
 
     /// Checks that the database answers.

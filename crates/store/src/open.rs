@@ -242,7 +242,20 @@ pub(crate) async fn open_postgres(
             });
         }
     }
-    sqlx::migrate!("./migrations/postgres")
+    let migrator = sqlx::migrate!("./migrations/postgres");
+    if mode == OpenMode::Existing {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await
+                .map_err(|cause| StoreError::Unavailable {
+                    url: shown.to_string(),
+                    cause,
+                })?;
+        check_schema(applied, &migrator, shown)?;
+        return Ok(pool);
+    }
+    migrator
         .run(&pool)
         .await
         .map_err(|cause| StoreError::Migration {
@@ -250,6 +263,22 @@ pub(crate) async fn open_postgres(
             cause,
         })?;
     Ok(pool)
+}
+
+/// A command that only reads never changes the schema: a database older than this ferry is
+/// brought up to date by this ferry's engine, not by `ferry runs list` under an older daemon.
+fn check_schema(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+    shown: &str,
+) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max();
+    if applied < known {
+        return Err(StoreError::Outdated {
+            url: shown.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Opens a SQLite pool (creating the file and its folder only in [`OpenMode::Create`]) and
@@ -289,8 +318,19 @@ pub(crate) async fn open_sqlite(
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    let pool = connect_sqlite(options, shown).await?;
-    migrate_sqlite(&pool, shown).await?;
+    let pool = connect_sqlite(options, shown)
+        .await
+        .map_err(|error| read_only_if_unwritable(error, path, shown))?;
+    if mode == OpenMode::Existing {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await
+                .map_err(|error| classify_open_error(shown, error))?;
+        check_schema(applied, &sqlx::migrate!("./migrations/sqlite"), shown)?;
+    } else {
+        migrate_sqlite(&pool, shown).await?;
+    }
     let identity = FileIdentity::of(path).ok_or_else(|| StoreError::Missing {
         path: path.display().to_string(),
     })?;
@@ -371,6 +411,26 @@ pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
 }
 
 /// Opening errors that mean "this is not a usable database" get their own variants.
+/// SQLite says "unable to open database file" when it cannot make its journal beside a
+/// database it cannot write: say what is wrong.
+fn read_only_if_unwritable(error: StoreError, path: &Path, shown: &str) -> StoreError {
+    let writable = |path: &Path| nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok();
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match error {
+        StoreError::Unavailable { .. }
+            if path.exists() && !(writable(path) && writable(folder)) =>
+        {
+            StoreError::ReadOnly {
+                url: shown.to_string(),
+            }
+        }
+        other => other,
+    }
+}
+
 fn classify_open_error(url: &str, error: sqlx::Error) -> StoreError {
     if is_corruption(&error) {
         StoreError::Corrupt {

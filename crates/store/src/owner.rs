@@ -148,13 +148,25 @@ impl OwnerLock {
     /// then taken again if no one else took it meanwhile, else [`StoreError::OwnershipLost`].
     pub async fn verify(&self, store: &Store, at: i64) -> Result<(), StoreError> {
         self.ensure_held(store).await?;
-        with_pool!(store, pool => {
+        let recorded = with_pool!(store, pool => {
             sqlx::query("UPDATE store_owner SET seen_at = $1 WHERE id = 1 AND holder = $2")
                 .bind(at)
                 .bind(&self.holder)
                 .execute(pool)
-                .await?;
-            Ok(())
+                .await?
+                .rows_affected()
+        });
+        if recorded == 1 {
+            return Ok(());
+        }
+        // Another holder is recorded: another process took the store.
+        let holder = store
+            .owner()
+            .await?
+            .unwrap_or_else(|| "another ferry process".to_string());
+        Err(StoreError::OwnershipLost {
+            url: self.shown.clone(),
+            holder,
         })
     }
 
@@ -188,11 +200,6 @@ impl OwnerLock {
             url: self.shown.clone(),
             holder,
         })
-    }
-
-    /// The description this process gave of itself.
-    pub fn holder(&self) -> &str {
-        &self.holder
     }
 }
 

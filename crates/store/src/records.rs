@@ -144,7 +144,7 @@ pub struct EventRecord {
     pub from_state: Option<String>,
     /// New state.
     pub to_state: String,
-    /// Why: `scheduler`, `executor`, `retry`, `timeout`, `operator`, `heartbeat lost`, ...
+    /// Why: `scheduler`, `executor`, `retry`, `timeout`, `operator`, `lost`, `interrupted`, `recovery`, ...
     pub cause: String,
     /// Details.
     pub detail: String,

@@ -13,7 +13,8 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use super::procfs;
 use super::protocol::{
-    AttemptResult, AttemptSpec, read_command, read_output, read_result, went_ahead,
+    AttemptResult, AttemptSpec, create_private_dir, read_command, read_output, read_result,
+    went_ahead,
 };
 use crate::SupervisorError;
 
@@ -46,9 +47,19 @@ pub struct SupervisorId {
 
 impl SupervisorId {
     /// True when it runs on this machine, in this boot (the boot id is unique to both; the host
-    /// name may change between restarts).
+    /// name may change between restarts). Without a readable boot id, by host name.
     pub fn is_here(&self) -> bool {
-        self.boot_id == procfs::boot_id()
+        let boot = procfs::boot_id();
+        if boot.is_empty() || self.boot_id.is_empty() {
+            return self.host == procfs::host_name();
+        }
+        self.boot_id == boot
+    }
+
+    /// True when it ran on this machine in an earlier boot: the machine restarted since, and
+    /// the supervisor died with it.
+    pub fn rebooted_since(&self) -> bool {
+        !self.is_here() && self.host == procfs::host_name()
     }
 
     /// True while the supervisor process runs.
@@ -57,8 +68,10 @@ impl SupervisorId {
     }
 
     /// As stored.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, SupervisorError> {
+        serde_json::to_string(self).map_err(|error| {
+            SupervisorError::Protocol(format!("cannot record the supervisor: {error}"))
+        })
     }
 
     /// From the store.
@@ -110,6 +123,7 @@ impl SupervisorId {
 #[derive(Clone, Debug)]
 pub struct Launcher {
     program: PathBuf,
+    name: Option<OsString>,
     args: Vec<OsString>,
     env: Vec<(String, String)>,
 }
@@ -117,7 +131,23 @@ pub struct Launcher {
 impl Launcher {
     /// `program args… DIR` with exactly `env` as its environment.
     pub fn new(program: PathBuf, args: Vec<OsString>, env: Vec<(String, String)>) -> Self {
-        Self { program, args, env }
+        Self {
+            program,
+            name: None,
+            args,
+            env,
+        }
+    }
+
+    /// The supervisors of this ferry: its own binary (`/proc/self/exe`, which stays the
+    /// running build even when the file is replaced by an upgrade), shown as `name supervise`.
+    pub fn this_binary(name: OsString) -> Self {
+        Self {
+            program: PathBuf::from("/proc/self/exe"),
+            name: Some(name),
+            args: vec!["supervise".into()],
+            env: Vec::new(),
+        }
     }
 
     /// Starts a supervisor for an attempt whose folder is `dir` (created here). It waits for
@@ -133,7 +163,11 @@ impl Launcher {
         create_private_dir(dir).map_err(io("create the attempt folder"))?;
         let errors = std::fs::File::create(dir.join(SUPERVISOR_ERRORS))
             .map_err(io("create the supervisor's error file in"))?;
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if let Some(name) = &self.name {
+            command.arg0(name);
+        }
+        let mut child = command
             .args(&self.args)
             .arg(dir)
             .env_clear()
@@ -167,7 +201,7 @@ impl Launcher {
             dir: dir.to_path_buf(),
             marker: marker.to_string(),
         };
-        std::fs::write(dir.join(SUPERVISOR_ID), id.to_json())
+        std::fs::write(dir.join(SUPERVISOR_ID), id.to_json()?)
             .map_err(io("write the supervisor's identity into"))?;
         Ok(Pending { child, stdin, id })
     }
@@ -224,14 +258,6 @@ impl Spares {
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
 /// A supervisor that is waiting for its go-ahead.
 #[derive(Debug)]
 pub struct Pending {
@@ -248,15 +274,20 @@ impl Pending {
 
     /// The go-ahead: the supervisor starts the command of `spec`.
     pub async fn start(mut self, spec: &AttemptSpec) -> Supervised {
-        let mut line = serde_json::to_vec(spec).unwrap_or_default();
-        line.push(b'\n');
         // A supervisor that died meanwhile is found by `Supervised::ended`.
-        let _ = self.stdin.write_all(&line).await;
+        let sent = match serde_json::to_vec(spec) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                self.stdin.write_all(&line).await.is_ok()
+            }
+            Err(_) => false,
+        };
         let _ = self.stdin.shutdown().await;
         drop(self.stdin);
         Supervised {
             id: self.id,
             child: Some(self.child),
+            go_ahead_sent: sent,
         }
     }
 
@@ -274,6 +305,8 @@ pub struct Supervised {
     id: SupervisorId,
     /// Set when this process started it (its end is then known at once).
     child: Option<Child>,
+    /// Whether this process sent it the go-ahead (for one it started).
+    go_ahead_sent: bool,
 }
 
 /// How a supervised attempt ended.
@@ -292,13 +325,19 @@ pub enum Ended {
         reason: String,
         /// The output it wrote before it was lost.
         output: String,
+        /// Whether it had its go-ahead (if not, its command never ran).
+        went_ahead: bool,
     },
 }
 
 impl Supervised {
-    /// Watches a supervisor that an earlier engine started.
+    /// Watches a supervisor that an earlier engine started (or that has ended already).
     pub fn reattach(id: SupervisorId) -> Self {
-        Self { id, child: None }
+        Self {
+            id,
+            child: None,
+            go_ahead_sent: false,
+        }
     }
 
     /// Who it is.
@@ -325,6 +364,7 @@ impl Supervised {
                     Ended::Lost {
                         reason,
                         output: read_output(&self.id.dir),
+                        went_ahead: self.go_ahead_sent || self.id.went_ahead(),
                     }
                 }
             };
@@ -338,8 +378,12 @@ impl Supervised {
                 return match read_result(&self.id.dir) {
                     Some(result) => self.finished(result),
                     None => Ended::Lost {
-                        reason: format!("its supervisor (pid {}) is gone", self.id.pid),
+                        reason: format!(
+                            "its supervisor (pid {} on {}) is gone without a result",
+                            self.id.pid, self.id.host
+                        ),
                         output: read_output(&self.id.dir),
+                        went_ahead: self.id.went_ahead(),
                     },
                 };
             }

@@ -23,7 +23,8 @@ mod shim;
 
 pub use launch::{Ended, Launcher, Pending, Spares, Supervised, SupervisorId, remove_attempt_dir};
 pub use procfs::{
-    CommandProcess, MARKER_VARIABLE, boot_id, host_name, own_start_ticks, stop_remaining,
+    CommandProcess, MARKER_VARIABLE, boot_id, host_name, kill_recorded_group, own_start_ticks,
+    stop_remaining,
 };
 pub use protocol::{AttemptResult, AttemptSpec, Leftovers};
 pub use shim::{StopRequest, execute, main, serve};

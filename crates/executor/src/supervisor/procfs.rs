@@ -24,6 +24,13 @@ pub(crate) struct Stat {
     pub(crate) start_ticks: u64,
 }
 
+impl Stat {
+    /// True for a process that runs (not a zombie waiting to be reaped, nor dead).
+    pub(crate) fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
 /// Reads `/proc/<pid>/stat`; `None` when the process does not exist.
 pub(crate) fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -62,14 +69,14 @@ pub fn own_start_ticks() -> u64 {
 
 /// True while the process `pid` that started at `start_ticks` still runs (not a zombie).
 pub(crate) fn is_running(pid: u32, start_ticks: u64) -> bool {
-    stat(pid).is_some_and(|s| s.start_ticks == start_ticks && s.state != 'Z' && s.state != 'X')
+    stat(pid).is_some_and(|s| s.start_ticks == start_ticks && s.is_live())
 }
 
 /// Live (not zombie) processes of process group `pgid`.
 pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     pids()
         .filter(|pid| {
-            stat(*pid).is_some_and(|s| i64::from(s.pgrp) == i64::from(pgid) && s.state != 'Z')
+            stat(*pid).is_some_and(|s| i64::from(s.pgrp) == i64::from(pgid) && s.is_live())
         })
         .collect()
 }
@@ -87,7 +94,7 @@ pub(crate) fn marked(marker: &str) -> Vec<u32> {
                     .any(|entry| entry == needle.as_bytes())
             })
         })
-        .filter(|pid| stat(*pid).is_some_and(|s| s.state != 'Z'))
+        .filter(|pid| stat(*pid).is_some_and(|s| s.is_live()))
         .collect()
 }
 
@@ -109,7 +116,7 @@ pub(crate) fn own_descendants(except: u32) -> Vec<u32> {
             continue;
         }
         stack.extend(children_of(pid));
-        if pid != except && stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X') {
+        if pid != except && stat(pid).is_some_and(|s| s.is_live()) {
             found.push(pid);
         }
     }
@@ -160,6 +167,13 @@ impl CommandProcess {
     pub(crate) fn group_is_ours(&self) -> bool {
         stat(self.pid).is_none_or(|s| s.start_ticks == self.start_ticks)
     }
+}
+
+/// SIGKILL to process group `pgid`, as the first release of ferry recorded it (`pgid:N`, with
+/// no start time to check it by): what an attempt of that release left running is stopped when
+/// this release recovers it.
+pub fn kill_recorded_group(pgid: u32) {
+    signal_group(pgid, Signal::SIGKILL);
 }
 
 /// Sends `signal` to a process group; false when it has no process left.

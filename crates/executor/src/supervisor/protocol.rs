@@ -21,8 +21,9 @@ pub const RESULT_FILE: &str = "result.json";
 /// The command's main process (JSON [`super::CommandProcess`]), written as soon as it started.
 pub const COMMAND_FILE: &str = "command.json";
 
-/// The version of this protocol, so that a supervisor started by an older ferry is understood
-/// after an upgrade.
+/// The version of the go-ahead. An engine starts supervisors from its own binary (see
+/// [`super::Launcher`]), so both sides speak the same version; a mismatch is refused with a
+/// result that no retry mends.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What to do with processes left in the attempt's process group when its main process ends.
@@ -77,7 +78,7 @@ pub struct AttemptResult {
 /// Writes `value` as JSON into `dir/name` atomically (the folder is made again if it was
 /// removed meanwhile): a reader sees the whole file or none.
 pub(crate) fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let temporary = dir.join(format!("{name}.tmp"));
     let mut file = std::fs::File::create(&temporary)?;
     file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
@@ -98,10 +99,29 @@ pub fn read_command(dir: &Path) -> Option<super::CommandProcess> {
     serde_json::from_slice(&std::fs::read(dir.join(COMMAND_FILE)).ok()?).ok()
 }
 
-/// True once the supervisor had its go-ahead (it makes the output file before it starts the
-/// command): an attempt without it never ran anything.
+/// Marks that the supervisor had its go-ahead (the output file, made before anything else).
+pub(crate) fn mark_went_ahead(dir: &Path) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(OUTPUT_FILE))
+        .map(drop)
+}
+
+/// True once the supervisor had its go-ahead: an attempt lost without it never ran anything
+/// (unless someone removed its folder).
 pub fn went_ahead(dir: &Path) -> bool {
     dir.join(OUTPUT_FILE).exists()
+}
+
+/// Makes `dir` (and its parents) readable by its owner only, as attempt output may be private.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The result in `dir`, if the supervisor wrote one.

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use super::procfs::{self, MARKER_VARIABLE};
 use super::protocol::{
-    AttemptResult, AttemptSpec, COMMAND_FILE, Leftovers, OUTPUT_FILE, PROTOCOL_VERSION, write_json,
-    write_result,
+    self, AttemptResult, AttemptSpec, COMMAND_FILE, Leftovers, OUTPUT_FILE, PROTOCOL_VERSION,
+    write_json, write_result,
 };
 use crate::command::Program;
 use crate::log::LogFile;
@@ -98,14 +98,22 @@ pub async fn serve(dir: &Path) -> Result<(), SupervisorError> {
         // The engine went away before confirming: nothing may run.
         return Ok(());
     }
-    let spec: AttemptSpec = serde_json::from_str(&line)
-        .map_err(|error| SupervisorError::Protocol(error.to_string()))?;
-    if spec.version != PROTOCOL_VERSION {
-        return Err(SupervisorError::Protocol(format!(
-            "protocol version {} (this ferry speaks {PROTOCOL_VERSION})",
-            spec.version
-        )));
-    }
+    // From here on the attempt counts: mark that the go-ahead came (an attempt lost before
+    // this mark never ran anything, and its try is given back).
+    protocol::mark_went_ahead(dir).map_err(io("mark the go-ahead in"))?;
+    let spec = match serde_json::from_str::<AttemptSpec>(&line) {
+        Ok(spec) if spec.version == PROTOCOL_VERSION => spec,
+        Ok(spec) => {
+            return refuse(
+                dir,
+                &format!(
+                    "the supervisor speaks protocol version {PROTOCOL_VERSION}, the engine {}",
+                    spec.version
+                ),
+            );
+        }
+        Err(error) => return refuse(dir, &format!("unreadable go-ahead: {error}")),
+    };
     let (stop, stops) = watch::channel(StopRequest::None);
     tokio::spawn(async move {
         loop {
@@ -123,6 +131,22 @@ pub async fn serve(dir: &Path) -> Result<(), SupervisorError> {
     write_result(dir, &result).map_err(io("write the result into"))
 }
 
+/// A go-ahead this supervisor cannot follow: a failure that no retry mends, as the result.
+fn refuse(dir: &Path, reason: &str) -> Result<(), SupervisorError> {
+    let now = now_ms();
+    let result = AttemptResult {
+        outcome: Outcome::fatal(format!("supervisor: {reason}")),
+        stopped_on_request: false,
+        started_at: now,
+        ended_at: now,
+    };
+    write_result(dir, &result).map_err(|cause| SupervisorError::Io {
+        action: "write the result into",
+        path: dir.display().to_string(),
+        cause,
+    })
+}
+
 /// Runs the command of `spec` with its output in `dir`, until it ends, times out or is
 /// stopped through `stops`; returns how it ended.
 pub async fn execute(
@@ -132,7 +156,7 @@ pub async fn execute(
 ) -> Result<AttemptResult, SupervisorError> {
     let output_path = dir.join(OUTPUT_FILE);
     // The folder may have been removed since the supervisor started: make it again.
-    let _ = std::fs::create_dir_all(dir);
+    let _ = protocol::create_private_dir(dir);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -238,6 +262,8 @@ pub async fn execute(
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut timed_out = false;
     let mut stopped = false;
+    let mut stopped_now = false;
+    let mut stop_channel_open = true;
     let status = loop {
         tokio::select! {
             status = &mut exited => break status,
@@ -250,28 +276,32 @@ pub async fn execute(
                 procfs::signal_group(pid, Signal::SIGKILL);
                 kill_at = None;
             }
-            changed = stops.changed(), if !stopped => {
+            changed = stops.changed(), if stop_channel_open && !stopped_now => {
                 if changed.is_err() {
-                    stopped = true;
+                    // No one can ask for a stop any more; the timeout still holds.
+                    stop_channel_open = false;
                     continue;
                 }
                 let request = *stops.borrow();
                 match request {
                     StopRequest::None => {}
-                    StopRequest::Graceful => {
+                    StopRequest::Graceful if !stopped => {
                         stopped = true;
                         procfs::signal_group(pid, Signal::SIGTERM);
                         kill_at = Some(tokio::time::Instant::now() + grace);
                     }
+                    StopRequest::Graceful => {}
+                    // Also after a graceful request: a second Ctrl-C does not wait the grace.
                     StopRequest::Now => {
                         stopped = true;
+                        stopped_now = true;
                         procfs::signal_group(pid, Signal::SIGKILL);
                     }
                 }
             }
         }
     };
-    let stopped_on_request = stopped && *stops.borrow() != StopRequest::None;
+    let stopped_on_request = stopped;
     if spec.leftovers == Leftovers::Stop || timed_out || stopped_on_request {
         let marker = spec.marker.clone();
         // A supervisor adopts what its command leaves behind: its descendants are exactly
@@ -311,8 +341,8 @@ pub async fn execute(
     }
     let outcome = if timed_out {
         let reason = format!(
-            "timed out after {}s; the process group was stopped",
-            spec.timeout_ms.unwrap_or_default() / 1000
+            "timed out after {}; the process group was stopped",
+            shown_duration(spec.timeout_ms.unwrap_or_default())
         );
         note(&reason);
         Outcome::failed(None, reason)
@@ -347,11 +377,22 @@ fn finish(
 }
 
 fn not_started(reason: &str) -> Outcome {
-    Outcome::Failed {
-        retryable: false,
-        retry_after: None,
-        code: None,
-        reason: reason.to_string(),
+    Outcome::fatal(reason)
+}
+
+/// `1.5s`, `30s`, `2m 30s`.
+fn shown_duration(ms: u64) -> String {
+    if ms < 60_000 && !ms.is_multiple_of(1000) {
+        format!("{}s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{}s", ms / 1000)
+    } else {
+        let (minutes, seconds) = (ms / 60_000, (ms % 60_000) / 1000);
+        if seconds == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m {seconds}s")
+        }
     }
 }
 

@@ -251,7 +251,7 @@ async fn a_supervisor_outlives_its_engine_and_is_reattached() {
     let supervised = pending.start(&work).await;
     // The engine forgets it (as if it died): the supervisor goes on, and is found by its id.
     drop(supervised);
-    let stored = SupervisorId::from_json(&id.to_json()).expect("round trip");
+    let stored = SupervisorId::from_json(&id.to_json().expect("json")).expect("round trip");
     let mut reattached = Supervised::reattach(stored);
     let Ended::Finished { result, output } = reattached.ended().await else {
         panic!("finished");
@@ -277,9 +277,15 @@ async fn a_killed_supervisor_is_lost_and_its_command_can_be_stopped_by_marker() 
         id.pid,
         nix::sys::signal::Signal::SIGKILL
     ));
-    let Ended::Lost { reason, output } = supervised.ended().await else {
+    let Ended::Lost {
+        reason,
+        output,
+        went_ahead,
+    } = supervised.ended().await
+    else {
         panic!("lost");
     };
+    assert!(went_ahead, "it had its go-ahead");
     assert!(reason.contains("without a result"), "{reason}");
     assert_eq!(output, "begun\n");
     assert!(

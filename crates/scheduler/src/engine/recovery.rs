@@ -4,15 +4,18 @@
 //! declared lost: what they left running is stopped, and they are retried after their retry
 //! delay (or failed) by their policy.
 
-use ferry_executor::supervisor::{Ended, Supervised, SupervisorId};
+use ferry_executor::supervisor::{Supervised, SupervisorId};
 
-use super::tasks::supervised_end;
+use super::tasks::ended_now;
 use super::*;
 
 impl Engine {
     /// Looks at running attempts this engine does not watch: on start-up (and after the store
-    /// came back) all of them, since this engine owns the store; later, only those whose
-    /// worker's heartbeat is older than the timeout.
+    /// came back) all of them, this engine's own included (one cut short by a store fault), since
+    /// this engine owns the store; later, those whose worker's heartbeat is older than the
+    /// timeout. A supervisor of this machine is watched again, whether it still runs, has ended
+    /// or is gone (beside the loop: stopping what a lost one left takes seconds); one of another
+    /// machine is left alone; an attempt without one is concluded here.
     pub(super) async fn recover_attempts(&mut self, starting: bool) -> Result<(), EngineError> {
         let now = self.clock.now();
         let timeout = chrono::Duration::from_std(self.config.heartbeat_timeout).unwrap_or_default();
@@ -23,9 +26,8 @@ impl Engine {
         };
         let running = self.store.stale_running(before).await?;
         for task in running {
-            if self.running.contains_key(&task.id)
-                || task.worker.as_deref() == Some(self.config.worker.as_str())
-            {
+            let ours = task.worker.as_deref() == Some(self.config.worker.as_str());
+            if self.running.contains_key(&task.id) || (ours && !starting) {
                 continue;
             }
             let run = self.store.run_of(&task).await?;
@@ -33,47 +35,67 @@ impl Engine {
             let Some(attempt) = attempt.filter(|a| a.try_number == task.try_number) else {
                 continue;
             };
-            let redactor = self.attempt_redactor(&run, &task).await?;
             let supervisor = attempt
                 .supervisor
                 .as_deref()
-                .and_then(SupervisorId::from_json)
-                .filter(SupervisorId::is_here);
+                .and_then(SupervisorId::from_json);
             let end = match supervisor {
-                Some(id) if id.result().is_none() && id.is_running() => {
+                Some(id) if id.is_here() => {
+                    let redactor = self.attempt_redactor(&run, &task).await?;
                     self.reattach(&run, &task, attempt.id, id, redactor).await?;
                     continue;
                 }
-                Some(id) => {
-                    let ended = match id.result() {
-                        Some(result) => Ended::Finished {
-                            result,
-                            output: id.output(),
-                        },
-                        None => Ended::Lost {
-                            reason: format!(
-                                "its supervisor (pid {}) is gone without a result",
-                                id.pid
-                            ),
-                            output: id.output(),
-                        },
-                    };
-                    supervised_end(&id, ended, &redactor).await
+                Some(id) if !id.rebooted_since() => {
+                    // Another machine's supervisor: whether it still runs cannot be seen from
+                    // here, and retrying it could run its command twice.
+                    if self.foreign.insert(task.id) {
+                        warn(&format!(
+                            "task {} of run {} runs under a supervisor on {} (pid {}), which this machine cannot reach: it is left running; start ferry on {} to record it",
+                            task.task_id, run.run_id, id.host, id.pid, id.host
+                        ));
+                    }
+                    continue;
                 }
-                // A request that ran in a dead engine, or an attempt of another machine whose
-                // node stopped answering: nothing here can finish it.
-                None => {
-                    let why = format!(
-                        "worker {} stopped answering",
-                        task.worker.as_deref().unwrap_or("?")
+                // This engine's own attempt without a supervisor (a `noop` or `wait_for_dag`
+                // cut short by a store fault after its claim): nothing outside ran.
+                None if ours => {
+                    let mut end = ended_now(
+                        Outcome::failed(None, "cut short by a store fault"),
+                        attempt.log.clone(),
                     );
+                    end.interrupt("cut short by a store fault before it did anything; this try does not count");
+                    end
+                }
+                // A request that ran in a dead engine, a supervisor that died with an earlier
+                // boot of this machine, or an attempt of the first release (which recorded
+                // only its process group): nothing can finish it.
+                other => {
+                    if other.is_none()
+                        && let Some(group) = task
+                            .external_job_id
+                            .as_deref()
+                            .and_then(|job| job.strip_prefix("pgid:"))
+                            .and_then(|pgid| pgid.parse::<u32>().ok())
+                    {
+                        ferry_executor::supervisor::kill_recorded_group(group);
+                    }
+                    let why = match &other {
+                        Some(id) => format!(
+                            "its supervisor (pid {} on {}) died with an earlier boot of this machine",
+                            id.pid, id.host
+                        ),
+                        None => format!(
+                            "worker {} stopped answering",
+                            task.worker.as_deref().unwrap_or("?")
+                        ),
+                    };
                     AttemptEnd {
                         outcome: Outcome::failed(None, why.clone()),
                         log: format!("{}[ferry] {why}\n", attempt.log),
                         ended_at: None,
                         lost: true,
                         interrupted: false,
-                        dir: None,
+                        dir: other.map(|id| id.dir),
                     }
                 }
             };
@@ -116,8 +138,9 @@ impl Engine {
         )
     }
 
-    /// Takes over an attempt whose supervisor survived its engine: this worker heartbeats it
-    /// and waits for its end.
+    /// Takes over an attempt whose supervisor is on this machine: this worker heartbeats it and
+    /// waits for its end (at once if it has ended; if it is gone, once what it left running is
+    /// stopped).
     async fn reattach(
         &mut self,
         run: &RunRecord,

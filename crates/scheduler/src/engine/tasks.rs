@@ -229,8 +229,11 @@ impl Engine {
                 held.push(place);
                 continue;
             }
-            self.start(pk, index).await?;
-            started += 1;
+            match self.start(pk, index).await? {
+                Started::Yes => started += 1,
+                // No process can be started now: the rest waits for the next pass.
+                Started::NotNow => break,
+            }
         }
         self.ready.extend(held);
         if started > 0 {
@@ -241,42 +244,59 @@ impl Engine {
 
     /// Claims and starts one queued task. A command's supervisor is started first and its
     /// identity recorded in the claim; it gets the go-ahead only after the claim is committed.
-    pub(super) async fn start(&mut self, pk: i64, index: usize) -> Result<(), EngineError> {
+    pub(super) async fn start(&mut self, pk: i64, index: usize) -> Result<Started, EngineError> {
         let Some(active) = self.runs.get(&pk) else {
-            return Ok(());
+            return Ok(Started::Yes);
         };
         let record = active.tasks[index].clone();
         let run = active.run.clone();
         let dag = active.dag.clone();
         let Some(task) = active.task(index) else {
-            return Ok(());
+            return Ok(Started::Yes);
         };
         let context = self.attempt_context(record.try_number + 1);
-        let prepared = prepare(&dag.dag, task, &run, &self.templates, &context);
-        let shown = prepared
-            .as_ref()
-            .map_or_else(|p| format!("template error: {p}"), |p| p.shown.clone());
         let now = millis(self.clock.now());
-        let pending = match &prepared {
-            Ok(Prepared {
-                work: Work::Command(_),
-                ..
-            }) => {
-                match self.spares.take() {
-                    Ok(pending) => Some(pending),
-                    Err(error) => {
-                        // The machine cannot start processes now (no memory, no pids): the task
-                        // stays queued and is tried again on the next pass.
-                        warn(&error.to_string());
-                        self.timers
-                            .push(Reverse((now + 1000, TimerKind::Retry, pk, index)));
-                        return Ok(());
-                    }
-                }
+        let (plan, shown) = match prepare(&dag.dag, task, &run, &self.templates, &context) {
+            Err(problem) => {
+                let reason = format!("template error: {problem}");
+                (Plan::Broken(reason.clone()), reason)
             }
+            Ok(prepared) => {
+                let shown = prepared.shown.clone();
+                let plan = match prepared.work {
+                    Work::Command(command) => match self.spares.take() {
+                        Ok(supervisor) => Plan::Command {
+                            command: Box::new(command),
+                            supervisor: Box::new(supervisor),
+                            redactor: prepared.redactor,
+                        },
+                        Err(error) => {
+                            // The machine cannot start processes now (no memory, no pids): the
+                            // task stays queued and is looked at again in a second.
+                            warn(&error.to_string());
+                            self.timers
+                                .push(Reverse((now + 1000, TimerKind::Requeue, pk, index)));
+                            return Ok(Started::NotNow);
+                        }
+                    },
+                    Work::Http(request) => Plan::Http {
+                        request,
+                        redactor: prepared.redactor,
+                    },
+                    Work::Noop => Plan::Noop,
+                    Work::WaitForDag { .. } => Plan::Wait(Box::new(Prepared {
+                        work: prepared.work,
+                        shown: prepared.shown,
+                        redactor: prepared.redactor,
+                    })),
+                };
+                (plan, shown)
+            }
+        };
+        let supervisor = match &plan {
+            Plan::Command { supervisor, .. } => Some(supervisor.id().to_json()?),
             _ => None,
         };
-        let supervisor = pending.as_ref().map(|p| p.id().to_json());
         let claim = self
             .store
             .claim(
@@ -291,10 +311,10 @@ impl Engine {
         let (claimed, attempt_id) = match claim {
             Ok(Some(claimed)) => claimed,
             other => {
-                if let Some(pending) = pending {
-                    pending.abandon().await;
+                if let Plan::Command { supervisor, .. } = plan {
+                    supervisor.abandon().await;
                 }
-                return other.map(|_| ()).map_err(EngineError::from);
+                return other.map(|_| Started::Yes).map_err(EngineError::from);
             }
         };
         if let Some(active) = self.runs.get_mut(&pk) {
@@ -308,54 +328,39 @@ impl Engine {
             &shown,
         );
         let lease = claimed.lease;
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(problem) => {
-                let outcome = Outcome::Failed {
-                    retryable: false,
-                    retry_after: None,
-                    code: None,
-                    reason: format!("template error: {problem}"),
-                };
-                return self
-                    .conclude(
-                        pk,
-                        index,
-                        lease,
-                        attempt_id,
-                        ended_now(outcome, String::new()),
-                    )
-                    .await;
-            }
-        };
-        let mut slot = Slot {
+        let slot = |control| Slot {
             run_pk: pk,
             run_id: run.run_id.clone(),
             dag_id: dag.dag.id.clone(),
             pool: claimed.pool.clone(),
-            control: Control::InProcess(CancellationToken::new()),
+            control,
             stop_reason: None,
         };
-        let finished = |end| Finished {
+        let finished = Finished {
             run_pk: pk,
             task_instance: claimed.id,
             lease,
             attempt_id,
-            end,
+            end: AttemptEnd::default(),
         };
-        match prepared.work {
-            Work::Noop => {
+        match plan {
+            Plan::Broken(reason) => {
+                let end = ended_now(Outcome::fatal(reason), String::new());
+                self.conclude(pk, index, lease, attempt_id, end).await?;
+            }
+            Plan::Noop => {
                 let done = ended_now(Outcome::Succeeded { code: None }, String::new());
-                self.conclude(pk, index, lease, attempt_id, done).await
+                self.conclude(pk, index, lease, attempt_id, done).await?;
             }
-            Work::WaitForDag { .. } => {
+            Plan::Wait(prepared) => {
                 self.check_wait(pk, index, lease, attempt_id, &prepared)
-                    .await
+                    .await?;
             }
-            Work::Command(command) => {
-                let Some(pending) = pending else {
-                    return Ok(());
-                };
+            Plan::Command {
+                command,
+                supervisor,
+                redactor,
+            } => {
                 let spec = AttemptSpec {
                     version: protocol::PROTOCOL_VERSION,
                     program: command.program,
@@ -367,40 +372,30 @@ impl Engine {
                     grace_ms: u64::try_from(command.grace.as_millis()).unwrap_or(5_000),
                     leftovers: self.config.leftovers,
                     log_limit: LOG_LIMIT,
-                    secrets: prepared.redactor.values().to_vec(),
-                    marker: pending.id().marker.clone(),
+                    secrets: redactor.values().to_vec(),
+                    marker: supervisor.id().marker.clone(),
                 };
-                slot.control = Control::Supervised(pending.id().clone());
-                let supervised = pending.start(&spec).await;
-                self.watch(
-                    claimed.id,
-                    slot,
-                    supervised,
-                    finished(AttemptEnd::default()),
-                    prepared.redactor,
-                );
-                Ok(())
+                let control = Control::Supervised(supervisor.id().clone());
+                let supervised = supervisor.start(&spec).await;
+                self.watch(claimed.id, slot(control), supervised, finished, redactor);
             }
-            Work::Http(spec) => {
-                let Control::InProcess(cancel) = &slot.control else {
-                    return Ok(());
-                };
-                let cancel = cancel.clone();
+            Plan::Http { request, redactor } => {
+                let cancel = CancellationToken::new();
+                self.running
+                    .insert(claimed.id, slot(Control::InProcess(cancel.clone())));
                 let sender = self.sender.clone();
                 let http = self.http.clone();
-                let redactor = prepared.redactor;
-                let mut message = finished(AttemptEnd::default());
-                self.running.insert(claimed.id, slot);
+                let mut message = finished;
                 tokio::spawn(async move {
                     let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
-                    let outcome = ferry_executor::http::run(&http, &spec, &log, &cancel).await;
+                    let outcome = ferry_executor::http::run(&http, &request, &log, &cancel).await;
                     message.end =
                         ended_now(outcome.redacted(&redactor), redactor.redact(&log.text()));
                     let _ = sender.send(Message::Finished(message));
                 });
-                Ok(())
             }
         }
+        Ok(Started::Yes)
     }
 
     /// Holds `slot` for a supervised attempt and waits for its end beside the loop.
@@ -467,7 +462,8 @@ impl Engine {
             Some(StopReason::Shutdown) => {
                 end.interrupt("interrupted by ferry's shutdown; this try does not count");
             }
-            Some(StopReason::RunTimeout) => {
+            // A command that succeeded just before the stop stays a success.
+            Some(StopReason::RunTimeout) if !matches!(end.outcome, Outcome::Succeeded { .. }) => {
                 end.interrupted = false;
                 end.outcome = Outcome::Failed {
                     retryable: false,
@@ -476,6 +472,7 @@ impl Engine {
                     reason: "stopped: the run exceeded its dagrun_timeout".to_string(),
                 };
             }
+            Some(StopReason::RunTimeout) => {}
             None => {}
         }
         let dir = end.dir.clone();
@@ -515,16 +512,11 @@ impl Engine {
             return Ok(());
         };
         let record = active.tasks[index].clone();
-        if record.lease != lease {
-            // A newer attempt holds the task (fencing): this end changes nothing.
-            return Ok(());
-        }
         let from = record.state()?;
-        if !matches!(from, TaskState::Running | TaskState::Deferred) {
-            // The task moved on meanwhile (the store said so): only the attempt is closed.
-            return self
-                .close_attempt(attempt_id, end.outcome.label(), &end, now)
-                .await;
+        if record.lease != lease || !matches!(from, TaskState::Running | TaskState::Deferred) {
+            // A newer attempt holds the task (fencing), or it moved on meanwhile (the store
+            // said so): only this attempt is closed.
+            return self.close_attempt(attempt_id, end.label(), &end, now).await;
         }
         let policy = active.task(index).map(|t| t.retry);
         if let Outcome::Deferred {
@@ -615,10 +607,12 @@ impl Engine {
         };
         let from = record.state()?;
         if record.lease != lease || from != TaskState::Running {
-            return Ok(());
+            // Only this attempt is closed: see `conclude`.
+            return self.close_attempt(attempt_id, end.label(), end, now).await;
         }
         let policy = self.policy_of(run, &record.task_id).await?;
-        let decision = decide_end(&record, from, policy.as_ref(), end, now, false);
+        let timed_out = self.timed_out.contains(&run.id);
+        let decision = decide_end(&record, from, policy.as_ref(), end, now, timed_out);
         self.close_attempt(attempt_id, decision.label, end, now)
             .await?;
         let change = Transition::new(from, decision.to, decision.cause, &decision.detail)
@@ -650,6 +644,36 @@ impl Engine {
     }
 }
 
+/// Whether [`Engine::start`] could start the task.
+pub(super) enum Started {
+    /// It was started (or had moved on meanwhile).
+    Yes,
+    /// No process can be started now: it stays queued and is looked at again later.
+    NotNow,
+}
+
+/// What starting a task will do, decided before it is claimed (a command's supervisor is
+/// started first, so that its identity goes into the claim).
+enum Plan {
+    /// A command, under a supervisor waiting for its go-ahead.
+    Command {
+        command: Box<ferry_executor::command::CommandSpec>,
+        supervisor: Box<ferry_executor::supervisor::Pending>,
+        redactor: Redactor,
+    },
+    /// A request, run inside the engine.
+    Http {
+        request: ferry_executor::http::HttpSpec,
+        redactor: Redactor,
+    },
+    /// Nothing to run.
+    Noop,
+    /// A `wait_for_dag` check.
+    Wait(Box<Prepared>),
+    /// The task cannot be rendered: it fails without retries.
+    Broken(String),
+}
+
 impl Default for AttemptEnd {
     fn default() -> Self {
         ended_now(Outcome::Succeeded { code: None }, String::new())
@@ -657,10 +681,21 @@ impl Default for AttemptEnd {
 }
 
 impl AttemptEnd {
+    /// The attempt's outcome as stored: `lost` and `interrupted` say more than `failed`.
+    fn label(&self) -> &'static str {
+        if self.lost {
+            "lost"
+        } else if self.interrupted {
+            "interrupted"
+        } else {
+            self.outcome.label()
+        }
+    }
+
     /// Stopped by ferry, not failed (a shutdown; a supervisor lost before its command started):
     /// the try does not count, and it runs again at once. A command that succeeded meanwhile
     /// stays a success.
-    fn interrupt(&mut self, why: &str) {
+    pub(super) fn interrupt(&mut self, why: &str) {
         if !matches!(self.outcome, Outcome::Succeeded { .. }) {
             self.outcome = Outcome::Failed {
                 retryable: true,
@@ -699,7 +734,11 @@ pub(super) async fn supervised_end(
             }
             end
         }
-        Ended::Lost { reason, output } => {
+        Ended::Lost {
+            reason,
+            output,
+            went_ahead,
+        } => {
             let gone = id.clone();
             let stopped = tokio::task::spawn_blocking(move || {
                 gone.stop_what_is_left(crate::render::STOP_GRACE)
@@ -722,7 +761,7 @@ pub(super) async fn supervised_end(
                 interrupted: false,
                 dir: Some(id.dir.clone()),
             };
-            if !id.went_ahead() {
+            if !went_ahead {
                 end.interrupt(&format!(
                     "{reason}, before its command started; this try does not count"
                 ));
@@ -743,6 +782,9 @@ pub(super) fn ended_now(outcome: Outcome, log: String) -> AttemptEnd {
         dir: None,
     }
 }
+
+/// How many interrupted tries a task gets back (beyond its `retries`).
+const MAX_FREE_TRIES: i64 = 5;
 
 /// What an attempt's end means for its task.
 struct EndDecision {
@@ -765,13 +807,11 @@ fn decide_end(
     now: DateTime<Utc>,
     timed_out: bool,
 ) -> EndDecision {
-    let label = if end.lost {
-        "lost"
-    } else if end.interrupted {
-        "interrupted"
-    } else {
-        end.outcome.label()
-    };
+    // An interrupted try is given back, but not without end: something that interrupts every
+    // try (a supervisor that cannot start its command) must not run the task in a loop.
+    let free_tries_used = policy.map_or(0, |p| record.max_tries - i64::from(p.retries) - 1);
+    let given_back = end.interrupted && free_tries_used < MAX_FREE_TRIES;
+    let label = end.label();
     match &end.outcome {
         Outcome::Failed {
             retryable,
@@ -779,10 +819,10 @@ fn decide_end(
             reason,
             ..
         } => {
-            let tries_left = end.interrupted || record.try_number < record.max_tries;
+            let tries_left = given_back || record.try_number < record.max_tries;
             let can_retry = *retryable && from == TaskState::Running && tries_left && !timed_out;
             let delay = match (can_retry, policy) {
-                (true, _) if end.interrupted => Some(Duration::ZERO),
+                (true, _) if given_back => Some(Duration::ZERO),
                 (true, Some(policy)) => Some(retry_after.unwrap_or_else(|| {
                     let next_try = u32::try_from(record.try_number + 1).unwrap_or(u32::MAX);
                     retry::delay_before(policy, next_try, fastrand::f64())
@@ -798,24 +838,20 @@ fn decide_end(
                     ),
                     label,
                     cause: if end.interrupted {
-                        "shutdown"
+                        "interrupted"
                     } else if end.lost {
-                        "heartbeat lost"
+                        "lost"
                     } else {
                         "retry"
                     },
                     detail: format!("{reason}; retry in {}s", delay.as_secs()),
-                    grant_try: end.interrupted,
+                    grant_try: given_back,
                 },
                 None => EndDecision {
                     to: TaskState::Failed,
                     ready_at: None,
                     label,
-                    cause: if end.lost {
-                        "heartbeat lost"
-                    } else {
-                        "executor"
-                    },
+                    cause: if end.lost { "lost" } else { "executor" },
                     detail: reason.clone(),
                     grant_try: false,
                 },

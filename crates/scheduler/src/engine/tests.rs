@@ -581,7 +581,7 @@ async fn a_supervisor_lost_before_its_go_ahead_does_not_use_up_a_try() {
         .launcher
         .spawn(&h.engine.config.attempts_dir.join("lost"), "marker-lost")
         .expect("spawns");
-    let supervisor = pending.id().to_json();
+    let supervisor = pending.id().to_json().expect("json");
     store
         .claim(
             &run,
@@ -613,4 +613,158 @@ async fn a_supervisor_lost_before_its_go_ahead_does_not_use_up_a_try() {
         .expect("read")
         .expect("try 1");
     assert_eq!(first.outcome.as_deref(), Some("interrupted"));
+}
+
+/// A running run of DAG `yaml` (loaded as `name`) whose single task is queued.
+async fn queued_single_task(
+    h: &mut Harness,
+    name: &str,
+    yaml: &str,
+) -> (RunRecord, TaskInstanceRecord) {
+    let id = load(h, name, yaml).await;
+    let run = manual_run(h, &id).await;
+    let store = h.engine.store.clone();
+    let now = millis(chrono::Utc::now());
+    assert!(
+        store
+            .transition_run(&run, RunState::Queued, RunState::Running, now, "test")
+            .await
+            .expect("start")
+    );
+    let task = store.task_instances(run.id).await.expect("tasks").remove(0);
+    let queue = TaskChange {
+        id: task.id,
+        from: TaskState::Pending,
+        to: TaskState::Queued,
+        lease: None,
+        ready_at: None,
+        exit_code: None,
+        grant_try: false,
+        at: now,
+        cause: "test",
+        detail: "",
+    };
+    assert!(
+        store
+            .transition_task(&run, &task, &queue)
+            .await
+            .expect("queue")
+    );
+    (run, task)
+}
+
+async fn drive_to_end(h: &mut Harness, run: &RunRecord) -> RunRecord {
+    let focus = [run.run_id.clone()];
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        h.engine
+            .drive(&Shutdown::default(), Some(&focus), false, None),
+    )
+    .await
+    .expect("the run ends")
+    .expect("drive")
+    .remove(0)
+}
+
+#[tokio::test]
+async fn an_attempt_of_this_engine_cut_short_by_a_store_fault_is_recovered() {
+    // The claim was committed, then the store failed before the end was recorded: the task is
+    // running, this engine's, and not watched.
+    let mut h = harness(2).await;
+    let (run, task) =
+        queued_single_task(&mut h, "cut_short", "tasks:\n  - {id: a, type: noop}\n").await;
+    let store = h.engine.store.clone();
+    let worker = h.engine.config.worker.clone();
+    store
+        .claim(
+            &run,
+            &task,
+            &worker,
+            "noop",
+            None,
+            millis(chrono::Utc::now()),
+        )
+        .await
+        .expect("claim")
+        .expect("claimed");
+    let ended = drive_to_end(&mut h, &run).await;
+    assert_eq!(ended.state, "success");
+    let first = store
+        .attempt(&run.run_id, "a", Some(1))
+        .await
+        .expect("read")
+        .expect("try 1");
+    assert_eq!(first.outcome.as_deref(), Some("interrupted"));
+}
+
+#[tokio::test]
+async fn a_supervisor_that_cannot_start_is_tried_again() {
+    let mut h = harness(2).await;
+    // The supervisor's program appears only after a while (no processes could be made).
+    let program = h.dir.path().join("late-supervisor");
+    let test_binary = std::env::current_exe().expect("test binary");
+    h.engine.config.launcher = Launcher::new(
+        program.clone(),
+        [
+            "engine::tests::supervisor_entry",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
+        vec![("FERRY_TEST_SUPERVISOR".to_string(), "1".to_string())],
+    );
+    h.engine.spares = Spares::new(
+        h.engine.config.launcher.clone(),
+        h.engine.config.attempts_dir.clone(),
+        0,
+    );
+    let (run, _) = queued_single_task(
+        &mut h,
+        "late",
+        "tasks:\n  - {id: a, type: command, command: 'echo ok'}\n",
+    )
+    .await;
+    let appear = program.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        std::os::unix::fs::symlink(test_binary, appear).expect("the program appears");
+    });
+    assert_eq!(drive_to_end(&mut h, &run).await.state, "success");
+}
+
+#[tokio::test]
+async fn a_supervisor_that_dies_after_its_go_ahead_uses_up_tries() {
+    let mut h = harness(2).await;
+    // A "supervisor" that reads its go-ahead and dies without a word.
+    let program = h.dir.path().join("dying-supervisor");
+    std::fs::write(&program, "#!/bin/sh\nread line\nexit 1\n").expect("script");
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("executable");
+    h.engine.config.launcher = Launcher::new(program, Vec::new(), Vec::new());
+    h.engine.spares = Spares::new(
+        h.engine.config.launcher.clone(),
+        h.engine.config.attempts_dir.clone(),
+        0,
+    );
+    let (run, _) = queued_single_task(
+        &mut h,
+        "dying",
+        "tasks:\n  - {id: a, type: command, command: 'echo never', retries: 1, retry_delay: 0s}\n",
+    )
+    .await;
+    assert_eq!(drive_to_end(&mut h, &run).await.state, "failed");
+    let tasks = h.engine.store.task_instances(run.id).await.expect("tasks");
+    assert_eq!(
+        (tasks[0].try_number, tasks[0].max_tries),
+        (2, 2),
+        "no try given back"
+    );
 }

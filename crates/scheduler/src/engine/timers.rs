@@ -137,6 +137,9 @@ impl Engine {
                         self.push_ready(pk, index, record.priority);
                     }
                 }
+                (TimerKind::Requeue, TaskState::Queued) => {
+                    self.push_ready(pk, index, record.priority);
+                }
                 (TimerKind::Deferral, TaskState::Deferred) => {
                     let run = active.run.clone();
                     let dag = active.dag.clone();

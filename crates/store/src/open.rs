@@ -311,6 +311,13 @@ pub(crate) async fn open_sqlite(
             })?;
         }
     }
+    if mode == OpenMode::Create && path.exists() && !writable_with_folder(path) {
+        // The engine writes the database, its journal and its lock file beside it: say so
+        // before any of them fails in a way that names something else.
+        return Err(StoreError::ReadOnly {
+            url: shown.to_string(),
+        });
+    }
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(mode == OpenMode::Create)
@@ -414,21 +421,25 @@ pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
 /// SQLite says "unable to open database file" when it cannot make its journal beside a
 /// database it cannot write: say what is wrong.
 fn read_only_if_unwritable(error: StoreError, path: &Path, shown: &str) -> StoreError {
-    let writable = |path: &Path| nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok();
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
     match error {
-        StoreError::Unavailable { .. }
-            if path.exists() && !(writable(path) && writable(folder)) =>
-        {
+        StoreError::Unavailable { .. } if path.exists() && !writable_with_folder(path) => {
             StoreError::ReadOnly {
                 url: shown.to_string(),
             }
         }
         other => other,
     }
+}
+
+/// Whether this process may write `path` and make files in its folder (SQLite's journal and
+/// ferry's lock file live beside the database).
+fn writable_with_folder(path: &Path) -> bool {
+    let writable = |path: &Path| nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok();
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    writable(path) && writable(folder)
 }
 
 fn classify_open_error(url: &str, error: sqlx::Error) -> StoreError {

@@ -57,6 +57,11 @@ impl Store {
                     .truncate(false)
                     .write(true)
                     .open(&path)
+                    .or_else(|error| match error.kind() {
+                        // A lock file this user may not write still takes a lock when read.
+                        std::io::ErrorKind::PermissionDenied => std::fs::File::open(&path),
+                        _ => Err(error),
+                    })
                     .map_err(|cause| StoreError::Io {
                         action: "open the lock file",
                         path: path.display().to_string(),

@@ -101,6 +101,24 @@ pub(crate) enum DagsCommand {
         #[command(flatten)]
         source: DagSource,
     },
+    /// Pause a DAG: it gets no new scheduled runs; runs already made go on.
+    Pause {
+        /// The DAG's id.
+        id: String,
+        #[command(flatten)]
+        reason: ReasonArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Unpause a DAG: scheduling resumes (catch-up DAGs make the runs they missed).
+    Unpause {
+        /// The DAG's id.
+        id: String,
+        #[command(flatten)]
+        reason: ReasonArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
     /// Show a DAG: settings, tasks and edges, or its graph.
     Show {
         /// The DAG's id.
@@ -275,6 +293,24 @@ pub(crate) enum RunsCommand {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// One run: every task with its state, try, times, worker and external job, the last lines
+    /// of each failed task's log, and the interventions on it.
+    Show {
+        /// The run's id, or a prefix of it that only one run has.
+        run_id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Rerun from failed: clear every failed or upstream_failed task and what depends on them.
+    Rerun {
+        /// The run's id, or a prefix of it that only one run has.
+        run_id: String,
+        #[command(flatten)]
+        rerun: RerunArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -290,17 +326,67 @@ pub(crate) struct LogsArgs {
     pub(crate) engine: EngineArgs,
 }
 
+/// Who intervenes and why, recorded with every intervention.
+#[derive(Debug, Args)]
+pub(crate) struct ReasonArgs {
+    /// Why (recorded with the intervention, shown by `ferry runs show`).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: Option<String>,
+}
+
+/// Which tasks of a run to clear, and how.
+#[derive(Debug, Args)]
+pub(crate) struct ClearArgs {
+    /// The run's id, or a prefix of it that only one run has.
+    pub(crate) run_id: String,
+    /// The tasks to clear (default: every task of the run).
+    pub(crate) task_ids: Vec<String>,
+    /// Clear the tasks downstream of them too.
+    #[arg(long)]
+    pub(crate) downstream: bool,
+    /// Clear the tasks upstream of them too.
+    #[arg(long)]
+    pub(crate) upstream: bool,
+    /// Of those, clear only the failed and upstream_failed ones.
+    #[arg(long)]
+    pub(crate) only_failed: bool,
+    #[command(flatten)]
+    pub(crate) rerun: RerunArgs,
+}
+
+/// Options of every clear and rerun.
+#[derive(Debug, Args)]
+pub(crate) struct RerunArgs {
+    /// Show what would be cleared; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Go on with the DAG version loaded now instead of the one the run started with.
+    #[arg(long)]
+    pub(crate) latest_version: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) format: Format,
+    #[command(flatten)]
+    pub(crate) reason: ReasonArgs,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum TasksCommand {
-    /// Clear a task so that it runs again (and its downstream tasks, with --downstream).
-    Clear {
-        /// The run's id.
+    /// Clear tasks of a run so that they run again (with their full retries); a running one is
+    /// stopped first. An ended run is queued again.
+    Clear(ClearArgs),
+    /// Set a task's state by hand; its downstream tasks then follow their trigger rules.
+    Mark {
+        /// The run's id, or a unique prefix of it.
         run_id: String,
         /// The task's id.
         task_id: String,
-        /// Clear the tasks downstream of it too.
-        #[arg(long)]
-        downstream: bool,
+        /// success, failed or skipped.
+        state: String,
+        #[command(flatten)]
+        reason: ReasonArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },

@@ -57,3 +57,9 @@ pub(crate) fn json(value: &serde_json::Value) {
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     out!("{text}");
 }
+
+/// A time (Unix ms) in RFC 3339 (UTC, milliseconds), as every JSON output gives times.
+pub(crate) fn rfc3339(ms: Option<i64>) -> Option<String> {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}

@@ -6,6 +6,7 @@ mod bench_chaos;
 mod bench_engine;
 mod dags;
 mod engine;
+mod operate;
 mod run;
 mod runs;
 mod schedule;
@@ -79,12 +80,28 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             &engine,
         ),
         Command::Logs(args) => runs::logs(&config()?, &args),
-        Command::Tasks(TasksCommand::Clear {
+        Command::Runs(RunsCommand::Show {
+            run_id,
+            format,
+            engine,
+        }) => runs::show(&config()?, &run_id, format, &engine),
+        Command::Runs(RunsCommand::Rerun { run_id, rerun }) => {
+            operate::rerun(&config()?, &run_id, &rerun)
+        }
+        Command::Tasks(TasksCommand::Clear(args)) => operate::clear(&config()?, &args),
+        Command::Tasks(TasksCommand::Mark {
             run_id,
             task_id,
-            downstream,
+            state,
+            reason,
             engine,
-        }) => runs::clear(&config()?, &run_id, &task_id, downstream, &engine),
+        }) => operate::mark(&config()?, &run_id, &task_id, &state, &reason, &engine),
+        Command::Dags(DagsCommand::Pause { id, reason, engine }) => {
+            operate::pause(&config()?, &id, true, &reason, &engine)
+        }
+        Command::Dags(DagsCommand::Unpause { id, reason, engine }) => {
+            operate::pause(&config()?, &id, false, &reason, &engine)
+        }
     }
 }
 

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use chrono::DateTime;
 use ferry_config::Config;
-use ferry_store::{RunFilter, RunRecord, RunState, TaskChange, TaskState};
+use ferry_store::{EventRecord, RunFilter, RunRecord, RunState, TaskInstanceRecord, TaskState};
+use serde_json::Value;
 use serde_json::json;
 
 use super::engine::{block_on, naming, open_store, shown_url};
-use crate::cli::{DagSource, EngineArgs, Format, LogsArgs};
+use crate::cli::{EngineArgs, Format, LogsArgs};
 use crate::output;
 use ferry_store::OpenMode;
 
@@ -44,7 +45,7 @@ pub(crate) fn list(
             })
             .await?;
         match format {
-            Format::Json => output::json(&json!(runs)),
+            Format::Json => output::json(&json!(runs.iter().map(run_json).collect::<Vec<_>>())),
             Format::Text => {
                 let rows: Vec<Vec<String>> = runs
                     .iter()
@@ -109,90 +110,220 @@ pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
 }
 
-pub(crate) fn clear(
+/// How many lines of a failed task's log `ferry runs show` prints.
+const LOG_TAIL: usize = 10;
+
+/// `ferry runs show`: one run, every task, the end of each failed task's log, and the
+/// interventions on it.
+pub(crate) fn show(
     config: &Config,
     run_id: &str,
-    task_id: &str,
-    downstream: bool,
+    format: Format,
     engine: &EngineArgs,
 ) -> Result<ExitCode> {
-    let catalog = super::load_catalog(config, &[], &DagSource { now: None });
     block_on(async {
         let store = open_store(config, engine, OpenMode::Existing).await?;
-        let Some(run) = store.run(run_id).await? else {
-            bail!("no run `{run_id}`; see `ferry runs list`");
-        };
-        let mut targets = vec![task_id.to_string()];
-        if downstream {
-            let Some(dag) = catalog.dags.get(&run.dag_id) else {
-                bail!(
-                    "DAG `{}` is not loaded, so its downstream tasks are unknown; clear tasks one by one",
-                    run.dag_id
-                );
-            };
-            let Some(start) = dag.tasks.iter().position(|t| t.id == task_id) else {
-                bail!("DAG `{}` has no task `{task_id}`", run.dag_id);
-            };
-            let mut stack = vec![start];
-            while let Some(index) = stack.pop() {
-                for next in dag.graph.downstream(index) {
-                    let id = dag.tasks[next].id.clone();
-                    if !targets.contains(&id) {
-                        targets.push(id);
-                        stack.push(next);
-                    }
-                }
-            }
-        }
-        let now = chrono::Utc::now().timestamp_millis();
+        let run = ferry_scheduler::operations::find_run(&store, run_id).await?;
         let tasks = store.task_instances(run.id).await?;
-        if !tasks.iter().any(|t| t.task_id == task_id) {
-            bail!("run `{run_id}` has no task `{task_id}`");
-        }
-        let mut cleared = Vec::new();
-        for task in tasks.iter().filter(|t| targets.contains(&t.task_id)) {
-            let from = task.state()?;
-            if !from.can_become(TaskState::Pending) {
-                say!("ferry: task {} is {from}; left as it is", task.task_id);
-                continue;
-            }
-            let change = TaskChange {
-                id: task.id,
-                from,
-                to: TaskState::Pending,
-                lease: None,
-                ready_at: None,
-                exit_code: None,
-                grant_try: false,
-                at: now,
-                cause: "operator",
-                detail: "cleared",
+        let mut tails = Vec::new();
+        for task in &tasks {
+            let failed = task
+                .state()
+                .is_ok_and(|s| matches!(s, TaskState::Failed | TaskState::UpForRetry));
+            let tail = match store.latest_attempt(task.id).await? {
+                Some(attempt) if failed => last_lines(&attempt.log, LOG_TAIL),
+                _ => Vec::new(),
             };
-            if store.transition_task(&run, task, &change).await? {
-                cleared.push(task.task_id.clone());
-            }
+            tails.push(tail);
         }
-        reopen(&store, &run, now).await?;
-        // The process that owns the store looks at the run again at once.
-        store.wake().await?;
-        out!(
-            "cleared {} task(s) of {run_id}: {}",
-            cleared.len(),
-            cleared.join(", ")
-        );
+        let interventions: Vec<EventRecord> = store
+            .events(&run.run_id)
+            .await?
+            .into_iter()
+            .filter(|event| event.actor.is_some())
+            .collect();
+        match format {
+            Format::Json => {
+                let mut value = run_json(&run);
+                value["tasks"] = Value::Array(
+                    tasks
+                        .iter()
+                        .zip(&tails)
+                        .map(|(task, tail)| {
+                            let mut task = task_json(task);
+                            task["log_tail"] = json!(tail);
+                            task
+                        })
+                        .collect(),
+                );
+                value["interventions"] =
+                    Value::Array(interventions.iter().map(event_json).collect());
+                output::json(&value);
+            }
+            Format::Text => print_run(&run, &tasks, &tails, &interventions),
+        }
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
     .map_err(|error| naming(&shown_url(config, engine), error))
 }
 
-/// An ended run whose tasks were cleared runs again.
-async fn reopen(store: &ferry_store::Store, run: &RunRecord, now: i64) -> Result<()> {
-    let state = run.state()?;
-    if state.is_terminal() {
-        store
-            .transition_run(run, state, RunState::Running, now, "operator")
-            .await?;
+fn print_run(
+    run: &RunRecord,
+    tasks: &[TaskInstanceRecord],
+    tails: &[Vec<String>],
+    interventions: &[EventRecord],
+) {
+    out!("run       {}", run.run_id);
+    out!("dag       {} (version {})", run.dag_id, run.dag_version_id);
+    out!("state     {} ({})", run.state, run.run_type);
+    out!(
+        "interval  {} .. {} (UTC)",
+        shown(Some(run.interval_start)),
+        shown(Some(run.interval_end))
+    );
+    out!(
+        "started   {}   ended {}   duration {}",
+        shown(run.started_at),
+        shown(run.ended_at),
+        duration(run.started_at, run.ended_at)
+    );
+    out!("");
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|task| {
+            vec![
+                task.task_id.clone(),
+                task.state.clone(),
+                format!("{}/{}", task.try_number, task.max_tries),
+                shown(task.started_at),
+                shown(task.ended_at),
+                duration(task.started_at, task.ended_at),
+                task.worker.clone().unwrap_or_else(|| "-".to_string()),
+                task.external_job_id
+                    .clone()
+                    .unwrap_or_else(|| "-".to_string()),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "TASK",
+            "STATE",
+            "TRY",
+            "STARTED (UTC)",
+            "ENDED (UTC)",
+            "DURATION",
+            "WORKER",
+            "EXTERNAL JOB",
+        ],
+        &rows,
+    );
+    for (task, tail) in tasks.iter().zip(tails) {
+        if tail.is_empty() {
+            continue;
+        }
+        out!("");
+        out!(
+            "--- {} (try {}): last lines of its log; all of it: ferry logs {} {}",
+            task.task_id,
+            task.try_number,
+            run.run_id,
+            task.task_id
+        );
+        for line in tail {
+            out!("  {line}");
+        }
     }
-    Ok(())
+    if !interventions.is_empty() {
+        out!("");
+        out!("interventions:");
+        for event in interventions {
+            out!(
+                "  {}  {}  {}{}: {} -> {} ({}){}",
+                shown(Some(event.at)),
+                event.actor.as_deref().unwrap_or("-"),
+                event
+                    .task_id
+                    .as_deref()
+                    .map_or(String::new(), |t| format!("task {t} ")),
+                event.detail,
+                event.from_state.as_deref().unwrap_or("-"),
+                event.to_state,
+                event.cause,
+                event
+                    .reason
+                    .as_deref()
+                    .map_or(String::new(), |why| format!(", reason: {why}"))
+            );
+        }
+    }
+}
+
+fn duration(start: Option<i64>, end: Option<i64>) -> String {
+    match (start, end) {
+        (Some(start), Some(end)) => format!("{:.1}s", (end - start) as f64 / 1000.0),
+        (Some(start), None) => format!(
+            "{:.0}s so far",
+            (chrono::Utc::now().timestamp_millis() - start) as f64 / 1000.0
+        ),
+        _ => "-".to_string(),
+    }
+}
+
+fn last_lines(log: &str, count: usize) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| (*line).to_string())
+        .collect()
+}
+
+/// A run as JSON: RFC 3339 times and `conf` as an object (the HTTP API serves the same shape).
+pub(crate) fn run_json(run: &RunRecord) -> Value {
+    json!({
+        "run_id": run.run_id,
+        "dag_id": run.dag_id,
+        "state": run.state,
+        "run_type": run.run_type,
+        "logical_date": output::rfc3339(Some(run.logical_date)),
+        "data_interval_start": output::rfc3339(Some(run.interval_start)),
+        "data_interval_end": output::rfc3339(Some(run.interval_end)),
+        "conf": serde_json::from_str::<Value>(&run.conf).unwrap_or(Value::Null),
+        "dag_version_id": run.dag_version_id,
+        "queued_at": output::rfc3339(Some(run.queued_at)),
+        "started_at": output::rfc3339(run.started_at),
+        "ended_at": output::rfc3339(run.ended_at),
+    })
+}
+
+fn task_json(task: &TaskInstanceRecord) -> Value {
+    json!({
+        "task_id": task.task_id,
+        "state": task.state,
+        "try_number": task.try_number,
+        "max_tries": task.max_tries,
+        "pool": task.pool,
+        "priority": task.priority,
+        "queued_at": output::rfc3339(task.queued_at),
+        "started_at": output::rfc3339(task.started_at),
+        "ended_at": output::rfc3339(task.ended_at),
+        "worker": task.worker,
+        "external_job_id": task.external_job_id,
+        "exit_code": task.exit_code,
+    })
+}
+
+fn event_json(event: &EventRecord) -> Value {
+    json!({
+        "at": output::rfc3339(Some(event.at)),
+        "task_id": event.task_id,
+        "try_number": event.try_number,
+        "from_state": event.from_state,
+        "to_state": event.to_state,
+        "cause": event.cause,
+        "detail": event.detail,
+        "actor": event.actor,
+        "reason": event.reason,
+    })
 }

@@ -294,6 +294,8 @@ enum StopReason {
     Shutdown,
     /// The run exceeded its `dagrun_timeout`: the task fails without retries.
     RunTimeout,
+    /// An operator cleared or marked the task: the attempt is fenced off and only closed.
+    Intervention,
 }
 
 /// How the engine stops an attempt.
@@ -308,6 +310,9 @@ enum Control {
 /// An attempt holding an execution slot.
 struct Slot {
     run_pk: i64,
+    /// The fencing lease of its claim: when the store's moves on, an operator cleared or
+    /// marked the task and the attempt is stopped.
+    lease: i64,
     run_id: String,
     dag_id: String,
     pool: String,
@@ -851,11 +856,11 @@ pub fn worker_name() -> String {
 }
 
 /// FNV-1a of a DAG file's text: the version key (stable across builds, unlike std's hasher).
-fn content_hash(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+/// The key of a DAG version: the SHA-256 digest of its file's text, in hex.
+pub fn content_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 mod background;

@@ -6,11 +6,13 @@
 //! - [`trigger`]: trigger rules and how runs end;
 //! - [`retry`]: retry delays with backoff and jitter;
 //! - [`render`]: a task of a run rendered for execution;
-//! - [`engine`]: the event-driven loop.
+//! - [`engine`]: the event-driven loop;
+//! - [`operations`]: an operator's interventions (clear, rerun, mark), the same for every front end.
 
 pub mod clock;
 pub mod due;
 pub mod engine;
+pub mod operations;
 pub mod render;
 pub mod retry;
 pub mod trigger;

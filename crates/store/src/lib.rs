@@ -26,6 +26,7 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::SqlitePool;
 
+pub use interventions::{Intervention, PausedDag, TaskToClear};
 pub use open::OpenMode;
 pub use owner::OwnerLock;
 pub use records::{
@@ -160,6 +161,17 @@ pub enum StoreError {
         /// Requested state.
         to: String,
     },
+    /// Another process changed what an intervention was about to change.
+    #[error("{0}")]
+    Conflict(String),
+    /// A run id prefix that more than one run has.
+    #[error("more than one run id starts with `{prefix}`: {}; give more of it", .candidates.join(", "))]
+    Ambiguous {
+        /// What was given.
+        prefix: String,
+        /// Some of the runs it matches.
+        candidates: Vec<String>,
+    },
     /// A stored value ferry cannot read.
     #[error("unreadable value in the database: {0}")]
     Unreadable(String),
@@ -283,6 +295,7 @@ macro_rules! append_event {
     };
 }
 
+mod interventions;
 mod owner;
 
 /// Which runs to list.

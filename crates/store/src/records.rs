@@ -148,6 +148,10 @@ pub struct EventRecord {
     pub cause: String,
     /// Details.
     pub detail: String,
+    /// Who made the change, for an operator's intervention (OS user, API token).
+    pub actor: Option<String>,
+    /// Why, as the operator said (`--reason`).
+    pub reason: Option<String>,
 }
 
 /// A run to create.

@@ -1,5 +1,7 @@
 //! The lifecycles of DAG runs and task instances as explicit state machines: each state, and
-//! the table of legal transitions. The store refuses any other transition.
+//! the table of legal transitions. The store refuses any other transition, except an
+//! operator's interventions (see `Store::clear_tasks` and `Store::mark_task`), which may move a
+//! task from any state and fence off its running attempt.
 
 use std::fmt;
 use std::str::FromStr;
@@ -74,8 +76,8 @@ impl RunState {
         matches!(
             (self, to),
             (Queued, Running) | (Running, Success) | (Running, Failed) | (Queued, Failed)
-                // An operator clearing tasks of an ended run puts it back to work.
-                | (Success, Running) | (Failed, Running)
+                // An operator clearing tasks of an ended run queues it again.
+                | (Success, Queued) | (Failed, Queued)
         )
     }
 }
@@ -226,8 +228,8 @@ mod tests {
             (Queued, Failed),
             (Running, Success),
             (Running, Failed),
-            (Success, Running),
-            (Failed, Running),
+            (Success, Queued),
+            (Failed, Queued),
         ];
         for from in RunState::ALL {
             for to in RunState::ALL {

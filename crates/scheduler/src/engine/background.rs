@@ -67,6 +67,7 @@ impl Engine {
     /// Another process changed the store: every run in memory is compared with the store and
     /// rebuilt if it differs, and queued runs are looked at again.
     pub(super) async fn resync_runs(&mut self) -> Result<(), EngineError> {
+        self.stop_fenced_attempts().await?;
         let pks: Vec<i64> = self.runs.keys().copied().collect();
         for pk in pks {
             let stored_run = self.store.run_by_pk(pk).await?;
@@ -92,6 +93,26 @@ impl Engine {
             }
         }
         self.runs_changed = true;
+        Ok(())
+    }
+
+    /// Stops the attempts whose task an operator cleared or marked (the task's lease in the
+    /// store moved past the attempt's): their ends are then only recorded on the attempt.
+    async fn stop_fenced_attempts(&mut self) -> Result<(), EngineError> {
+        let mut runs: Vec<i64> = self.running.values().map(|slot| slot.run_pk).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        for pk in runs {
+            let stored = self.store.task_instances(pk).await?;
+            for task in stored {
+                if let Some(slot) = self.running.get_mut(&task.id)
+                    && task.lease != slot.lease
+                    && slot.stop_reason.is_none()
+                {
+                    slot.stop(StopReason::Intervention, false);
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -167,6 +167,7 @@ impl Engine {
         );
         let slot = Slot {
             run_pk: run.id,
+            lease: task.lease,
             run_id: run.run_id.clone(),
             dag_id: run.dag_id.clone(),
             pool: task.pool.clone(),

@@ -140,9 +140,16 @@ impl Engine {
         let dags: Vec<Arc<LoadedDag>> = self.dags.values().cloned().collect();
         let mut next_check: Option<DateTime<Utc>> = None;
         let latest_dates = self.store.latest_logical_dates().await?;
+        let paused: HashSet<String> = self
+            .store
+            .paused_dags()
+            .await?
+            .into_iter()
+            .map(|paused| paused.dag_id)
+            .collect();
         let mut pending = Vec::new();
         for loaded in dags {
-            if loaded.dag.schedule.is_none() {
+            if loaded.dag.schedule.is_none() || paused.contains(&loaded.dag.id) {
                 continue;
             }
             let mut latest = latest_dates.get(&loaded.dag.id).map(|ms| from_millis(*ms));

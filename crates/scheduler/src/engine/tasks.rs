@@ -208,6 +208,12 @@ impl Engine {
             if record.state()? != TaskState::Queued {
                 continue;
             }
+            if self.running.contains_key(&record.id) {
+                // Its previous attempt (cleared by an operator) is still being stopped: this
+                // one starts once that has ended.
+                held.push(place);
+                continue;
+            }
             let limit = active.dag.dag.max_active_tasks as usize;
             let pool_slots = self
                 .config
@@ -330,6 +336,7 @@ impl Engine {
         let lease = claimed.lease;
         let slot = |control| Slot {
             run_pk: pk,
+            lease,
             run_id: run.run_id.clone(),
             dag_id: dag.dag.id.clone(),
             pool: claimed.pool.clone(),
@@ -425,7 +432,11 @@ impl Engine {
                 }
                 Ok(())
             }
-            Message::Wake => self.resync_runs().await,
+            Message::Wake => {
+                // A DAG may have been paused or unpaused too.
+                self.next_schedule_check = None;
+                self.resync_runs().await
+            }
             Message::Reloaded(Reload {
                 dags,
                 files,
@@ -473,6 +484,15 @@ impl Engine {
                 };
             }
             Some(StopReason::RunTimeout) => {}
+            Some(StopReason::Intervention) => {
+                end.interrupted = false;
+                end.outcome = Outcome::Failed {
+                    retryable: false,
+                    retry_after: None,
+                    code: end.outcome.code(),
+                    reason: "stopped: an operator cleared or marked the task".to_string(),
+                };
+            }
             None => {}
         }
         let dir = end.dir.clone();

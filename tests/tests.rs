@@ -16,3 +16,6 @@ mod engine;
 // Issue 6: crash-proof execution (kill -9, one owner per store, folder and database faults,
 // secrets, a huge run, stopping).
 mod faults;
+
+// Issue 7: an on-call engineer's interventions (clear, rerun, mark, pause) and what they show.
+mod operations;

@@ -129,7 +129,8 @@ pub(crate) fn pause(
 ) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], &DagSource { now: None });
     block_on(async {
-        let store = open_store(config, engine, OpenMode::Existing).await?;
+        // A DAG may be paused before ferry ever ran (so that its catch-up does not start).
+        let store = open_store(config, engine, OpenMode::Create).await?;
         let known = catalog.dags.contains_key(dag_id)
             || catalog
                 .diagnostics

@@ -485,6 +485,8 @@ impl Engine {
             }
             Some(StopReason::RunTimeout) => {}
             Some(StopReason::Intervention) => {
+                end.log
+                    .push_str("[ferry] stopped: an operator cleared or marked the task\n");
                 end.interrupted = false;
                 end.outcome = Outcome::Failed {
                     retryable: false,

@@ -1,0 +1,489 @@
+//! Issue 7: an on-call engineer's interventions (clear, rerun, mark, pause) are correct, on
+//! SQLite and on PostgreSQL, through the binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{
+    Spawned, ferry_in, fresh_postgres, nix_kill, project, spawn_ferry, stderr, stdout, wait_until,
+};
+
+/// Runs `test` on a project of `files` on SQLite, then on a fresh PostgreSQL database (when
+/// the server is there; see `fresh_postgres`).
+fn on_both_backends(name: &str, files: &[(&str, &str)], test: impl Fn(&Path)) {
+    let dir = project(files);
+    test(dir.path());
+    if let Some(url) = fresh_postgres(name) {
+        let dir = project(files);
+        let config = dir.path().join("ferry.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(
+            &config,
+            text.replace(
+                "[engine]\n",
+                &format!("[engine]\ndatabase_url = \"{url}\"\n"),
+            ),
+        )
+        .expect("config");
+        test(dir.path());
+    }
+}
+
+/// Runs a ferry command in `dir` and returns its standard output; fails with its output if it
+/// does not exit with 0.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let output = ferry_in(dir, args, &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{args:?}: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// `ferry runs show RUN --format json`.
+fn show(dir: &Path, run: &str) -> Value {
+    serde_json::from_str(&ok(dir, &["runs", "show", run, "--format", "json"])).expect("JSON")
+}
+
+/// The task `id` of a `runs show` answer.
+fn task<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["task_id"] == id)
+        .expect("task")
+}
+
+/// Waits until `check` holds for `ferry runs show RUN`, or fails with what it last showed.
+fn wait_for_run(dir: &Path, run: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let shown = show(dir, run);
+        if check(&shown) {
+            return shown;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; the run: {shown:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The id of the newest run of the project.
+fn newest_run(dir: &Path) -> String {
+    let runs: Value =
+        serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"])).expect("JSON");
+    runs[0]["run_id"].as_str().expect("run id").to_string()
+}
+
+/// Runs `ferry serve` in `dir` until `check` holds for run `run`, then stops it.
+fn serve_until(dir: &Path, run: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let serve = spawn_ferry(dir, &["serve"]);
+    let shown = wait_for_run(dir, run, Duration::from_secs(40), check);
+    stop(serve);
+    shown
+}
+
+fn stop(mut child: Spawned) {
+    nix_kill(&child, "TERM");
+    child.wait().expect("ferry exits");
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+// ---- 1. clearing an up_for_retry task ----
+
+#[test]
+fn issue7_clearing_an_up_for_retry_task_does_not_wedge_its_run() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let ready = marks.path().join("ready");
+    let dag = format!(
+        "tasks:\n  - {{id: flaky, type: command, command: 'test -f {}', retries: 3, retry_delay: 1h}}\n  - {{id: after, type: noop, depends_on: [flaky]}}\n",
+        ready.display()
+    );
+    on_both_backends("upforretry", &[("flaky.yaml", &dag)], |dir| {
+        let _ = std::fs::remove_file(&ready);
+        // `ferry run` is the engine here: it waits out the hour-long retry delay.
+        let engine = spawn_ferry(dir, &["run", "flaky"]);
+        wait_until(Duration::from_secs(20), || {
+            ferry_in(dir, &["runs", "list"], &[]).status.success()
+        });
+        let run = newest_run(dir);
+        wait_for_run(dir, &run, Duration::from_secs(20), |r| {
+            task(r, "flaky")["state"] == "up_for_retry"
+        });
+        std::fs::write(&ready, "").expect("file");
+        let said = ok(dir, &["tasks", "clear", &run, "flaky"]);
+        assert!(said.contains("flaky (was up_for_retry"), "{said}");
+        let shown = wait_for_run(dir, &run, Duration::from_secs(20), |r| {
+            r["state"] == "success"
+        });
+        assert_eq!(task(&shown, "flaky")["try_number"], 2, "{shown:#}");
+        assert_eq!(task(&shown, "after")["state"], "success");
+        let output = engine.wait_with_output().expect("ferry run ends");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    });
+}
+
+// ---- 2. a cleared task gets its retries again ----
+
+#[test]
+fn issue7_a_cleared_task_gets_its_full_retries_again_and_its_try_number_goes_on() {
+    let dag = "tasks:\n  - {id: broken, type: command, command: 'echo try $FERRY_TRY_NUMBER; exit 1', retries: 1, retry_delay: 0s}\n";
+    on_both_backends("retries", &[("broken.yaml", dag)], |dir| {
+        let first = ferry_in(dir, &["run", "broken"], &[]);
+        assert_ne!(first.status.code(), Some(0), "{}", stdout(&first));
+        let run = newest_run(dir);
+        let before = show(dir, &run);
+        assert_eq!(task(&before, "broken")["try_number"], 2);
+        assert_eq!(task(&before, "broken")["max_tries"], 2);
+        let said = ok(
+            dir,
+            &["tasks", "clear", &run, "broken", "--reason", "retry budget"],
+        );
+        assert!(
+            said.contains("broken (was failed, 2 tries so far; next try 3, with 1 retries)"),
+            "{said}"
+        );
+        let after = serve_until(dir, &run, |r| r["state"] == "failed");
+        // Two more tries (3 and 4), not one: the budget went up by the task's retries.
+        assert_eq!(task(&after, "broken")["try_number"], 4, "{after:#}");
+        assert_eq!(task(&after, "broken")["max_tries"], 4);
+        for try_number in ["3", "4"] {
+            let log = ok(dir, &["logs", &run, "broken", "--try", try_number]);
+            assert!(log.contains(&format!("try {try_number}")), "{log}");
+        }
+        let interventions = after["interventions"].as_array().expect("interventions");
+        assert!(
+            interventions
+                .iter()
+                .any(|e| e["task_id"] == "broken" && e["reason"] == "retry budget"),
+            "{after:#}"
+        );
+    });
+}
+
+// ---- 3. a cleared run starts afresh for dagrun_timeout ----
+
+#[test]
+fn issue7_clearing_a_run_with_dagrun_timeout_gives_it_a_fresh_start() {
+    let dag = "dagrun_timeout: 4s\ntasks:\n  - {id: quick, type: command, command: 'sleep 1'}\n";
+    on_both_backends("timeout", &[("timed.yaml", dag)], |dir| {
+        ok(dir, &["run", "timed"]);
+        let run = newest_run(dir);
+        // Longer ago than the timeout: a run that kept its old start would fail at once.
+        std::thread::sleep(Duration::from_secs(5));
+        ok(dir, &["tasks", "clear", &run]);
+        let queued = show(dir, &run);
+        assert_eq!(queued["state"], "queued");
+        assert_eq!(queued["started_at"], Value::Null);
+        let after = serve_until(dir, &run, |r| {
+            r["state"] == "success" || r["state"] == "failed"
+        });
+        assert_eq!(after["state"], "success", "{after:#}");
+    });
+}
+
+// ---- 4. reopened runs respect max_active_runs, oldest first ----
+
+#[test]
+fn issue7_reopened_runs_start_within_max_active_runs_oldest_first() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let ledger = marks.path().join("ledger");
+    let dag = format!(
+        "schedule: '@daily'\nstart_date: 2026-11-01\ncatchup: false\nmax_active_runs: 1\ntasks:\n  - {{id: work, type: command, command: 'echo start {{{{ ds }}}} >> {l}; sleep 0.5; echo end {{{{ ds }}}} >> {l}'}}\n",
+        l = ledger.display()
+    );
+    on_both_backends("maxactive", &[("daily.yaml", &dag)], |dir| {
+        ok(
+            dir,
+            &[
+                "backfill",
+                "daily",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-03",
+            ],
+        );
+        let _ = std::fs::remove_file(&ledger);
+        let runs: Value =
+            serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"])).expect("JSON");
+        let ids: Vec<String> = runs
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| r["run_id"].as_str().expect("id").to_string())
+            .collect();
+        assert_eq!(ids.len(), 3, "{runs:#}");
+        // Newest first, as an operator clearing from the top of the list would.
+        for id in &ids {
+            ok(dir, &["tasks", "clear", id]);
+        }
+        let serve = spawn_ferry(dir, &["serve"]);
+        for id in &ids {
+            wait_for_run(dir, id, Duration::from_secs(40), |r| {
+                r["state"] == "success"
+            });
+        }
+        stop(serve);
+        // (The daemon also makes the latest scheduled run, which is not one of these.)
+        let reopened: Vec<String> = lines(&ledger)
+            .into_iter()
+            .filter(|line| line.contains("2026-11-0"))
+            .collect();
+        assert_eq!(
+            reopened,
+            [
+                "start 2026-11-01",
+                "end 2026-11-01",
+                "start 2026-11-02",
+                "end 2026-11-02",
+                "start 2026-11-03",
+                "end 2026-11-03"
+            ]
+        );
+    });
+}
+
+// ---- 9. clearing a running task stops its attempt first ----
+
+/// A command that records its start and end in `ledger`, holding `lock` meanwhile: an attempt
+/// that finds the lock taken (two attempts at once) records `overlap`. It sleeps 60 s unless
+/// `fast` exists.
+fn locked_command(ledger: &Path, lock: &Path, fast: &Path) -> String {
+    format!(
+        "tasks:\n  - id: long\n    type: command\n    command: 'exec 9>{lock}; flock -n 9 || {{ echo overlap >> {ledger}; exit 3; }}; echo start >> {ledger}; if [ -f {fast} ]; then echo end >> {ledger}; exit 0; fi; sleep 60; echo end >> {ledger}'\n",
+        lock = lock.display(),
+        ledger = ledger.display(),
+        fast = fast.display()
+    )
+}
+
+#[test]
+fn issue7_clearing_a_running_task_stops_its_attempt_before_the_next_one() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let (ledger, lock, fast) = (
+        marks.path().join("ledger"),
+        marks.path().join("lock"),
+        marks.path().join("fast"),
+    );
+    let dag = locked_command(&ledger, &lock, &fast);
+    on_both_backends("clearrunning", &[("long.yaml", &dag)], |dir| {
+        let _ = std::fs::remove_file(&ledger);
+        let _ = std::fs::remove_file(&fast);
+        let engine = spawn_ferry(dir, &["run", "long"]);
+        wait_until(Duration::from_secs(20), || lines(&ledger) == ["start"]);
+        let run = newest_run(dir);
+        std::fs::write(&fast, "").expect("file");
+        let said = ok(dir, &["tasks", "clear", &run, "long", "--reason", "stuck"]);
+        assert!(said.contains("long (was running"), "{said}");
+        let output = engine.wait_with_output().expect("ferry run ends");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(lines(&ledger), ["start", "start", "end"]);
+        let shown = show(dir, &run);
+        assert_eq!(shown["state"], "success", "{shown:#}");
+        let first = ok(dir, &["logs", &run, "long", "--try", "1"]);
+        assert!(first.contains("stopped"), "{first}");
+    });
+}
+
+#[test]
+fn issue7_clearing_a_running_task_while_no_engine_runs_stops_it_here() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let (ledger, lock, fast) = (
+        marks.path().join("ledger"),
+        marks.path().join("lock"),
+        marks.path().join("fast"),
+    );
+    let dag = locked_command(&ledger, &lock, &fast);
+    on_both_backends("clearorphan", &[("long.yaml", &dag)], |dir| {
+        let _ = std::fs::remove_file(&ledger);
+        let _ = std::fs::remove_file(&fast);
+        let engine = spawn_ferry(dir, &["run", "long"]);
+        wait_until(Duration::from_secs(20), || lines(&ledger) == ["start"]);
+        // The engine dies; the command goes on under its supervisor.
+        nix_kill(&engine, "KILL");
+        engine.wait_with_output().expect("ferry run ends");
+        let run = newest_run(dir);
+        std::fs::write(&fast, "").expect("file");
+        ok(dir, &["tasks", "clear", &run, "long"]);
+        // Stopped before the clear returned: nothing holds the lock any more.
+        let free = std::process::Command::new("flock")
+            .args(["-n", &lock.display().to_string(), "true"])
+            .status()
+            .expect("flock runs");
+        assert!(free.success(), "the first attempt still runs");
+        let shown = serve_until(dir, &run, |r| r["state"] == "success");
+        assert_eq!(task(&shown, "long")["try_number"], 2, "{shown:#}");
+        assert_eq!(lines(&ledger), ["start", "start", "end"]);
+    });
+}
+
+// ---- clear's selection, dry run, rerun from failed, mark ----
+
+const DIAMOND: &str = "tasks:
+  - {id: extract, type: noop}
+  - {id: left, type: command, command: 'exit 1', depends_on: [extract]}
+  - {id: right, type: noop, depends_on: [extract]}
+  - {id: join, type: noop, depends_on: [left, right]}
+  - {id: report, type: noop, depends_on: [join]}
+";
+
+#[test]
+fn issue7_selection_dry_run_rerun_and_mark() {
+    on_both_backends("selection", &[("diamond.yaml", DIAMOND)], |dir| {
+        ferry_in(dir, &["run", "diamond"], &[]);
+        let run = newest_run(dir);
+        let prefix = &run[..run.len() - 6];
+        let failed = show(dir, prefix);
+        assert_eq!(failed["state"], "failed");
+        assert_eq!(task(&failed, "join")["state"], "upstream_failed");
+
+        // A dry run names what a clear would do and changes nothing.
+        let plan: Value = serde_json::from_str(&ok(
+            dir,
+            &[
+                "tasks",
+                "clear",
+                prefix,
+                "left",
+                "--upstream",
+                "--downstream",
+                "--dry-run",
+                "--format",
+                "json",
+            ],
+        ))
+        .expect("JSON");
+        let planned: Vec<&str> = plan["plan"]["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .map(|t| t["task_id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(planned, ["extract", "left", "join", "report"]);
+        assert_eq!(show(dir, &run)["state"], "failed");
+
+        // --only-failed keeps the failed ones of the selection.
+        let plan: Value = serde_json::from_str(&ok(
+            dir,
+            &[
+                "tasks",
+                "clear",
+                &run,
+                "--only-failed",
+                "--dry-run",
+                "--format",
+                "json",
+            ],
+        ))
+        .expect("JSON");
+        let planned: Vec<&str> = plan["plan"]["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .map(|t| t["task_id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(planned, ["left", "join", "report"]);
+
+        // Rerun from failed: the failed task and what depends on them, not the rest.
+        let said = ok(dir, &["runs", "rerun", &run, "--reason", "upstream fixed"]);
+        assert!(said.contains("cleared 3 task(s)"), "{said}");
+        let after = show(dir, &run);
+        assert_eq!(after["state"], "queued");
+        assert_eq!(task(&after, "right")["state"], "success");
+        assert_eq!(task(&after, "left")["state"], "pending");
+
+        // Let it fail again, then mark the broken task success: its downstream tasks follow
+        // their trigger rules and the run succeeds.
+        serve_until(dir, &run, |r| r["state"] == "failed");
+        let said = ok(
+            dir,
+            &[
+                "tasks",
+                "mark",
+                &run,
+                "left",
+                "success",
+                "--reason",
+                "loaded by hand",
+            ],
+        );
+        assert!(said.contains("join") && said.contains("report"), "{said}");
+        let done = serve_until(dir, &run, |r| r["state"] == "success");
+        assert_eq!(task(&done, "left")["state"], "success");
+        assert_eq!(task(&done, "report")["state"], "success");
+        let who: Vec<&str> = done["interventions"]
+            .as_array()
+            .expect("interventions")
+            .iter()
+            .filter_map(|e| e["reason"].as_str())
+            .collect();
+        assert!(
+            who.contains(&"loaded by hand") && who.contains(&"upstream fixed"),
+            "{done:#}"
+        );
+
+        // Unknown names are named.
+        let unknown = ferry_in(dir, &["tasks", "clear", &run, "lefty"], &[]);
+        assert!(
+            stderr(&unknown).contains("has no task `lefty`; did you mean `left`?"),
+            "{}",
+            stderr(&unknown)
+        );
+        let unknown = ferry_in(dir, &["runs", "show", "nope"], &[]);
+        assert!(
+            stderr(&unknown).contains("no run `nope`"),
+            "{}",
+            stderr(&unknown)
+        );
+        let bad = ferry_in(dir, &["tasks", "mark", &run, "left", "running"], &[]);
+        assert!(
+            stderr(&bad).contains("success, failed or skipped"),
+            "{}",
+            stderr(&bad)
+        );
+    });
+}
+
+// ---- pause ----
+
+#[test]
+fn issue7_a_paused_dag_gets_no_new_scheduled_runs() {
+    let dag = "schedule: '@daily'\nstart_date: 2026-11-20\ncatchup: true\ntasks:\n  - {id: work, type: noop}\n";
+    on_both_backends("pause", &[("daily.yaml", dag)], |dir| {
+        let said = ok(dir, &["dags", "pause", "daily", "--reason", "source down"]);
+        assert!(said.contains("DAG daily is paused"), "{said}");
+        let serve = spawn_ferry(dir, &["serve"]);
+        std::thread::sleep(Duration::from_secs(3));
+        let runs: Value =
+            serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"])).expect("JSON");
+        assert_eq!(runs, Value::Array(Vec::new()));
+        ok(dir, &["dags", "unpause", "daily"]);
+        wait_until(Duration::from_secs(20), || {
+            serde_json::from_str::<Value>(&ok(dir, &["runs", "list", "--format", "json"]))
+                .is_ok_and(|runs| runs.as_array().is_some_and(|r| !r.is_empty()))
+        });
+        stop(serve);
+        let unknown = ferry_in(dir, &["dags", "pause", "dayly"], &[]);
+        assert!(
+            stderr(&unknown).contains("did you mean `daily`?"),
+            "{}",
+            stderr(&unknown)
+        );
+    });
+}

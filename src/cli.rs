@@ -249,6 +249,10 @@ pub(crate) struct RunArgs {
     /// Run "as if it were" this RFC 3339 instant.
     #[arg(long, value_name = "TIME")]
     pub(crate) now: Option<DateTime<Utc>>,
+    /// Run for --date even if its interval has not ended yet or begins before the DAG's
+    /// start_date.
+    #[arg(long)]
+    pub(crate) force: bool,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
     #[command(flatten)]
@@ -268,6 +272,10 @@ pub(crate) struct BackfillArgs {
     /// Runs at once (default: the DAG's max_active_runs).
     #[arg(long, value_name = "N")]
     pub(crate) parallel: Option<u32>,
+    /// Also make runs for intervals that have not ended yet, or that begin before the DAG's
+    /// start_date.
+    #[arg(long)]
+    pub(crate) force: bool,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
     #[command(flatten)]
@@ -315,13 +323,16 @@ pub(crate) enum RunsCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct LogsArgs {
-    /// The run's id.
+    /// The run's id, or a prefix of it that only one run has.
     pub(crate) run_id: String,
     /// The task's id.
     pub(crate) task_id: String,
     /// The attempt (default: the latest).
     #[arg(long = "try", value_name = "N")]
     pub(crate) try_number: Option<i64>,
+    /// Keep printing a running attempt's output as it comes, until it ends.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
 }

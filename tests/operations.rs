@@ -487,3 +487,352 @@ fn issue7_a_paused_dag_gets_no_new_scheduled_runs() {
         );
     });
 }
+
+// ---- 5. the catch-up cursor, dates that are not complete, reversed ranges ----
+
+/// A date `days` from today (UTC), as `--date` takes it.
+fn day(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+fn daily_dag(start_days_ago: i64) -> String {
+    format!(
+        "schedule: '@daily'\nstart_date: {}\ncatchup: true\nmax_active_runs: 8\ntasks:\n  - {{id: work, type: noop}}\n",
+        day(-start_days_ago)
+    )
+}
+
+#[test]
+fn issue7_only_scheduled_runs_move_the_catch_up_cursor() {
+    let dag = daily_dag(6);
+    on_both_backends("cursor", &[("daily.yaml", &dag)], |dir| {
+        ok(dir, &["run", "daily", "--date", &day(-2)]);
+        // A manual run for a date after every scheduled one: catch-up still makes the days
+        // before it (and the manual run stands for its own day).
+        let serve = spawn_ferry(dir, &["serve"]);
+        let expected: Vec<String> = (1..=6).map(|d| day(-d)).collect();
+        wait_until(Duration::from_secs(30), || {
+            let runs: Value = serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"]))
+                .expect("JSON");
+            let dates: Vec<String> = runs
+                .as_array()
+                .expect("runs")
+                .iter()
+                .filter(|r| r["state"] == "success")
+                .map(|r| r["logical_date"].as_str().expect("date")[..10].to_string())
+                .collect();
+            expected.iter().all(|d| dates.contains(d))
+        });
+        stop(serve);
+        let runs: Value =
+            serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"])).expect("JSON");
+        let manual: Vec<&Value> = runs
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["run_type"] == "manual")
+            .collect();
+        assert_eq!(manual.len(), 1, "{runs:#}");
+    });
+}
+
+#[test]
+fn issue7_dates_not_complete_or_before_start_date_are_refused_unless_forced() {
+    let dag = daily_dag(3);
+    on_both_backends("dates", &[("daily.yaml", &dag)], |dir| {
+        for (args, why) in [
+            (vec!["run", "daily", "--date", &day(0)], "has not ended yet"),
+            (vec!["run", "daily", "--date", &day(5)], "has not ended yet"),
+            (
+                vec!["run", "daily", "--date", &day(-10)],
+                "before the start_date",
+            ),
+            (
+                vec!["backfill", "daily", "--from", &day(-1), "--to", &day(-3)],
+                "the range is reversed",
+            ),
+        ] {
+            let output = ferry_in(dir, &args, &[]);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{args:?}: {}",
+                stderr(&output)
+            );
+            assert!(
+                stderr(&output).contains(why),
+                "{args:?}: {}",
+                stderr(&output)
+            );
+        }
+        // A backfill over a range that reaches into the future makes the complete days only.
+        let output = ferry_in(
+            dir,
+            &["backfill", "daily", "--from", &day(-2), "--to", &day(2)],
+            &[],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("interval(s) of the range skipped"),
+            "{}",
+            stderr(&output)
+        );
+        let runs: Value =
+            serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"])).expect("JSON");
+        assert_eq!(runs.as_array().expect("runs").len(), 2, "{runs:#}");
+        // --force runs a future date anyway; and the same date again names the run that exists.
+        ok(dir, &["run", "daily", "--date", &day(1), "--force"]);
+        let again = ferry_in(dir, &["run", "daily", "--date", &day(-1)], &[]);
+        assert_eq!(again.status.code(), Some(2));
+        let said = stderr(&again);
+        assert!(
+            said.contains(&format!(
+                "daily__backfill__{}T00:00:00+00:00 (success)",
+                day(-1)
+            )),
+            "{said}"
+        );
+    });
+}
+
+// ---- 6. backfill --parallel ----
+
+#[test]
+fn issue7_backfill_parallel_runs_that_many_at_once() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let ledger = marks.path().join("ledger");
+    let dag = format!(
+        "schedule: '@daily'\nstart_date: 2026-01-01\nmax_active_runs: 1\ntasks:\n  - {{id: work, type: command, command: 'echo start >> {l}; sleep 2; echo end >> {l}'}}\n",
+        l = ledger.display()
+    );
+    on_both_backends("parallel", &[("slow.yaml", &dag)], |dir| {
+        let _ = std::fs::remove_file(&ledger);
+        ok(
+            dir,
+            &[
+                "backfill",
+                "slow",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-03",
+                "--parallel",
+                "3",
+            ],
+        );
+        // All three started before any ended.
+        let entries = lines(&ledger);
+        assert_eq!(entries[..3], ["start", "start", "start"], "{entries:?}");
+    });
+}
+
+// ---- 8. wait_for_dag fails fast ----
+
+#[test]
+fn issue7_wait_for_dag_fails_fast_when_the_awaited_run_failed() {
+    let upstream = "schedule: '@daily'\nstart_date: 2026-01-01\ntasks:\n  - {id: load, type: command, command: 'exit 1'}\n";
+    let fast = "schedule: '@daily'\nstart_date: 2026-01-01\ntasks:\n  - {id: wait, type: wait_for_dag, dag: upstream, timeout: 1h, poll_interval: 1s}\n";
+    let patient = "schedule: '@daily'\nstart_date: 2026-01-01\ntasks:\n  - {id: wait, type: wait_for_dag, dag: upstream, timeout: 3s, poll_interval: 1s, on_failed: wait}\n";
+    on_both_backends(
+        "waitfail",
+        &[
+            ("upstream.yaml", upstream),
+            ("fast.yaml", fast),
+            ("patient.yaml", patient),
+        ],
+        |dir| {
+            let range = ["--from", "2026-11-01", "--to", "2026-11-01"];
+            let failed = ferry_in(dir, &[&["backfill", "upstream"][..], &range].concat(), &[]);
+            assert_eq!(failed.status.code(), Some(1));
+            let began = std::time::Instant::now();
+            let output = ferry_in(dir, &[&["backfill", "fast"][..], &range].concat(), &[]);
+            assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+            assert!(
+                began.elapsed() < Duration::from_secs(20),
+                "waited {:?}",
+                began.elapsed()
+            );
+            let log = ok(dir, &["logs", "fast__backfill__2026-11-01", "wait"]);
+            assert!(log.contains("ended without success"), "{log}");
+            // on_failed: wait waits for its timeout instead.
+            let output = ferry_in(dir, &[&["backfill", "patient"][..], &range].concat(), &[]);
+            assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+            let log = ok(dir, &["logs", "patient__backfill__2026-11-01", "wait"]);
+            assert!(log.contains("gave up waiting"), "{log}");
+        },
+    );
+}
+
+// ---- 10. the README's examples, 11. closed pipes, 12. run ids and JSON ----
+
+#[test]
+fn issue7_the_readmes_examples_pass_on_a_fresh_copy() {
+    let repo = crate::util::repo();
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("README");
+    let section = readme
+        .split("## Watching it work")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the README's example block");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = std::process::Command::new("cp")
+        .args(["-r", "dags", "ferry.toml"])
+        .arg(dir.path())
+        .current_dir(&repo)
+        .status()
+        .expect("cp runs");
+    assert!(copy.success());
+    let serve = spawn_ferry(dir.path(), &["serve"]);
+    let run = wait_for_success_of(dir.path(), "warehouse_housekeeping");
+    for line in section.lines().filter(|l| !l.trim().is_empty()) {
+        let command = line.split(" # ").next().expect("command").trim();
+        let args: Vec<String> = command
+            .strip_prefix("cargo run --release -- ")
+            .unwrap_or_else(|| panic!("not a ferry command: {line}"))
+            .split_whitespace()
+            .map(|word| word.replace("<RUN>", &run))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = ferry_in(dir.path(), &args, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{line}: {}{}",
+            stdout(&output),
+            stderr(&output)
+        );
+    }
+    stop(serve);
+}
+
+/// Waits for a successful run of `dag` and returns its id.
+fn wait_for_success_of(dir: &Path, dag: &str) -> String {
+    let found = std::cell::RefCell::new(String::new());
+    wait_until(Duration::from_secs(40), || {
+        let output = ferry_in(
+            dir,
+            &["runs", "list", "--dag", dag, "--format", "json"],
+            &[],
+        );
+        let Ok(runs) = serde_json::from_str::<Value>(&stdout(&output)) else {
+            return false;
+        };
+        let done = runs
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["state"] == "success"))
+            .and_then(|r| r["run_id"].as_str().map(str::to_string));
+        done.map(|id| *found.borrow_mut() = id).is_some()
+    });
+    found.into_inner()
+}
+
+#[test]
+fn issue7_every_command_ends_quietly_on_a_closed_pipe() {
+    let repo = crate::util::repo();
+    for args in [
+        &["dags", "show", "warehouse_housekeeping"][..],
+        &["dags", "list"],
+        &["validate"],
+        &["schema"],
+        &["schedule", "warehouse_housekeeping", "-n", "500"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .current_dir(&repo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ferry starts");
+        // The reader goes away before ferry writes (as `| head -1` does after one line).
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("ferry ends");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    }
+}
+
+#[test]
+fn issue7_run_ids_have_microseconds_and_json_has_rfc3339_times_and_objects() {
+    let dag = "params: {table: scores}\ntasks:\n  - {id: work, type: noop}\n";
+    let dir = project(&[("adhoc.yaml", dag)]);
+    ok(dir.path(), &["run", "adhoc", "--param", "table=users"]);
+    let runs: Value =
+        serde_json::from_str(&ok(dir.path(), &["runs", "list", "--format", "json"])).expect("JSON");
+    let run = &runs[0];
+    let id = run["run_id"].as_str().expect("id");
+    let stamp = id.strip_prefix("adhoc__manual__").expect("manual id");
+    // 2026-11-29T07:39:51.085877+00:00: microseconds, as Airflow's ids.
+    assert_eq!(
+        stamp.len(),
+        "2026-11-29T07:39:51.085877+00:00".len(),
+        "{id}"
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{id}");
+    assert_eq!(run["conf"], serde_json::json!({"table": "users"}));
+    for field in ["logical_date", "queued_at", "started_at", "ended_at"] {
+        let text = run[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {run:#}"));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+            "{field}: {text}"
+        );
+    }
+    let shown = show(dir.path(), id);
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(
+            task(&shown, "work")["ended_at"].as_str().expect("time")
+        )
+        .is_ok()
+    );
+}
+
+// ---- ferry logs: prefixes, unknown names, --follow ----
+
+#[test]
+fn issue7_logs_follow_a_running_attempt_and_name_what_is_unknown() {
+    let dag = "tasks:\n  - {id: talk, type: command, command: 'echo one; sleep 1; echo two; sleep 1; echo three'}\n";
+    on_both_backends("follow", &[("talk.yaml", dag)], |dir| {
+        let engine = spawn_ferry(dir, &["run", "talk"]);
+        wait_until(Duration::from_secs(20), || {
+            ferry_in(dir, &["runs", "list"], &[]).status.success()
+        });
+        let run = newest_run(dir);
+        wait_for_run(dir, &run, Duration::from_secs(20), |r| {
+            task(r, "talk")["state"] == "running"
+        });
+        let followed = ok(dir, &["logs", "talk__", "talk", "--follow"]);
+        assert!(
+            followed.contains("one\ntwo\nthree\n") && followed.contains("# ended: success"),
+            "{followed}"
+        );
+        engine.wait_with_output().expect("ferry run ends");
+        for (args, said) in [
+            (vec!["logs", "nope", "talk"], "no run `nope`".to_string()),
+            (
+                vec!["logs", &run, "tlak"],
+                format!("run `{run}` has no task `tlak`; did you mean `talk`?"),
+            ),
+            (
+                vec!["logs", &run, "talk", "--try", "7"],
+                format!("task `talk` of run `{run}` has no try 7 (it has had 1)"),
+            ),
+        ] {
+            let output = ferry_in(dir, &args, &[]);
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+            assert!(
+                stderr(&output).contains(&said),
+                "{args:?}: {}",
+                stderr(&output)
+            );
+        }
+    });
+}

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound as _, Utc};
 use ferry_config::Config;
 use ferry_dag::Dag;
 use ferry_dag::timetable::{DataInterval, parse_instant};
@@ -25,6 +25,9 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> =
         Arc::new(args.now.map_or_else(SystemClock::real, SystemClock::as_if));
     let interval = interval_for(&dag, args.date.as_deref(), clock.now())?;
+    if args.date.is_some() && !args.force {
+        check_interval(&dag, interval, clock.now())?;
+    }
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let tasks = dag.tasks.iter().map(|t| t.id.clone()).collect();
@@ -42,10 +45,15 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
             .await?
         else {
             let logical = interval.start.with_timezone(&dag.timezone).to_rfc3339();
+            let existing = store
+                .run_for_interval(&dag.id, interval.start.timestamp_millis())
+                .await?;
+            let named = existing.map_or_else(String::new, |run| {
+                format!(": {} ({})", run.run_id, run.state)
+            });
             bail!(
-                "DAG `{}` already has a run for logical date {logical}; see `ferry runs list --dag {}` or rerun tasks with `ferry tasks clear`",
+                "DAG `{}` already has a run for logical date {logical}{named}; see it with `ferry runs show RUN`, or run it again with `ferry runs rerun RUN` or `ferry tasks clear RUN`",
                 dag.id,
-                dag.id
             );
         };
         let ended = execute(
@@ -101,7 +109,7 @@ async fn execute(
 
 pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], &DagSource { now: None });
-    let mut dag = super::find_dag(&catalog, &args.dag)?.clone();
+    let dag = super::find_dag(&catalog, &args.dag)?.clone();
     let Some(schedule) = dag.schedule.clone() else {
         bail!(
             "DAG `{}` has no schedule, so it has no intervals to backfill; use `ferry run --date`",
@@ -113,6 +121,13 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
         parse_instant(&args.from, tz).with_context(|| format!("`{}` is not a date", args.from))?;
     let to = parse_instant(&args.to, tz).with_context(|| format!("`{}` is not a date", args.to))?
         + Duration::days(1);
+    if to <= from {
+        bail!(
+            "--from {} is after --to {}: the range is reversed",
+            args.from,
+            args.to
+        );
+    }
     let intervals: Vec<DataInterval> = std::iter::successors(
         schedule
             .at_or_after(from)
@@ -121,9 +136,20 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
     )
     .take_while(|interval| interval.start < to)
     .collect();
-    if let Some(parallel) = args.parallel {
-        dag.max_active_runs = parallel.max(1);
+    let now = Utc::now();
+    let (intervals, refused): (Vec<DataInterval>, Vec<DataInterval>) = intervals
+        .into_iter()
+        .partition(|interval| args.force || check_interval(&dag, *interval, now).is_ok());
+    if let Some(first) = refused.first() {
+        let why = check_interval(&dag, *first, now)
+            .err()
+            .map_or_else(String::new, |error| error.to_string());
+        say!(
+            "ferry: {} interval(s) of the range skipped ({why}); --force makes them too",
+            refused.len()
+        );
     }
+    let parallel = args.parallel.map(|n| n.max(1));
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let owner = try_own(&store, "ferry backfill").await?;
@@ -135,8 +161,9 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
             &args.stop,
         )?;
         load_all(&mut engine, &catalog).await?;
-        let source = std::fs::read_to_string(&dag.file)?;
-        engine.load_dag(dag.clone(), &source).await?;
+        if let Some(parallel) = parallel {
+            engine.limit_active_runs(&dag.id, parallel);
+        }
         let mut run_ids = Vec::new();
         for interval in intervals {
             match engine
@@ -204,7 +231,8 @@ fn interval_for(dag: &Dag, date: Option<&str>, now: chrono::DateTime<Utc>) -> Re
         None => None,
     };
     let Some(schedule) = &dag.schedule else {
-        let at = at.unwrap_or(now);
+        // Run ids and logical dates carry microseconds, as Airflow's do.
+        let at = at.unwrap_or(now).trunc_subsecs(6);
         return Ok(DataInterval { start: at, end: at });
     };
     let start = match at {
@@ -216,6 +244,29 @@ fn interval_for(dag: &Dag, date: Option<&str>, now: chrono::DateTime<Utc>) -> Re
     start
         .and_then(|s| schedule.interval_from(s))
         .context("the schedule has no interval there")
+}
+
+/// A run for `interval` is refused (unless forced) when the interval has not ended yet (its
+/// data is not complete) or begins before the DAG's `start_date`.
+fn check_interval(dag: &Dag, interval: DataInterval, now: chrono::DateTime<Utc>) -> Result<()> {
+    let tz = dag.timezone;
+    if interval.end > now {
+        bail!(
+            "the interval {} .. {} of DAG `{}` has not ended yet, so its data is not complete (use --force to run it anyway)",
+            interval.start.with_timezone(&tz).to_rfc3339(),
+            interval.end.with_timezone(&tz).to_rfc3339(),
+            dag.id
+        );
+    }
+    if let Some(start) = dag.start_date.filter(|start| interval.start < *start) {
+        bail!(
+            "the interval starting {} is before the start_date {} of DAG `{}` (use --force to run it anyway)",
+            interval.start.with_timezone(&tz).to_rfc3339(),
+            start.with_timezone(&tz).to_rfc3339(),
+            dag.id
+        );
+    }
+    Ok(())
 }
 
 /// `--param name=value` overrides; values are JSON when they parse as JSON, text otherwise.

@@ -81,20 +81,38 @@ pub(crate) fn list(
 pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Existing).await?;
+        let run = ferry_scheduler::operations::find_run(&store, &args.run_id).await?;
+        let tasks = store.task_instances(run.id).await?;
+        let Some(task) = tasks.iter().find(|t| t.task_id == args.task_id) else {
+            let names = tasks.iter().map(|t| t.task_id.as_str());
+            let hint = ferry_dag::diagnostic::suggestion(&args.task_id, names)
+                .map(|hint| format!("; {hint}"))
+                .unwrap_or_default();
+            bail!("run `{}` has no task `{}`{hint}", run.run_id, args.task_id);
+        };
         let Some(attempt) = store
-            .attempt(&args.run_id, &args.task_id, args.try_number)
+            .attempt(&run.run_id, &args.task_id, args.try_number)
             .await?
         else {
-            bail!(
-                "no attempt of task `{}` in run `{}`; see `ferry runs list`",
-                args.task_id,
-                args.run_id
-            );
+            match args.try_number {
+                Some(wanted) => bail!(
+                    "task `{}` of run `{}` has no try {wanted} (it has had {})",
+                    task.task_id,
+                    run.run_id,
+                    task.try_number
+                ),
+                None => bail!(
+                    "task `{}` of run `{}` has not started yet (it is {})",
+                    task.task_id,
+                    run.run_id,
+                    task.state
+                ),
+            }
         };
         out!(
             "# run {} task {} try {} — {} (exit {}), started {}, ended {}, worker {}",
-            args.run_id,
-            args.task_id,
+            run.run_id,
+            task.task_id,
             attempt.try_number,
             attempt.outcome.as_deref().unwrap_or("running"),
             attempt.exit_code.map_or("-".to_string(), |c| c.to_string()),
@@ -103,11 +121,76 @@ pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
             attempt.worker
         );
         out!("# {}", attempt.rendered.replace('\n', "\n# "));
-        put!("{}", attempt.log);
+        let live = attempt
+            .supervisor
+            .as_deref()
+            .and_then(ferry_executor::supervisor::SupervisorId::from_json)
+            .filter(|id| attempt.ended_at.is_none() && id.is_here())
+            .map(|id| id.dir);
+        match live {
+            // A running attempt: its supervisor's output file, as it grows with --follow.
+            Some(dir) => {
+                follow_output(
+                    &store,
+                    &run.run_id,
+                    &task.task_id,
+                    &attempt,
+                    &dir,
+                    args.follow,
+                )
+                .await?
+            }
+            None => put!("{}", attempt.log),
+        }
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
+}
+
+/// Prints a running attempt's output (secrets already masked by its supervisor); with
+/// `follow`, goes on printing what comes until the attempt ends, then the rest of its log.
+async fn follow_output(
+    store: &ferry_store::Store,
+    run_id: &str,
+    task_id: &str,
+    attempt: &ferry_store::AttemptRecord,
+    dir: &std::path::Path,
+    follow: bool,
+) -> Result<()> {
+    use ferry_executor::supervisor::protocol::read_output;
+    let mut printed = 0;
+    loop {
+        let text = read_output(dir);
+        if text.len() > printed {
+            put!("{}", &text[printed..]);
+            printed = text.len();
+        }
+        if !follow {
+            return Ok(());
+        }
+        let now = store
+            .attempt(run_id, task_id, Some(attempt.try_number))
+            .await?;
+        if let Some(ended) = now.filter(|a| a.ended_at.is_some()) {
+            // The end is recorded (and the folder may be gone): what the store kept beyond
+            // what was printed.
+            if let Some(rest) = ended
+                .log
+                .get(printed..)
+                .filter(|_| ended.log.is_char_boundary(printed))
+            {
+                put!("{rest}");
+            }
+            out!(
+                "# ended: {} (exit {})",
+                ended.outcome.as_deref().unwrap_or("-"),
+                ended.exit_code.map_or("-".to_string(), |c| c.to_string())
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// How many lines of a failed task's log `ferry runs show` prints.

@@ -46,7 +46,8 @@ pub struct DagSpec<T> {
     pub catchup: bool,
     /// How many runs of this DAG may be active at once. Default 1.
     pub max_active_runs: Option<u32>,
-    /// How many tasks of one run may execute at once. Default 16.
+    /// How many tasks of this DAG may execute at once, across all its runs (as in Airflow).
+    /// Default 16.
     pub max_active_tasks: Option<u32>,
     /// A run still going this long after it started fails: its running tasks are stopped and
     /// the rest fail, without retries.

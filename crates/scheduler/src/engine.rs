@@ -111,7 +111,7 @@ pub struct Progress {
 }
 
 /// A loaded DAG and the version of it runs are created with.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadedDag {
     /// The DAG.
     pub dag: Dag,
@@ -840,8 +840,20 @@ fn new_run<'a>(
 
 /// A run's id, unique among all DAGs: `dag__type__logical-date` (Airflow's run id, prefixed
 /// with the DAG so that `ferry logs RUN TASK` needs no DAG).
+/// Airflow's run id form: `<dag>__<type>__<logical date, UTC, RFC 3339>`, with microseconds
+/// only when the logical date has them (a manual run of a DAG without a schedule).
 fn run_id(dag_id: &str, run_type: &str, interval: ferry_dag::timetable::DataInterval) -> String {
-    format!("{dag_id}__{run_type}__{}", interval.start.to_rfc3339())
+    use chrono::SubsecRound as _;
+    let start = interval.start.trunc_subsecs(6);
+    let format = if start.timestamp_subsec_micros() == 0 {
+        chrono::SecondsFormat::Secs
+    } else {
+        chrono::SecondsFormat::Micros
+    };
+    format!(
+        "{dag_id}__{run_type}__{}",
+        start.to_rfc3339_opts(format, false)
+    )
 }
 
 /// `host:pid:start` of this process: unique per process start, so that a restarted daemon with

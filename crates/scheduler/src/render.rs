@@ -34,6 +34,8 @@ pub enum Work {
         task: Option<String>,
         /// How often to look again.
         poll: Duration,
+        /// Fail at once when what it waits for has failed.
+        fail_fast: bool,
     },
 }
 
@@ -185,6 +187,7 @@ pub fn prepare(
                 dag: wait.dag.clone(),
                 task: wait.task.clone(),
                 poll: wait.poll_interval.map_or(Duration::from_secs(60), |p| p.0),
+                fail_fast: wait.on_failed.unwrap_or_default() == ferry_dag::tasks::OnFailed::Fail,
             },
             shown: format!(
                 "wait for DAG {}{}",

@@ -626,13 +626,18 @@ impl Store {
         })
     }
 
-    /// The latest logical date of every DAG that has runs.
-    pub async fn latest_logical_dates(
+    /// The latest logical date of every DAG's scheduled runs: the catch-up cursor. Manual and
+    /// backfill runs do not move it (a manual run for a later date must not make the scheduler
+    /// skip the intervals before it).
+    pub async fn latest_scheduled_dates(
         &self,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         with_pool!(self, pool => {
-            let rows: Vec<(String, i64)> =
-                sqlx::query_as("SELECT dag_id, MAX(logical_date) FROM dag_runs GROUP BY dag_id").fetch_all(pool).await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT dag_id, MAX(logical_date) FROM dag_runs WHERE run_type = 'scheduled' GROUP BY dag_id",
+            )
+            .fetch_all(pool)
+            .await?;
             Ok(rows.into_iter().collect())
         })
     }

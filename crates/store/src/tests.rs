@@ -179,7 +179,7 @@ async fn a_run_is_created_once_per_logical_date() {
             .expect("no error");
         assert_eq!(again, None, "{:?}", store.backend());
         assert_eq!(store.task_instances(run.id).await.expect("tasks").len(), 2);
-        let latest = store.latest_logical_dates().await.expect("latest");
+        let latest = store.latest_scheduled_dates().await.expect("latest");
         assert_eq!(latest.get("d"), Some(&100));
         assert_eq!(
             store

@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub use command::CommandTask;
 pub use http::{HttpMethod, HttpTask};
 pub use noop::NoopTask;
-pub use wait_for_dag::WaitForDagTask;
+pub use wait_for_dag::{DEFAULT_WAIT_TIMEOUT, OnFailed, WaitForDagTask};
 
 use crate::diagnostic::Code;
 

@@ -7,7 +7,8 @@ use super::{FieldProblem, TaskType, is_valid_id};
 use crate::duration::Duration;
 
 /// Waits, without holding an execution slot, until the other DAG's run for the same data
-/// interval has succeeded (or the named task of it has). The task's `timeout` bounds the wait.
+/// interval has succeeded (or the named task of it has). The task's `timeout` bounds the wait
+/// (default 24h); if the awaited run fails, the wait fails at once unless `on_failed: wait`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitForDagTask {
@@ -18,7 +19,25 @@ pub struct WaitForDagTask {
     pub task: Option<String>,
     /// How often to look again when the engine is not told. Default 1m.
     pub poll_interval: Option<Duration>,
+    /// What to do when the awaited run (or task) has ended without success: `fail` at once
+    /// (the default), or `wait` until it succeeds after a rerun or the wait times out.
+    pub on_failed: Option<OnFailed>,
 }
+
+/// What a `wait_for_dag` does when what it waits for has failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailed {
+    /// Fail at once (the awaited run failed, or the awaited task failed, was skipped or will
+    /// not run).
+    #[default]
+    Fail,
+    /// Keep waiting: an operator may rerun it.
+    Wait,
+}
+
+/// How long a `wait_for_dag` waits when its task sets no `timeout`.
+pub const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl TaskType for WaitForDagTask {
     fn problems(&self) -> Vec<FieldProblem> {

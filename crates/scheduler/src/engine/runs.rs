@@ -68,6 +68,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Lets at most `limit` runs of DAG `dag_id` run at once in this engine, whatever its
+    /// `max_active_runs` (`ferry backfill --parallel`).
+    pub fn limit_active_runs(&mut self, dag_id: &str, limit: u32) {
+        if let Some(loaded) = self.dags.get_mut(dag_id) {
+            Arc::make_mut(loaded).dag.max_active_runs = limit;
+        }
+    }
+
     /// The DAGs loaded.
     pub fn dag(&self, id: &str) -> Option<&Arc<LoadedDag>> {
         self.dags.get(id)
@@ -139,7 +147,7 @@ impl Engine {
         let now = self.clock.now();
         let dags: Vec<Arc<LoadedDag>> = self.dags.values().cloned().collect();
         let mut next_check: Option<DateTime<Utc>> = None;
-        let latest_dates = self.store.latest_logical_dates().await?;
+        let latest_dates = self.store.latest_scheduled_dates().await?;
         let paused: HashSet<String> = self
             .store
             .paused_dags()

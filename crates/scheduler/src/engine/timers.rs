@@ -15,7 +15,13 @@ impl Engine {
         attempt_id: i64,
         prepared: &Prepared,
     ) -> Result<(), EngineError> {
-        let Work::WaitForDag { dag, task, poll } = &prepared.work else {
+        let Work::WaitForDag {
+            dag,
+            task,
+            poll,
+            fail_fast,
+        } = &prepared.work
+        else {
             return Ok(());
         };
         let Some(active) = self.runs.get(&pk) else {
@@ -25,20 +31,34 @@ impl Engine {
         // The wait began when its attempt was claimed (kept in the store, so a restart does not
         // restart the clock).
         let began = active.tasks[index].started_at;
-        let timeout = active.task(index).and_then(|t| t.timeout);
+        let timeout = active
+            .task(index)
+            .and_then(|t| t.timeout)
+            .map_or(ferry_dag::tasks::DEFAULT_WAIT_TIMEOUT, |t| t.0);
         let target = self.store.run_for_interval(dag, logical).await?;
-        let done = match (&target, task) {
-            (Some(run), None) => run.state()? == RunState::Success,
-            (Some(run), Some(task_id)) => {
-                self.store.task_instances(run.id).await?.iter().any(|t| {
-                    &t.task_id == task_id && t.state().is_ok_and(|s| s == TaskState::Success)
-                })
+        // What it waits for: succeeded, or ended without success (it will not succeed
+        // unless an operator reruns it).
+        let (done, failed) = match (&target, task) {
+            (Some(run), None) => {
+                let state = run.state()?;
+                (state == RunState::Success, state == RunState::Failed)
             }
-            (None, _) => false,
+            (Some(run), Some(task_id)) => {
+                let tasks = self.store.task_instances(run.id).await?;
+                let state = tasks
+                    .iter()
+                    .find(|t| &t.task_id == task_id)
+                    .and_then(|t| t.state().ok());
+                (
+                    state == Some(TaskState::Success),
+                    state.is_some_and(|s| s.is_terminal() && s != TaskState::Success),
+                )
+            }
+            (None, _) => (false, false),
         };
         let now = millis(self.clock.now());
         let since = began.unwrap_or(now);
-        let timeout_ms = timeout.map(|t| i64::try_from(t.0.as_millis()).unwrap_or(i64::MAX / 2));
+        let timeout_ms = Some(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2));
         let (outcome, log) = if done {
             let what = task.as_deref().map_or_else(
                 || format!("DAG {dag}"),
@@ -48,6 +68,21 @@ impl Engine {
                 Outcome::Succeeded { code: None },
                 format!("{what} has succeeded for this interval\n"),
             )
+        } else if failed && *fail_fast {
+            let what = task.as_deref().map_or_else(
+                || format!("the run of DAG {dag}"),
+                |t| format!("task {t} of DAG {dag}"),
+            );
+            let reason = format!(
+                "{what} for this interval ended without success (on_failed: fail; rerun it, then clear this task)"
+            );
+            let outcome = Outcome::Failed {
+                retryable: false,
+                retry_after: None,
+                code: None,
+                reason: reason.clone(),
+            };
+            (outcome, format!("{reason}\n"))
         } else if timeout_ms.is_some_and(|limit| now - since >= limit) {
             let reason = format!("gave up waiting for DAG {dag}");
             let outcome = Outcome::Failed {

@@ -229,7 +229,7 @@ async fn transitions_are_guarded_and_logged() {
                 .expect("again")
         );
         let illegal = store
-            .transition_run(&run, RunState::Success, RunState::Queued, 7, "x")
+            .transition_run(&run, RunState::Success, RunState::Running, 7, "x")
             .await;
         assert!(matches!(illegal, Err(StoreError::IllegalTransition { .. })));
         let tasks = store.task_instances(run.id).await.expect("tasks");
@@ -742,4 +742,125 @@ async fn concurrent_claims_have_one_winner() {
         }
         assert_eq!(winners, 1, "{:?}", store.backend());
     }
+}
+
+#[tokio::test]
+async fn interventions_are_guarded_atomic_and_recorded_with_who_and_why() {
+    for (store, _dir) in stores().await {
+        let run = run_with_tasks(&store, "r1", 100).await;
+        let tasks = store.task_instances(run.id).await.expect("tasks");
+        let a = &tasks[0];
+        // The run ends with `a` failed after its two tries.
+        sqlx_exec(&store, "UPDATE task_instances SET state = 'failed', try_number = 2, ended_at = 9 WHERE task_id = 'a'").await;
+        sqlx_exec(
+            &store,
+            "UPDATE dag_runs SET state = 'failed', started_at = 7, ended_at = 9",
+        )
+        .await;
+        let run = store.run("r1").await.expect("run").expect("there");
+        let a = store
+            .task_instances(run.id)
+            .await
+            .expect("tasks")
+            .into_iter()
+            .find(|t| t.task_id == a.task_id)
+            .expect("a");
+        let who = Intervention {
+            actor: "alice",
+            reason: Some("source fixed"),
+            at: 50,
+        };
+        let (cleared, reopened) = store
+            .clear_tasks(
+                &run,
+                &[TaskToClear {
+                    task: &a,
+                    retries: 3,
+                }],
+                None,
+                who,
+            )
+            .await
+            .expect("cleared");
+        assert_eq!((cleared, reopened), (vec!["a".to_string()], true));
+        let after = store.run("r1").await.expect("run").expect("there");
+        assert_eq!((after.state.as_str(), after.started_at), ("queued", None));
+        let a2 = store.task_instances(run.id).await.expect("tasks")[0].clone();
+        // Tries so far are kept; a first try and three retries more are allowed; the lease moved
+        // on (fencing).
+        assert_eq!(
+            (a2.state.as_str(), a2.try_number, a2.max_tries),
+            ("pending", 2, 6)
+        );
+        assert_eq!(a2.lease, a.lease + 1);
+        // The same stale record again changes nothing.
+        let (again, _) = store
+            .clear_tasks(
+                &run,
+                &[TaskToClear {
+                    task: &a,
+                    retries: 3,
+                }],
+                None,
+                who,
+            )
+            .await
+            .expect("no error");
+        assert!(again.is_empty());
+        let events = store.events("r1").await.expect("events");
+        let by_alice: Vec<&EventRecord> = events
+            .iter()
+            .filter(|e| e.actor.as_deref() == Some("alice"))
+            .collect();
+        assert_eq!(by_alice.len(), 2, "{events:?}");
+        assert!(
+            by_alice
+                .iter()
+                .all(|e| e.reason.as_deref() == Some("source fixed"))
+        );
+        // Marking: the stale record is refused; the fresh one is taken.
+        assert_eq!(
+            store
+                .mark_task(&after, &a, TaskState::Success, &[], who)
+                .await
+                .expect("no error"),
+            None
+        );
+        assert_eq!(
+            store
+                .mark_task(&after, &a2, TaskState::Success, &[], who)
+                .await
+                .expect("marked"),
+            Some(Vec::new())
+        );
+        assert!(
+            store
+                .mark_task(&after, &a2, TaskState::Running, &[], who)
+                .await
+                .is_err()
+        );
+        // Pausing, and run ids by prefix.
+        assert!(store.set_paused("d", true, who).await.expect("paused"));
+        assert!(!store.set_paused("d", true, who).await.expect("already"));
+        assert_eq!(store.paused_dags().await.expect("list")[0].actor, "alice");
+        assert!(store.set_paused("d", false, who).await.expect("unpaused"));
+        run_with_tasks(&store, "r2", 200).await;
+        assert_eq!(
+            store.find_run("r1").await.expect("found").map(|r| r.run_id),
+            Some("r1".to_string())
+        );
+        assert!(matches!(
+            store.find_run("r").await,
+            Err(StoreError::Ambiguous { .. })
+        ));
+        assert_eq!(store.find_run("x").await.expect("none"), None);
+        // `_` and `%` in a prefix are literal.
+        assert_eq!(store.find_run("r_").await.expect("none"), None);
+    }
+}
+
+async fn sqlx_exec(store: &Store, sql: &str) {
+    with_pool!(store, pool => {
+        sqlx::query(sql).execute(pool).await.expect("statement");
+    });
 }

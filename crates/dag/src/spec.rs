@@ -135,6 +135,14 @@ pub enum TriggerRule {
     OneFailed,
     /// No upstream task failed (succeeded or skipped).
     NoneFailed,
+    /// No upstream task failed and at least one succeeded (all skipped: skipped).
+    NoneFailedMinOneSuccess,
+    /// Every upstream task ended and none was skipped (failures allowed).
+    NoneSkipped,
+    /// At least one upstream task succeeded or failed (runs as soon as one does).
+    OneDone,
+    /// Runs at once, without waiting for its upstream tasks (they only order the graph).
+    Always,
 }
 
 /// When a run's data must be ready.

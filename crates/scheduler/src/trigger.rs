@@ -87,6 +87,39 @@ pub fn decide(rule: TriggerRule, upstream: &[TaskState]) -> Decision {
                 Decision::Wait
             }
         }
+        TriggerRule::NoneFailedMinOneSuccess => {
+            if any_failed {
+                Decision::UpstreamFailed
+            } else if !done {
+                Decision::Wait
+            } else if any_success || upstream.is_empty() {
+                Decision::Queue
+            } else {
+                Decision::Skip
+            }
+        }
+        TriggerRule::NoneSkipped => {
+            if any_skipped {
+                Decision::Skip
+            } else if done {
+                Decision::Queue
+            } else {
+                Decision::Wait
+            }
+        }
+        TriggerRule::OneDone => {
+            let one_done = upstream
+                .iter()
+                .any(|s| matches!(s, TaskState::Success | TaskState::Failed));
+            if one_done || upstream.is_empty() {
+                Decision::Queue
+            } else if done {
+                Decision::Skip
+            } else {
+                Decision::Wait
+            }
+        }
+        TriggerRule::Always => Decision::Queue,
     }
 }
 
@@ -207,5 +240,40 @@ mod tests {
         assert_eq!(run_outcome(&[Success, Failed]), Some(false));
         assert_eq!(run_outcome(&[Success, UpstreamFailed]), Some(false));
         assert_eq!(run_outcome(&[Success, Running]), None);
+    }
+
+    #[test]
+    fn none_failed_min_one_success() {
+        let rule = TriggerRule::NoneFailedMinOneSuccess;
+        assert_eq!(decide(rule, &[Success, Skipped]), Decision::Queue);
+        assert_eq!(decide(rule, &[Skipped, Skipped]), Decision::Skip);
+        assert_eq!(decide(rule, &[Success, Failed]), Decision::UpstreamFailed);
+        assert_eq!(decide(rule, &[Success, Running]), Decision::Wait);
+        assert_eq!(decide(rule, &[]), Decision::Queue);
+    }
+
+    #[test]
+    fn none_skipped() {
+        let rule = TriggerRule::NoneSkipped;
+        assert_eq!(decide(rule, &[Success, Failed]), Decision::Queue);
+        assert_eq!(decide(rule, &[Success, Skipped]), Decision::Skip);
+        assert_eq!(decide(rule, &[Running, Skipped]), Decision::Skip);
+        assert_eq!(decide(rule, &[Success, Running]), Decision::Wait);
+    }
+
+    #[test]
+    fn one_done() {
+        let rule = TriggerRule::OneDone;
+        assert_eq!(decide(rule, &[Failed, Running]), Decision::Queue);
+        assert_eq!(decide(rule, &[Success, Pending]), Decision::Queue);
+        assert_eq!(decide(rule, &[Skipped, Running]), Decision::Wait);
+        assert_eq!(decide(rule, &[Skipped, UpstreamFailed]), Decision::Skip);
+    }
+
+    #[test]
+    fn always() {
+        for upstream in [&[Running][..], &[Failed, Pending], &[]] {
+            assert_eq!(decide(TriggerRule::Always, upstream), Decision::Queue);
+        }
     }
 }

@@ -836,3 +836,28 @@ fn issue7_logs_follow_a_running_attempt_and_name_what_is_unknown() {
         }
     });
 }
+
+// ---- language and validation ----
+
+#[test]
+fn issue7_a_pool_that_is_not_configured_is_an_error() {
+    let dag = "defaults: {pool: heavy}\ntasks:\n  - {id: a, type: noop}\n  - {id: b, type: noop, pool: maintenanc}\n";
+    let dir = project(&[("pools.yaml", dag)]);
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        "[engine.pools]\nmaintenance = 1\n",
+    )
+    .expect("config");
+    let output = ferry_in(dir.path(), &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = stdout(&output);
+    assert!(
+        said.contains("pools.yaml:1:18: error[unknown-pool]: dag `pools`, task `a`, field `pool`: pool `heavy` is not defined in the configuration"),
+        "{said}"
+    );
+    assert!(
+        said.contains("task `b`, field `pool`: pool `maintenanc` is not defined")
+            && said.contains("did you mean `maintenance`?"),
+        "{said}"
+    );
+}

@@ -22,6 +22,7 @@ pub(crate) fn validate(dags: usize, tasks: usize, runs: usize) -> Result<ExitCod
     }
     let options = CatalogOptions {
         channels: BTreeSet::from(["log".to_string()]),
+        pools: BTreeSet::new(),
         now: Utc::now(),
     };
     let folders = [dir.path().to_path_buf()];

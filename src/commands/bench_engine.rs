@@ -240,6 +240,7 @@ async fn load_many(config: &Config, store: &Store, dir: &Path, tag: &str) -> Res
     let started = Instant::now();
     let options = CatalogOptions {
         channels: BTreeSet::from(["log".to_string()]),
+        pools: BTreeSet::new(),
         now: Utc::now(),
     };
     let catalog = ferry_dag::catalog::load(std::slice::from_ref(&folder), &options);

@@ -119,6 +119,7 @@ fn load_catalog(config: &Config, paths: &[PathBuf], source: &DagSource) -> Catal
     };
     let options = CatalogOptions {
         channels: config.alerts.channel_names(),
+        pools: config.engine.pools.keys().cloned().collect(),
         now: source.now.unwrap_or_else(Utc::now),
     };
     ferry_dag::catalog::load(paths, &options)

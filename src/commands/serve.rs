@@ -118,6 +118,7 @@ fn fingerprint(config: &Config) -> Fingerprint {
 fn read(config: &Config) -> Catalog {
     let options = CatalogOptions {
         channels: config.alerts.channel_names(),
+        pools: config.engine.pools.keys().cloned().collect(),
         now: Utc::now(),
     };
     ferry_dag::catalog::load(&config.dags.folders, &options)

@@ -18,6 +18,9 @@ use crate::timetable::{DstEncounter, DstKind, GapPolicy, OverlapPolicy};
 pub struct CatalogOptions {
     /// The alert channels defined in the configuration; every channel a DAG names must be one.
     pub channels: BTreeSet<String>,
+    /// The pools defined in the configuration (`default` always exists); every pool a task
+    /// names must be one.
+    pub pools: BTreeSet<String>,
     /// "Now", for the daylight-saving look-ahead.
     pub now: DateTime<Utc>,
 }
@@ -241,6 +244,7 @@ pub fn check_together(parsed: Vec<ParsedFile>, options: &CatalogOptions) -> Cata
     for dag in &candidates {
         let mut found = Vec::new();
         check_channels(dag, &options.channels, &mut found);
+        check_pools(dag, &options.pools, &mut found);
         check_policy(dag, &mut found);
         check_waits(dag, &by_id, &known_ids, &mut found);
         check_dst(dag, options.now, &mut found);
@@ -290,6 +294,46 @@ fn check_channels(dag: &Dag, channels: &BTreeSet<String>, found: &mut Vec<Diagno
         }
     }
 }
+
+/// Every task's pool is `default` or one defined under `[engine.pools]`.
+fn check_pools(dag: &Dag, pools: &BTreeSet<String>, found: &mut Vec<Diagnostic>) {
+    let known: Vec<&str> = std::iter::once(DEFAULT_POOL)
+        .chain(pools.iter().map(String::as_str))
+        .collect();
+    for (index, task) in dag.tasks.iter().enumerate() {
+        if known.contains(&task.pool.as_str()) {
+            continue;
+        }
+        let help = suggestion(&task.pool, known.iter().copied()).unwrap_or_else(|| {
+            format!(
+                "define it under [engine.pools] in ferry.toml (`{} = 4`); defined: {}",
+                task.pool,
+                known.join(", ")
+            )
+        });
+        // Set on the task, or inherited from the DAG's `defaults:`.
+        let path = if dag.position_of(&format!("tasks.{index}.pool"))
+            == dag.position_of(&format!("tasks.{index}"))
+        {
+            "defaults.pool".to_string()
+        } else {
+            format!("tasks.{index}.pool")
+        };
+        found.push(
+            dag.diagnostic(
+                Code::UnknownPool,
+                &path,
+                format!("pool `{}` is not defined in the configuration", task.pool),
+            )
+            .in_task(task.id.clone())
+            .in_field("pool")
+            .with_help(help),
+        );
+    }
+}
+
+/// The pool of tasks that name none.
+pub const DEFAULT_POOL: &str = "default";
 
 /// `dags/user-facing/` rules: an owner, an SLA, failure and SLA-miss alerts.
 fn check_policy(dag: &Dag, found: &mut Vec<Diagnostic>) {

@@ -49,6 +49,8 @@ pub enum Code {
     Template,
     /// An alert names a channel the configuration does not define.
     UnknownChannel,
+    /// A task names a pool the configuration does not define.
+    UnknownPool,
     /// A rule of the DAG's tree (`dags/user-facing/`) is broken.
     Policy,
     /// The schedule meets a daylight-saving transition without a stated policy.
@@ -75,6 +77,7 @@ impl Code {
             Code::InvalidDuration => "invalid-duration",
             Code::Template => "template",
             Code::UnknownChannel => "unknown-channel",
+            Code::UnknownPool => "unknown-pool",
             Code::Policy => "policy",
             Code::Dst => "dst",
             Code::IntervalMismatch => "interval-mismatch",

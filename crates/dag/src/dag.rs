@@ -241,11 +241,16 @@ impl Reader<'_> {
                         .help = Some("split the DAG into several DAG files (one DAG each) and join them with `wait_for_dag` tasks".to_string());
                     }
                     None => {
+                        // The parser reports a tab at the end of the token before it: point at
+                        // the tab itself.
+                        let (position, help) =
+                            place_yaml_error(text, &error.message, error.position);
                         self.error(
                             Code::YamlSyntax,
-                            error.position,
+                            position,
                             format!("invalid YAML: {}", error.message),
-                        );
+                        )
+                        .help = help;
                     }
                 }
                 return None;
@@ -680,8 +685,13 @@ impl Reader<'_> {
             let base: Option<TaskBase> = self.convert_json(node, base, Some(&label), &[]);
             let settings: Option<TaskSettings> =
                 self.convert_json(node, settings, Some(&label), &[]);
+            let raw_kind = kind.clone();
             let kind: Option<TaskKind> =
                 self.convert_json(node, kind, Some(&label), &common_fields);
+            if kind.is_none() {
+                // A bad `type` (or a bad field of it) must not hide the templates' problems.
+                self.check_raw_templates(node, &raw_kind, &label, params, templates);
+            }
             let (Some(common), Some(settings), Some(kind)) = (base, settings, kind) else {
                 continue;
             };
@@ -725,8 +735,8 @@ impl Reader<'_> {
                         .with_help_opt(problem.help),
                 );
             }
-            for (field, text) in kind.templates().into_iter().filter(|_| converted_cleanly) {
-                if let Err(problem) = templates.check(text, params) {
+            for (field, text) in kind.templates() {
+                for problem in templates.check(text, params) {
                     found.push(
                         task_diagnostic(Code::Template, &field, problem.message)
                             .with_help_opt(problem.help),
@@ -740,6 +750,31 @@ impl Reader<'_> {
             tasks.push(resolve_task(common, settings, kind, defaults, position));
         }
         tasks
+    }
+
+    /// Checks every templated text among the fields of a task whose type could not be read.
+    fn check_raw_templates(
+        &mut self,
+        node: &Node,
+        fields: &serde_json::Value,
+        label: &str,
+        params: &BTreeMap<String, serde_json::Value>,
+        templates: &Templates,
+    ) {
+        let mut texts = Vec::new();
+        collect_texts(fields, String::new(), &mut texts);
+        for (path, text) in texts {
+            for problem in templates.check(text, params) {
+                let at = node.descend(path.split('.')).position;
+                let mut diagnostic =
+                    Diagnostic::error(Code::Template, self.file, at, problem.message)
+                        .in_task(label)
+                        .in_field(path.clone())
+                        .with_help_opt(problem.help);
+                diagnostic.dag.clone_from(&self.dag_id);
+                self.diagnostics.push(diagnostic);
+            }
+        }
     }
 
     fn check_graph(&mut self, root: &Node, tasks: &[Task]) -> TaskGraph {
@@ -789,6 +824,84 @@ impl Reader<'_> {
             diagnostic.task = Some(first.id.clone());
         }
         graph
+    }
+}
+
+/// Where a YAML error really is, and what to do. The parser reports a tab at the end of the
+/// token before it, and a badly indented key at its colon: point at the tab, or at the start of
+/// the badly indented line.
+fn place_yaml_error(text: &str, message: &str, at: Position) -> (Position, Option<String>) {
+    if message.contains("tab")
+        && let Some(tab) = first_tab_from(text, at)
+    {
+        return (
+            tab,
+            Some("YAML indents with spaces only: replace this tab with spaces".to_string()),
+        );
+    }
+    if message.contains("mapping values are not allowed") {
+        let line = usize::try_from(at.line.max(1)).unwrap_or(1) - 1;
+        if let Some(content) = text.lines().nth(line) {
+            let indent = content.chars().take_while(|c| *c == ' ').count();
+            return (
+                Position {
+                    line: at.line,
+                    column: u32::try_from(indent + 1).unwrap_or(1),
+                },
+                Some("this line's indentation does not line up with the lines above it (or a value with `: ` in it needs quotes)".to_string()),
+            );
+        }
+    }
+    (at, None)
+}
+
+/// The first tab in `text` at or after `from`.
+fn first_tab_from(text: &str, from: Position) -> Option<Position> {
+    let first_line = usize::try_from(from.line.max(1)).ok()? - 1;
+    text.lines()
+        .enumerate()
+        .skip(first_line)
+        .find_map(|(index, line)| {
+            let skip = if index == first_line {
+                usize::try_from(from.column.max(1)).ok()? - 1
+            } else {
+                0
+            };
+            line.chars()
+                .enumerate()
+                .skip(skip)
+                .find(|(_, c)| *c == '\t')
+                .map(|(column, _)| Position {
+                    line: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                    column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+                })
+        })
+}
+
+/// Every string in `value` with its dotted path (`env.TABLE`, `argv.1`).
+fn collect_texts<'a>(value: &'a serde_json::Value, path: String, out: &mut Vec<(String, &'a str)>) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => out.push((path, text)),
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                collect_texts(item, join(&index.to_string()), out);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, item) in fields {
+                if key != "type" {
+                    collect_texts(item, join(key), out);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

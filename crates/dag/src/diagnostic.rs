@@ -217,17 +217,47 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The closest candidate to `word`, if one is close enough to be a likely typo.
+/// Names Airflow users write, and ferry's name for the same thing.
+const AIRFLOW_NAMES: [(&str, &str); 14] = [
+    ("retry", "retries"),
+    ("dag_id", "id"),
+    ("task_id", "id"),
+    ("schedule_interval", "schedule"),
+    ("upstream", "depends_on"),
+    ("dependencies", "depends_on"),
+    ("bash_command", "command"),
+    ("execution_timeout", "timeout"),
+    ("concurrency", "max_active_tasks"),
+    ("tz", "timezone"),
+    ("env_vars", "env"),
+    ("cwd", "working_dir"),
+    ("endpoint", "url"),
+    ("on_failure_callback", "alerts"),
+];
+
+/// The closest candidate to `word`, if one is close enough to be a likely typo (or is ferry's
+/// name for an Airflow name). Among close candidates, one of a similar length wins (`retry` is
+/// `retries`, not `retry_delay`).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let candidates: Vec<&'a str> = candidates.into_iter().collect();
+    if let Some(&(_, ours)) = AIRFLOW_NAMES.iter().find(|(theirs, _)| *theirs == word)
+        && let Some(found) = candidates.iter().find(|c| **c == ours)
+    {
+        return Some(found);
+    }
     candidates
         .into_iter()
-        .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| candidate)
+        .map(|candidate| {
+            let similarity = strsim::jaro_winkler(word, candidate);
+            let length_gap = word.chars().count().abs_diff(candidate.chars().count());
+            (similarity, similarity - 0.02 * length_gap as f64, candidate)
+        })
+        .filter(|(similarity, ..)| *similarity > 0.84)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(.., candidate)| candidate)
 }
 
 /// "did you mean `x`?" for the closest candidate, if any.
@@ -238,6 +268,21 @@ pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggests_ferrys_name_for_airflows_and_the_closest_length() {
+        let fields = [
+            "retries",
+            "retry_delay",
+            "retry_exponential_backoff",
+            "id",
+            "schedule",
+        ];
+        assert_eq!(did_you_mean("retry", fields), Some("retries"));
+        assert_eq!(did_you_mean("retry_dely", fields), Some("retry_delay"));
+        assert_eq!(did_you_mean("dag_id", fields), Some("id"));
+        assert_eq!(did_you_mean("schedule_interval", fields), Some("schedule"));
+    }
 
     #[test]
     fn suggests_close_names_only() {

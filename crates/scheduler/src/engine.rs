@@ -159,6 +159,8 @@ struct ActiveRun {
     by_id: HashMap<i64, usize>,
     /// How many of its tasks were queued so far (their turns).
     turns: u64,
+    /// The data interval of the DAG's latest successful run before this one (templates).
+    previous_success: Option<ferry_dag::timetable::DataInterval>,
 }
 
 impl ActiveRun {
@@ -194,6 +196,7 @@ impl ActiveRun {
             to_instance,
             by_id,
             turns: 0,
+            previous_success: None,
         }
     }
 
@@ -780,12 +783,16 @@ impl Engine {
         });
     }
 
-    /// What an attempt of a task gets beyond its DAG.
-    pub(super) fn attempt_context(&self, try_number: i64) -> AttemptContext<'_> {
+    /// What an attempt of a task of run `pk` gets beyond its DAG.
+    pub(super) fn attempt_context(&self, pk: i64, try_number: i64) -> AttemptContext<'_> {
         AttemptContext {
             try_number,
             inherited_env: &self.config.task_env,
             secrets: &self.config.secrets,
+            previous_success: self
+                .runs
+                .get(&pk)
+                .and_then(|active| active.previous_success),
         }
     }
 }

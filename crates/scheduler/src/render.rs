@@ -61,6 +61,9 @@ pub struct AttemptContext<'a> {
     pub inherited_env: &'a [(String, String)],
     /// The secrets of the configuration.
     pub secrets: &'a Redactor,
+    /// The data interval of the DAG's latest successful run before this one (for
+    /// `prev_data_interval_start_success`).
+    pub previous_success: Option<DataInterval>,
 }
 
 /// Grace between SIGTERM and SIGKILL when a command is stopped.
@@ -87,16 +90,31 @@ pub fn prepare(
 ) -> Result<Prepared, TemplateProblem> {
     let mut redactor = attempt.secrets.clone();
     let params = run_params(dag, run);
+    let conf: serde_json::Value =
+        serde_json::from_str(&run.conf).unwrap_or_else(|_| serde_json::json!({}));
+    let data_interval = DataInterval {
+        start: from_millis(run.interval_start),
+        end: from_millis(run.interval_end),
+    };
+    // By the schedule: the interval before starts before this one's start; the next one
+    // starts at this one's end.
+    let neighbours = dag.schedule.as_ref().map_or((None, None), |schedule| {
+        (
+            schedule.previous_before(data_interval.start),
+            Some(data_interval.end),
+        )
+    });
     let context = RunContext {
         dag_id: &dag.id,
         task_id: &task.id,
         run_id: &run.run_id,
-        data_interval: DataInterval {
-            start: from_millis(run.interval_start),
-            end: from_millis(run.interval_end),
-        },
+        run_type: &run.run_type,
+        data_interval,
+        neighbours,
+        previous_success: attempt.previous_success,
         timezone: dag.timezone,
         params: &params,
+        conf: &conf,
     };
     let render = |text: &str| templates.render(text, &context);
     let timeout = task.timeout.map(|t| t.0);
@@ -301,6 +319,7 @@ mod tests {
             try_number: 2,
             inherited_env: &inherited,
             secrets: &secrets,
+            previous_success: None,
         };
         let prepared = prepare(&dag, &dag.tasks[0], &run, &templates, &context).expect("renders");
         let Work::Command(spec) = &prepared.work else {

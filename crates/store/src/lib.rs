@@ -642,6 +642,24 @@ impl Store {
         })
     }
 
+    /// The latest successful run of `dag_id` before `logical_date`.
+    pub async fn previous_success(
+        &self,
+        dag_id: &str,
+        logical_date: i64,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT * FROM dag_runs WHERE dag_id = $1 AND logical_date < $2 AND state = 'success' \
+                 ORDER BY logical_date DESC LIMIT 1",
+            )
+            .bind(dag_id)
+            .bind(logical_date)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
     /// The run of `dag_id` for the data interval starting at `logical_date`.
     pub async fn run_for_interval(
         &self,

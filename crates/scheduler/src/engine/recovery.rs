@@ -129,7 +129,7 @@ impl Engine {
         let Some(definition) = loaded.dag.task(&task.task_id) else {
             return Ok(self.config.secrets.clone());
         };
-        let context = self.attempt_context(task.try_number);
+        let context = self.attempt_context(run.id, task.try_number);
         Ok(
             prepare(&loaded.dag, definition, run, &self.templates, &context).map_or_else(
                 |_| self.config.secrets.clone(),

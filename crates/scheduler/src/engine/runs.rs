@@ -303,7 +303,17 @@ impl Engine {
             self.timers
                 .push(Reverse((deadline, TimerKind::RunTimeout, pk, 0)));
         }
-        self.runs.insert(pk, ActiveRun::new(run, loaded, tasks));
+        let previous_success = self
+            .store
+            .previous_success(&run.dag_id, run.logical_date)
+            .await?
+            .map(|earlier| ferry_dag::timetable::DataInterval {
+                start: from_millis(earlier.interval_start),
+                end: from_millis(earlier.interval_end),
+            });
+        let mut active = ActiveRun::new(run, loaded, tasks);
+        active.previous_success = previous_success;
+        self.runs.insert(pk, active);
         for (index, priority) in queued {
             self.push_ready(pk, index, priority);
         }

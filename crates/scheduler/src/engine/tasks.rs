@@ -260,7 +260,7 @@ impl Engine {
         let Some(task) = active.task(index) else {
             return Ok(Started::Yes);
         };
-        let context = self.attempt_context(record.try_number + 1);
+        let context = self.attempt_context(pk, record.try_number + 1);
         let now = millis(self.clock.now());
         let (plan, shown) = match prepare(&dag.dag, task, &run, &self.templates, &context) {
             Err(problem) => {

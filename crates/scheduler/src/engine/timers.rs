@@ -178,7 +178,7 @@ impl Engine {
                 (TimerKind::Deferral, TaskState::Deferred) => {
                     let run = active.run.clone();
                     let dag = active.dag.clone();
-                    let context = self.attempt_context(record.try_number);
+                    let context = self.attempt_context(pk, record.try_number);
                     if let Some(task) = dag.dag.task(&record.task_id)
                         && let Ok(prepared) =
                             prepare(&dag.dag, task, &run, &self.templates, &context)

@@ -861,3 +861,72 @@ fn issue7_a_pool_that_is_not_configured_is_an_error() {
         "{said}"
     );
 }
+
+#[test]
+fn issue7_airflow_template_variables_render_in_a_real_run() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let out = marks.path().join("out");
+    let dag = format!(
+        "schedule: '@daily'\nstart_date: 2026-11-01\nparams: {{table: scores}}\ntasks:\n  - id: show\n    type: command\n    command: \"echo '{{{{ ds }}}} prev={{{{ prev_ds }}}} next={{{{ next_ds }}}} success={{{{ prev_data_interval_start_success }}}} nodash={{{{ ts_nodash }}}} add={{{{ macros.ds_add(ds, 2) }}}} fmt={{{{ macros.ds_format(ds, \\\"%Y-%m-%d\\\", \\\"%d/%m\\\") }}}} conf={{{{ dag_run.conf.table | default(\\\"-\\\") }}}}' >> {}\"\n  - {{id: cleanup, type: noop, depends_on: [show], trigger_rule: always}}\n",
+        out.display()
+    );
+    let dir = project(&[("vars.yaml", &dag)]);
+    ok(
+        dir.path(),
+        &[
+            "backfill",
+            "vars",
+            "--from",
+            "2026-11-03",
+            "--to",
+            "2026-11-03",
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "run",
+            "vars",
+            "--date",
+            "2026-11-05",
+            "--param",
+            "table=users",
+        ],
+    );
+    assert_eq!(
+        lines(&out),
+        [
+            "2026-11-03 prev=2026-11-02 next=2026-11-04 success=None nodash=20261103T000000 add=2026-11-05 fmt=03/11 conf=-",
+            "2026-11-05 prev=2026-11-04 next=2026-11-06 success=2026-11-03T00:00:00+00:00 nodash=20261105T000000 add=2026-11-07 fmt=05/11 conf=users",
+        ]
+    );
+}
+
+#[test]
+fn issue7_validate_reports_every_template_problem_and_points_at_the_offending_character() {
+    let dir = project(&[
+        (
+            "templates.yaml",
+            "tasks:\n  - id: a\n    type: comand\n    command: 'echo {{ ds_addd(ds, 1) }} {{ dss }} {{ ds | uper }}'\n  - id: b\n    type: noop\n    retry: 2\n",
+        ),
+        (
+            "tabs.yaml",
+            "tasks:\n  - id: a\n    type: noop\n  - id: b\n\ttype: noop\n",
+        ),
+        ("indent.yaml", "tasks:\n  - id: a\n     type: noop\n"),
+    ]);
+    let output = ferry_in(dir.path(), &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = stdout(&output);
+    for expected in [
+        "templates.yaml:3:11: error[unknown-task-type]: dag `templates`, task `a`, field `type`: unknown task type `comand`\n  help: did you mean `command`?",
+        "field `command`: unknown template variable `ds_addd`\n  help: did you mean the filter `ds_add`? (`{{ ds | ds_add(...) }}`)",
+        "field `command`: unknown template variable `dss`\n  help: did you mean `ds`?",
+        "field `command`: unknown template filter `uper`\n  help: did you mean `upper`?",
+        "templates.yaml:7:5: error[unknown-field]: dag `templates`, task `b`, field `retry`: unknown field `retry`\n  help: did you mean `retries`?",
+        "tabs.yaml:5:1: error[yaml-syntax]: invalid YAML: while scanning a plain scalar, found a tab\n  help: YAML indents with spaces only",
+        "indent.yaml:3:6: error[yaml-syntax]: invalid YAML: mapping values are not allowed in this context\n  help: this line's indentation",
+    ] {
+        assert!(said.contains(expected), "missing:\n{expected}\nin:\n{said}");
+    }
+}

@@ -141,5 +141,10 @@ fn find_dag<'a>(catalog: &'a Catalog, id: &str) -> Result<&'a Dag> {
     let hint = ferry_dag::diagnostic::suggestion(id, ids.iter().copied())
         .map(|s| format!("; {s}"))
         .unwrap_or_default();
-    Err(anyhow::anyhow!("no DAG `{id}`{hint}")).context(format!("known DAGs: {}", ids.join(", ")))
+    let known = if ids.is_empty() {
+        "no DAG is loaded from the configured folders".to_string()
+    } else {
+        format!("known DAGs: {}", ids.join(", "))
+    };
+    bail!("no DAG `{id}`{hint} ({known})")
 }

@@ -261,13 +261,8 @@ impl Templates {
             start: DateTime::<Utc>::UNIX_EPOCH,
             end: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1),
         };
-        // A run's conf holds its parameters as triggered: the declared ones.
-        let conf = serde_json::Value::Object(
-            params
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-        );
+        // A run's conf holds only what it was triggered with: nothing, for a scheduled run.
+        let conf = serde_json::Value::Object(serde_json::Map::new());
         let sample = RunContext {
             dag_id: "dag",
             task_id: "task",
@@ -304,7 +299,11 @@ impl Templates {
                 .flatten()
                 .filter(|name| !stand_ins.contains(name));
             let Some(name) = unknown_filter else {
-                problems.push(problem(&error));
+                let mut found = problem(&error);
+                if found.message.contains("dag_run.conf") || found.message.contains("`conf") {
+                    found.help = Some("a run's conf holds only what it was triggered with (`--param`): write `{{ dag_run.conf.name | default(...) }}`, or use `params.name`, which has the declared default".to_string());
+                }
+                problems.push(found);
                 break;
             };
             problems.push(unknown_filter_problem(&name));
@@ -494,7 +493,7 @@ mod tests {
             "{{ ds | ds_add(-1) }} {{ logical_date | strftime('%Y/%m') }}",
             "{{ prev_ds }} {{ next_ds }} {{ prev_data_interval_start_success }} {{ ts_nodash }}",
             "{{ macros.ds_add(ds, 3) }} {{ macros.ds_format(ds, '%Y-%m-%d', '%d/%m') }}",
-            "{{ dag_run.conf.table }} {{ dag_run.conf.other | default('x') }} {{ dag_run.run_id }}",
+            "{{ dag_run.conf.table | default('x') }} {{ dag_run.run_id }}",
         ] {
             assert_eq!(templates.check(text, &params()), Vec::new(), "{text}");
         }

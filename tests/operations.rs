@@ -930,3 +930,82 @@ fn issue7_validate_reports_every_template_problem_and_points_at_the_offending_ch
         assert!(said.contains(expected), "missing:\n{expected}\nin:\n{said}");
     }
 }
+
+#[test]
+fn issue7_typed_params_are_checked_when_a_run_is_created() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let out = marks.path().join("out");
+    let dag = format!(
+        "params:\n  days: {{type: integer, default: 7}}\n  mode: {{enum: [full, incremental], default: full}}\n  day: {{type: date}}\ntasks:\n  - {{id: show, type: command, command: 'echo {{{{ params.day }}}} {{{{ params.days + 1 }}}} {{{{ params.mode }}}} >> {}'}}\n",
+        out.display()
+    );
+    let broken = "schedule: '@daily'\nstart_date: 2026-11-01\nparams:\n  a: {type: integr}\n  b: {type: integer, default: x}\n  c: {type: string}\n  d: {enum: []}\ntasks:\n  - {id: t, type: noop}\n";
+    let dir = project(&[("typed.yaml", &dag), ("broken.yaml", broken)]);
+    for (args, said) in [
+        (
+            vec![
+                "run",
+                "typed",
+                "--param",
+                "day=2026-11-24",
+                "--param",
+                "days=seven",
+            ],
+            "parameter `days`: `seven` is not an integer",
+        ),
+        (
+            vec!["run", "typed"],
+            "parameter `day` has no default: give it with `--param day=...`",
+        ),
+        (
+            vec!["run", "typed", "--param", "day=24/11/2026"],
+            "parameter `day`: `24/11/2026` is not a date (YYYY-MM-DD)",
+        ),
+        (
+            vec![
+                "run",
+                "typed",
+                "--param",
+                "day=2026-11-24",
+                "--param",
+                "mode=partial",
+            ],
+            "`partial` is not one of `full`, `incremental`",
+        ),
+        (
+            vec!["run", "typed", "--param", "dya=2026-11-24"],
+            "DAG `typed` has no parameter `dya` (did you mean `day`?)",
+        ),
+    ] {
+        let output = ferry_in(dir.path(), &args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains(said),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(!out.exists(), "no run was made from bad parameters");
+    ok(
+        dir.path(),
+        &[
+            "run",
+            "typed",
+            "--param",
+            "day=2026-11-24",
+            "--param",
+            "days=14",
+        ],
+    );
+    assert_eq!(lines(&out), ["2026-11-24 15 full"]);
+    let output = ferry_in(dir.path(), &["validate"], &[]);
+    let said = stdout(&output);
+    for expected in [
+        "field `params.a`: parameter `a`: unknown parameter type `integr`; did you mean `integer`?",
+        "field `params.b`: parameter `b`: its default `x` is not an integer",
+        "field `params.c`: parameter `c` has no default, but scheduled runs are given no parameters",
+        "field `params.d`: parameter `d`: `enum` must be a non-empty list of values",
+    ] {
+        assert!(said.contains(expected), "missing {expected} in:\n{said}");
+    }
+}

@@ -16,7 +16,7 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use chrono::Utc;
 use ferry_config::{Config, Sources};
 use ferry_dag::{Catalog, CatalogOptions, Dag};

@@ -269,24 +269,15 @@ fn check_interval(dag: &Dag, interval: DataInterval, now: chrono::DateTime<Utc>)
     Ok(())
 }
 
-/// `--param name=value` overrides; values are JSON when they parse as JSON, text otherwise.
+/// `--param name=value` overrides, checked against the DAG's declared parameters: values are
+/// read as the declared type (JSON for a parameter given only by a default).
 fn params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let mut conf = serde_json::Map::new();
+    let mut given = Vec::new();
     for pair in overrides {
         let Some((name, value)) = pair.split_once('=') else {
             bail!("`--param {pair}`: write NAME=VALUE");
         };
-        if !dag.params.contains_key(name) {
-            let known: Vec<&str> = dag.params.keys().map(String::as_str).collect();
-            bail!(
-                "DAG `{}` has no parameter `{name}` (declared: {})",
-                dag.id,
-                known.join(", ")
-            );
-        }
-        let value = serde_json::from_str(value)
-            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-        conf.insert(name.to_string(), value);
+        given.push((name.to_string(), value.to_string()));
     }
-    Ok(conf)
+    ferry_dag::params::resolve(&dag.id, &dag.param_types, &given).map_err(anyhow::Error::msg)
 }

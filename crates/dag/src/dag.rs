@@ -18,6 +18,7 @@ use crate::diagnostic::{Code, Diagnostic, suggestion};
 use crate::duration::Duration;
 use crate::graph::TaskGraph;
 use crate::node::{self, Node, Position, Value};
+use crate::params::Param;
 use crate::spec::{AlertsSpec, DagSpec, SlaSpec, TaskBase, TaskSettings, TriggerRule};
 use crate::tasks::{TASK_TYPES, TaskKind, is_valid_id};
 use crate::template::Templates;
@@ -147,8 +148,12 @@ pub struct Dag {
     pub max_active_tasks: u32,
     /// A run still going this long after it started fails.
     pub dagrun_timeout: Option<Duration>,
-    /// Parameters and their defaults.
+    /// The parameters that have a default, with it: what a run gets unless triggered with
+    /// other values.
     pub params: BTreeMap<String, serde_json::Value>,
+    /// Every declared parameter with its type and default (those without a default must be
+    /// given when a run is triggered).
+    pub param_types: BTreeMap<String, Param>,
     /// Deadline.
     pub sla: Option<Sla>,
     /// Alert channels per event.
@@ -277,9 +282,15 @@ impl Reader<'_> {
         self.dag_id = Some(declared_id.unwrap_or(stem));
         let header: Option<DagSpec<IgnoredAny>> = self.convert(&root, None, &[]);
         let header = header.map(|spec| self.check_header(&root, spec));
-        let params = header
+        // Templates are checked with each parameter's default, or a sample of its type.
+        let params: BTreeMap<String, serde_json::Value> = header
             .as_ref()
-            .map(|h| h.params.clone())
+            .map(|h| {
+                h.params
+                    .iter()
+                    .map(|(name, param)| (name.clone(), param.sample()))
+                    .collect()
+            })
             .unwrap_or_default();
         let defaults = header
             .as_ref()
@@ -304,7 +315,12 @@ impl Reader<'_> {
             max_active_runs: header.max_active_runs,
             max_active_tasks: header.max_active_tasks,
             dagrun_timeout: header.dagrun_timeout,
-            params: header.params,
+            params: header
+                .params
+                .iter()
+                .filter_map(|(name, param)| Some((name.clone(), param.default.clone()?)))
+                .collect(),
+            param_types: header.params,
             sla: header.sla,
             alerts: header.alerts,
             tasks,
@@ -550,6 +566,31 @@ impl Reader<'_> {
             }
         }
         let sla = spec.sla.as_ref().and_then(|sla| self.check_sla(root, sla));
+        let mut declared = BTreeMap::new();
+        for (name, written) in &spec.params {
+            match Param::read(written) {
+                Ok(param) => {
+                    if param.default.is_none() && spec.schedule.is_some() {
+                        self.error(
+                            Code::InvalidValue,
+                            position(&format!("params.{name}")),
+                            format!("parameter `{name}` has no default, but scheduled runs are given no parameters"),
+                        )
+                        .set_help(Some("give it a `default:`".into()))
+                        .set_field(format!("params.{name}"));
+                    }
+                    declared.insert(name.clone(), param);
+                }
+                Err(why) => {
+                    self.error(
+                        Code::InvalidValue,
+                        position(&format!("params.{name}")),
+                        format!("parameter `{name}`: {why}"),
+                    )
+                    .set_field(format!("params.{name}"));
+                }
+            }
+        }
         for name in spec.params.keys() {
             if !is_valid_identifier(name) {
                 self.error(
@@ -577,7 +618,7 @@ impl Reader<'_> {
             max_active_runs: spec.max_active_runs.unwrap_or(1),
             max_active_tasks: spec.max_active_tasks.unwrap_or(16),
             dagrun_timeout: spec.dagrun_timeout,
-            params: spec.params,
+            params: declared,
             defaults: spec.defaults,
             sla,
             alerts: spec.alerts,
@@ -941,7 +982,7 @@ struct Header {
     max_active_runs: u32,
     max_active_tasks: u32,
     dagrun_timeout: Option<Duration>,
-    params: BTreeMap<String, serde_json::Value>,
+    params: BTreeMap<String, Param>,
     defaults: TaskSettings,
     sla: Option<Sla>,
     alerts: AlertsSpec,

@@ -251,7 +251,11 @@ pub fn did_you_mean<'a>(
     candidates
         .into_iter()
         .map(|candidate| {
-            let similarity = strsim::jaro_winkler(word, candidate);
+            // One edit away (a swapped pair included) counts as close, which Jaro-Winkler
+            // misses in short words (`dya` is `day`).
+            let one_edit = word.chars().count() >= 3 && strsim::osa_distance(word, candidate) == 1;
+            let similarity =
+                strsim::jaro_winkler(word, candidate).max(if one_edit { 0.9 } else { 0.0 });
             let length_gap = word.chars().count().abs_diff(candidate.chars().count());
             (similarity, similarity - 0.02 * length_gap as f64, candidate)
         })
@@ -282,6 +286,8 @@ mod tests {
         assert_eq!(did_you_mean("retry_dely", fields), Some("retry_delay"));
         assert_eq!(did_you_mean("dag_id", fields), Some("id"));
         assert_eq!(did_you_mean("schedule_interval", fields), Some("schedule"));
+        assert_eq!(did_you_mean("dya", ["day", "days", "mode"]), Some("day"));
+        assert_eq!(did_you_mean("shout", ["sort", "upper"]), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod graph;
 pub mod node;
+pub mod params;
 pub mod spec;
 pub mod tasks;
 pub mod template;

@@ -1009,3 +1009,26 @@ fn issue7_typed_params_are_checked_when_a_run_is_created() {
         assert!(said.contains(expected), "missing {expected} in:\n{said}");
     }
 }
+
+#[test]
+fn issue7_secrets_refer_to_environment_variables_and_an_unset_one_is_shown() {
+    let dir = project(&[]);
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        "[alerts.channels.data-oncall]\nkind = \"slack\"\nwebhook_url = \"${ONCALL_URL}\"\n[alerts.channels.owners]\nkind = \"slack\"\nwebhook_url = \"${OWNERS_URL}\"\n",
+    )
+    .expect("config");
+    let output = ferry_in(
+        dir.path(),
+        &["config", "show"],
+        &[("ONCALL_URL", "https://hooks.example/T0/hunter2-token")],
+    );
+    let shown = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(shown.contains("webhook_url = \"********\""), "{shown}");
+    assert!(
+        shown.contains("webhook_url = \"<unset: ${OWNERS_URL}>\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}

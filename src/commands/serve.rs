@@ -19,6 +19,11 @@ use super::engine::{
 use crate::cli::ServeArgs;
 
 pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
+    for (place, variable) in config.unset_secrets() {
+        say!(
+            "ferry: warning: `{place}` refers to the environment variable {variable}, which is not set: it stays empty until ferry is started with it"
+        );
+    }
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let owner = match try_own(&store, "ferry serve").await? {

@@ -304,16 +304,66 @@ impl Config {
                 Some(DagsSection { dags }),
                 Some(EngineSection { engine }),
                 Some(AlertsSection { alerts }),
-            ) if problems.is_empty() => Ok(Self {
-                dags,
-                engine,
-                alerts,
-            }),
+            ) if problems.is_empty() => {
+                let mut config = Self {
+                    dags,
+                    engine,
+                    alerts,
+                };
+                for secret in config.secrets_mut() {
+                    secret.resolve(&sources.environment);
+                }
+                Ok(config)
+            }
             _ => {
                 problems.dedup();
                 Err(ConfigError { problems })
             }
         }
+    }
+
+    /// Every secret, for resolving references.
+    fn secrets_mut(&mut self) -> Vec<&mut Secret> {
+        let mut secrets: Vec<&mut Secret> = self.engine.database_url.iter_mut().collect();
+        for channel in self.alerts.channels.values_mut() {
+            match channel {
+                Channel::Log => {}
+                Channel::Slack { webhook_url } => secrets.push(webhook_url),
+                Channel::Webhook { url, headers } => {
+                    secrets.push(url);
+                    secrets.extend(headers.values_mut());
+                }
+            }
+        }
+        secrets
+    }
+
+    /// The secrets that refer to an environment variable that is not set: (where, variable).
+    pub fn unset_secrets(&self) -> Vec<(String, String)> {
+        let mut unset = Vec::new();
+        let mut note = |place: String, secret: &Secret| {
+            if let Some(name) = secret.unset() {
+                unset.push((place, name.to_string()));
+            }
+        };
+        if let Some(url) = &self.engine.database_url {
+            note("engine.database_url".to_string(), url);
+        }
+        for (name, channel) in &self.alerts.channels {
+            match channel {
+                Channel::Log => {}
+                Channel::Slack { webhook_url } => {
+                    note(format!("alerts.channels.{name}.webhook_url"), webhook_url);
+                }
+                Channel::Webhook { url, headers } => {
+                    note(format!("alerts.channels.{name}.url"), url);
+                    for (header, value) in headers {
+                        note(format!("alerts.channels.{name}.headers.{header}"), value);
+                    }
+                }
+            }
+        }
+        unset
     }
 
     /// The effective configuration as TOML, secrets masked.

@@ -6,8 +6,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A secret string. `Debug`, `Display` and serialization print `********`; only
 /// [`Secret::expose`] gives the value, to the code that sends it.
+///
+/// In a file, a secret is best written as a reference to an environment variable,
+/// `"${SLACK_WEBHOOK_URL}"`, resolved when the configuration is loaded: any shell can set such a
+/// name, and the file holds no secret. A reference to a variable that is not set leaves the
+/// secret *unset*, and it is shown as such (`<unset: ${SLACK_WEBHOOK_URL}>`), not masked.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// The environment variable it refers to, if written as `${NAME}`.
+    reference: Option<String>,
+}
 
 /// What a secret looks like wherever it is shown.
 pub const MASK: &str = "********";
@@ -15,36 +24,83 @@ pub const MASK: &str = "********";
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self {
+            value: value.into(),
+            reference: None,
+        }
     }
 
-    /// The value itself, for the code that uses it (never for logs or answers).
+    /// Reads a value as written: `${NAME}` refers to an environment variable (resolved by
+    /// [`Secret::resolve`]); anything else is the value itself.
+    pub fn written(text: &str) -> Self {
+        let reference = text
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .filter(|name| {
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with(|c: char| c.is_ascii_digit())
+            });
+        match reference {
+            Some(name) => Self {
+                value: String::new(),
+                reference: Some(name.to_string()),
+            },
+            None => Self::new(text),
+        }
+    }
+
+    /// Takes the value of the environment variable this secret refers to, if any.
+    pub fn resolve(&mut self, environment: &[(String, String)]) {
+        if let Some(name) = &self.reference {
+            self.value = environment
+                .iter()
+                .find(|(variable, _)| variable == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+        }
+    }
+
+    /// The value itself, for the code that uses it (never for logs or answers). Empty when the
+    /// secret is unset.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// The environment variable of a secret that refers to one that is not set.
+    pub fn unset(&self) -> Option<&str> {
+        self.reference.as_deref().filter(|_| self.value.is_empty())
+    }
+
+    fn shown(&self) -> String {
+        match self.unset() {
+            Some(name) => format!("<unset: ${{{name}}}>"),
+            None => MASK.to_string(),
+        }
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
+        f.write_str(&self.shown())
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(MASK)
+        f.write_str(&self.shown())
     }
 }
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(MASK)
+        serializer.serialize_str(&self.shown())
     }
 }
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        String::deserialize(deserializer).map(|text| Secret::written(&text))
     }
 }
 
@@ -57,5 +113,21 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret} {secret:?}"), "******** ********");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn references_are_resolved_and_an_unset_one_says_so() {
+        let environment = vec![("SLACK_URL".to_string(), "https://hooks/x".to_string())];
+        let mut set = Secret::written("${SLACK_URL}");
+        set.resolve(&environment);
+        assert_eq!(
+            (set.expose(), set.to_string()),
+            ("https://hooks/x", MASK.to_string())
+        );
+        let mut missing = Secret::written("${NOT_THERE}");
+        missing.resolve(&environment);
+        assert_eq!(missing.to_string(), "<unset: ${NOT_THERE}>");
+        assert_eq!(missing.unset(), Some("NOT_THERE"));
+        assert_eq!(Secret::written("${not a name}").expose(), "${not a name}");
     }
 }

@@ -1032,3 +1032,56 @@ fn issue7_secrets_refer_to_environment_variables_and_an_unset_one_is_shown() {
     );
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+// ---- dags list and reloads ----
+
+#[test]
+fn issue7_dags_list_shows_broken_and_paused_dags_and_serve_logs_reloads() {
+    let dir = project(&[
+        ("kept.yaml", "tasks:\n  - {id: a, type: noop}\n"),
+        ("other.yaml", "tasks:\n  - {id: a, type: noop}\n"),
+    ]);
+    let dags = dir.path().join("dags/internal");
+    ok(dir.path(), &["run", "kept"]);
+    let serve = spawn_ferry(dir.path(), &["serve"]);
+    wait_until(Duration::from_secs(20), || {
+        ferry_in(dir.path(), &["runs", "list"], &[])
+            .status
+            .success()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(dags.join("kept.yaml"), "tasks:\n  - {id: a, type: nope}\n").expect("break");
+    std::fs::write(dags.join("added.yaml"), "tasks:\n  - {id: a, type: noop}\n").expect("add");
+    std::fs::remove_file(dags.join("other.yaml")).expect("remove");
+    std::thread::sleep(Duration::from_millis(3000));
+    ok(dir.path(), &["dags", "pause", "added"]);
+    let listed = ok(dir.path(), &["dags", "list"]);
+    assert!(listed.contains("kept   broken"), "{listed}");
+    assert!(listed.contains("added  paused"), "{listed}");
+    assert!(
+        listed.contains("kept is broken: ")
+            && listed.contains("unknown task type `nope`")
+            && listed.contains("keeps scheduling its last valid version (1, loaded "),
+        "{listed}"
+    );
+    let json: Value =
+        serde_json::from_str(&ok(dir.path(), &["dags", "list", "--format", "json"])).expect("JSON");
+    let kept = json
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|d| d["id"] == "kept")
+        .expect("kept");
+    assert_eq!(kept["state"], "broken");
+    assert_eq!(kept["last_valid_version"]["version"], 1);
+    nix_kill(&serve, "TERM");
+    let output = serve.wait_with_output().expect("serve ends");
+    let said = stderr(&output);
+    for expected in [
+        "ferry: DAG added added",
+        "ferry: DAG kept has errors now: its last valid version goes on being scheduled",
+        "ferry: DAG other removed: it gets no new runs; its history stays",
+    ] {
+        assert!(said.contains(expected), "missing {expected} in:\n{said}");
+    }
+}

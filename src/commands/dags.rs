@@ -11,20 +11,115 @@ use serde_json::json;
 use crate::cli::{DagSource, Format, GraphFormat};
 use crate::output;
 
+/// What the store knows of the DAGs: paused ones, and the latest version of each.
+#[derive(Default)]
+struct Known {
+    paused: std::collections::HashSet<String>,
+    versions: std::collections::HashMap<String, (i64, i64)>,
+}
+
+/// Reads what the store knows, if there is a store (the list works without one).
+fn known(config: &Config) -> Known {
+    let engine = crate::cli::EngineArgs { database_url: None };
+    super::engine::block_on(async {
+        let Ok(store) =
+            super::engine::open_store(config, &engine, ferry_store::OpenMode::Existing).await
+        else {
+            return Ok(Known::default());
+        };
+        let known = Known {
+            paused: store
+                .paused_dags()
+                .await
+                .map(|paused| paused.into_iter().map(|p| p.dag_id).collect())
+                .unwrap_or_default(),
+            versions: store.latest_dag_versions().await.unwrap_or_default(),
+        };
+        store.close().await;
+        Ok(known)
+    })
+    .unwrap_or_default()
+}
+
+/// A DAG file with errors: its DAG id (or the file's name) and its first error.
+struct Broken {
+    id: String,
+    file: std::path::PathBuf,
+    error: String,
+}
+
+fn broken(catalog: &ferry_dag::Catalog) -> Vec<Broken> {
+    let mut found: Vec<Broken> = Vec::new();
+    for diagnostic in catalog.diagnostics.iter().filter(|d| d.is_error()) {
+        let id = diagnostic.dag.clone().unwrap_or_else(|| {
+            diagnostic
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        if catalog.dags.contains_key(&id) || found.iter().any(|b| b.file == diagnostic.file) {
+            continue;
+        }
+        found.push(Broken {
+            id,
+            file: diagnostic.file.clone(),
+            error: format!(
+                "{}:{}: {}",
+                diagnostic.line, diagnostic.column, diagnostic.message
+            ),
+        });
+    }
+    found
+}
+
 pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &[], source);
-    let broken = catalog.count(ferry_dag::Severity::Error);
+    let known = known(config);
+    let broken = broken(&catalog);
+    let state = |id: &str| {
+        if known.paused.contains(id) {
+            "paused"
+        } else {
+            "active"
+        }
+    };
+    let last_valid = |id: &str| {
+        known.versions.get(id).map(
+            |(version, at)| json!({"version": version, "loaded_at": output::rfc3339(Some(*at))}),
+        )
+    };
     match format {
-        Format::Json => output::json(&json!(
-            catalog.dags.values().map(summary).collect::<Vec<_>>()
-        )),
+        Format::Json => {
+            let mut entries: Vec<serde_json::Value> = catalog
+                .dags
+                .values()
+                .map(|dag| {
+                    let mut entry = summary(dag);
+                    entry["state"] = json!(state(&dag.id));
+                    entry
+                })
+                .collect();
+            entries.extend(broken.iter().map(|b| {
+                json!({
+                    "id": b.id,
+                    "file": b.file,
+                    "state": "broken",
+                    "paused": known.paused.contains(&b.id),
+                    "error": b.error,
+                    "last_valid_version": last_valid(&b.id),
+                })
+            }));
+            output::json(&json!(entries));
+        }
         Format::Text => {
-            let rows: Vec<Vec<String>> = catalog
+            let mut rows: Vec<Vec<String>> = catalog
                 .dags
                 .values()
                 .map(|dag| {
                     vec![
                         dag.id.clone(),
+                        state(&dag.id).to_string(),
                         dag.tree.as_str().to_string(),
                         dag.schedule
                             .as_ref()
@@ -36,18 +131,32 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
                     ]
                 })
                 .collect();
+            rows.extend(broken.iter().map(|b| {
+                let mut row = vec!["-".to_string(); 8];
+                row[0].clone_from(&b.id);
+                row[1] = "broken".to_string();
+                row[7] = b.file.display().to_string();
+                row
+            }));
             output::table(
                 &[
-                    "ID", "TREE", "SCHEDULE", "TIMEZONE", "OWNER", "TASKS", "FILE",
+                    "ID", "STATE", "TREE", "SCHEDULE", "TIMEZONE", "OWNER", "TASKS", "FILE",
                 ],
                 &rows,
             );
+            for b in &broken {
+                let runs = match known.versions.get(&b.id) {
+                    Some((version, at)) => format!(
+                        "ferry serve keeps scheduling its last valid version ({version}, loaded {})",
+                        output::rfc3339(Some(*at)).unwrap_or_default()
+                    ),
+                    None => "it has never loaded, so it does not run".to_string(),
+                };
+                out!("");
+                out!("{} is broken: {}: {}", b.id, b.file.display(), b.error);
+                out!("  {runs}; `ferry validate` lists every error");
+            }
         }
-    }
-    if broken > 0 {
-        say!(
-            "ferry: {broken} error(s) in DAG files; those DAGs are not listed (run `ferry validate`)"
-        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `ferry serve`: the daemon.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -57,7 +58,11 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             store.shown()
         );
         let signals = watch_signals(stop_message(config, &args.stop), Some(FORCED_STOP))?;
-        let state = Mutex::new((fingerprint(config), catalog.diagnostics.clone()));
+        let state = Mutex::new((
+            fingerprint(config),
+            catalog.diagnostics.clone(),
+            versions(&catalog),
+        ));
         let reload_config = config.clone();
         let reload = move || {
             let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -70,15 +75,21 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             let catalog = read(&reload_config);
             report(&catalog, Some(&state.1));
             state.1 = catalog.diagnostics.clone();
-            let dags = catalog
+            let dags: Vec<(ferry_dag::Dag, String)> = catalog
                 .dags
-                .into_values()
+                .values()
                 .filter_map(|dag| {
                     std::fs::read_to_string(&dag.file)
                         .ok()
-                        .map(|source| (dag, source))
+                        .map(|source| (dag.clone(), source))
                 })
                 .collect();
+            let now: BTreeMap<String, String> = dags
+                .iter()
+                .map(|(dag, source)| (dag.id.clone(), ferry_scheduler::engine::content_hash(source)))
+                .collect();
+            report_changes(&state.2, &now, &catalog);
+            state.2 = now;
             Reload {
                 dags,
                 files: catalog.files,
@@ -127,6 +138,55 @@ fn read(config: &Config) -> Catalog {
         now: Utc::now(),
     };
     ferry_dag::catalog::load(&config.dags.folders, &options)
+}
+
+/// The content hash of every valid DAG's file, by DAG id.
+fn versions(catalog: &Catalog) -> BTreeMap<String, String> {
+    catalog
+        .dags
+        .values()
+        .filter_map(|dag| {
+            let source = std::fs::read_to_string(&dag.file).ok()?;
+            Some((
+                dag.id.clone(),
+                ferry_scheduler::engine::content_hash(&source),
+            ))
+        })
+        .collect()
+}
+
+/// Says which DAGs a reload added, changed, broke or removed.
+fn report_changes(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    catalog: &Catalog,
+) {
+    for (id, hash) in after {
+        match before.get(id) {
+            None => say!("ferry: DAG {id} added"),
+            Some(old) if old != hash => say!(
+                "ferry: DAG {id} changed: new runs use the new version; runs under way keep theirs"
+            ),
+            Some(_) => {}
+        }
+    }
+    for id in before.keys().filter(|id| !after.contains_key(*id)) {
+        let broken = catalog
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && d.dag.as_deref() == Some(id.as_str()));
+        if broken {
+            say!(
+                "ferry: DAG {id} has errors now: its last valid version goes on being scheduled until they are fixed (see `ferry validate`)"
+            );
+        } else if !catalog.unreadable.is_empty() {
+            say!(
+                "ferry: DAG {id} is not loaded now: its file is gone or cannot be read (a DAG in an unreadable file or folder keeps its last valid version)"
+            );
+        } else {
+            say!("ferry: DAG {id} removed: it gets no new runs; its history stays");
+        }
+    }
 }
 
 /// Prints the catalog's errors when they differ from the last ones printed.

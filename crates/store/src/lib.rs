@@ -503,6 +503,21 @@ impl Store {
         })
     }
 
+    /// The latest recorded version of every DAG: (version id, when it was loaded), by DAG id.
+    pub async fn latest_dag_versions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, StoreError> {
+        with_pool!(self, pool => {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT v.dag_id, v.id, v.loaded_at FROM dag_versions v \
+                 WHERE v.id = (SELECT MAX(w.id) FROM dag_versions w WHERE w.dag_id = v.dag_id)",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(dag, id, at)| (dag, (id, at))).collect())
+        })
+    }
+
     /// Creates a run and its task instances in one transaction. Returns `None`, creating
     /// nothing, when the DAG already has a run for that logical date.
     pub async fn create_run(

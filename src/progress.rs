@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use ferry_scheduler::Progress;
 
@@ -32,16 +34,33 @@ fn line(progress: &Progress) -> String {
     )
 }
 
-/// For one run on a terminal: a board with a row per task (in the DAG's order); elsewhere, lines.
+/// For one run on a terminal: a board with a row per task (in the DAG's order), redrawn every
+/// second while tasks run so that their elapsed time counts up; elsewhere, lines. The board is
+/// fed by the engine, or by the store's events when another process executes the run, and
+/// times come from those events, so it is true either way.
 pub(crate) fn for_run(task_ids: Vec<String>) -> Observer {
     if !std::io::stdout().is_terminal() {
         return lines();
     }
-    let board = Mutex::new(Board {
+    let board = Arc::new(Mutex::new(Board {
         order: task_ids,
         rows: HashMap::new(),
         run: String::new(),
         drawn: 0,
+        ended: false,
+    }));
+    let ticking = board.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let mut board = ticking.lock().unwrap_or_else(PoisonError::into_inner);
+            if board.ended {
+                return;
+            }
+            if board.rows.values().any(|row| row.state == "running") {
+                board.draw();
+            }
+        }
     });
     Box::new(move |progress: &Progress| {
         let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
@@ -54,7 +73,7 @@ struct Row {
     state: String,
     try_number: i64,
     detail: String,
-    since: Instant,
+    since: DateTime<Utc>,
 }
 
 struct Board {
@@ -62,6 +81,8 @@ struct Board {
     rows: HashMap<String, Row>,
     run: String,
     drawn: usize,
+    /// The run ended: no more redrawing (what follows the board must stay below it).
+    ended: bool,
 }
 
 impl Board {
@@ -80,11 +101,14 @@ impl Board {
                         state: progress.state.clone(),
                         try_number: progress.try_number,
                         detail,
-                        since: Instant::now(),
+                        since: progress.at,
                     },
                 );
             }
-            None => self.run = format!("{} {}", progress.run_id, progress.state),
+            None => {
+                self.run = format!("{} {}", progress.run_id, progress.state);
+                self.ended = matches!(progress.state.as_str(), "success" | "failed");
+            }
         }
     }
 
@@ -99,7 +123,8 @@ impl Board {
             let (mark, state, extra) = match self.rows.get(task) {
                 Some(row) => {
                     let elapsed = if row.state == "running" {
-                        format!(" {:.1}s", row.since.elapsed().as_secs_f64())
+                        let seconds = (Utc::now() - row.since).num_milliseconds().max(0);
+                        format!(" {}", elapsed(seconds / 1000))
                     } else {
                         String::new()
                     };
@@ -130,6 +155,15 @@ impl Board {
     }
 }
 
+/// `42s`, `3m07s`, `1h02m`.
+fn elapsed(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 fn mark(state: &str) -> &'static str {
     match state {
         "success" => "✓",
@@ -147,6 +181,13 @@ fn mark(state: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elapsed_times_read_easily() {
+        assert_eq!(elapsed(42), "42s");
+        assert_eq!(elapsed(187), "3m07s");
+        assert_eq!(elapsed(3720), "1h02m");
+    }
 
     #[test]
     fn lines_name_the_run_task_try_and_state() {

@@ -1085,3 +1085,38 @@ fn issue7_dags_list_shows_broken_and_paused_dags_and_serve_logs_reloads() {
         assert!(said.contains(expected), "missing {expected} in:\n{said}");
     }
 }
+
+// ---- the live board of `ferry run` ----
+
+/// Runs `ferry ARGS` in `dir` under a pseudo-terminal (`script`), so that it draws its board.
+fn on_a_terminal(dir: &Path, args: &str) -> String {
+    let output = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_ferry")),
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .expect("script runs (util-linux)");
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+#[test]
+fn issue7_the_live_board_counts_up_running_tasks_and_follows_another_engine() {
+    let dag = "tasks:\n  - {id: nap, type: command, command: 'sleep 3'}\n  - {id: after, type: noop, depends_on: [nap]}\n";
+    let dir = project(&[("slow.yaml", dag)]);
+    let board = on_a_terminal(dir.path(), "run slow");
+    // Redrawn while the task runs: its elapsed time counts up without any new event.
+    assert!(board.contains("running          2s"), "{board}");
+    assert!(board.contains("✓ after"), "{board}");
+    // With a daemon owning the store, the run is handed over and the board follows the store.
+    let serve = spawn_ferry(dir.path(), &["serve"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let board = on_a_terminal(dir.path(), "run slow");
+    stop(serve);
+    assert!(board.contains("running          2s"), "{board}");
+    assert!(board.contains("✓ after"), "{board}");
+}

@@ -1120,3 +1120,41 @@ fn issue7_the_live_board_counts_up_running_tasks_and_follows_another_engine() {
     assert!(board.contains("running          2s"), "{board}");
     assert!(board.contains("✓ after"), "{board}");
 }
+
+#[test]
+fn issue7_a_rerun_goes_on_with_the_recorded_version_or_the_latest_when_asked() {
+    let v1 = "tasks:\n  - {id: a, type: command, command: 'exit 1'}\n  - {id: b, type: noop, depends_on: [a]}\n";
+    let v2 = "tasks:\n  - {id: a, type: command, command: 'echo fixed'}\n  - {id: c, type: noop, depends_on: [a]}\n";
+    on_both_backends("versions", &[("versioned.yaml", v1)], |dir| {
+        std::fs::write(dir.join("dags/internal/versioned.yaml"), v1).expect("v1");
+        ferry_in(dir, &["run", "versioned"], &[]);
+        let run = newest_run(dir);
+        std::fs::write(dir.join("dags/internal/versioned.yaml"), v2).expect("v2");
+        // By default the run keeps its own version: `a` fails again.
+        ok(dir, &["runs", "rerun", &run]);
+        let again = serve_until(dir, &run, |r| r["state"] == "failed");
+        let version = again["dag_version_id"].clone();
+        // With --latest-version it goes on with the file as it is now, recorded on the run.
+        let said = ok(
+            dir,
+            &[
+                "runs",
+                "rerun",
+                &run,
+                "--latest-version",
+                "--reason",
+                "fixed a",
+            ],
+        );
+        assert!(
+            said.contains("goes on with DAG version")
+                && said.contains("tasks added by that version: c")
+                && said.contains("tasks that version no longer has (skipped): b"),
+            "{said}"
+        );
+        let done = serve_until(dir, &run, |r| r["state"] == "success");
+        assert_ne!(done["dag_version_id"], version, "{done:#}");
+        assert_eq!(task(&done, "c")["state"], "success");
+        assert_eq!(task(&done, "b")["state"], "skipped");
+    });
+}

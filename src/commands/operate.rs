@@ -256,6 +256,18 @@ fn print_report(report: &ClearReport, format: Format) {
     }
     if let Some(version) = report.plan.version {
         out!("it goes on with DAG version {version} (the one loaded now)");
+        if !report.plan.added.is_empty() {
+            out!(
+                "  tasks added by that version: {}",
+                report.plan.added.join(", ")
+            );
+        }
+        if !report.plan.removed.is_empty() {
+            out!(
+                "  tasks that version no longer has (skipped): {}",
+                report.plan.removed.join(", ")
+            );
+        }
     }
 }
 

@@ -82,10 +82,9 @@ impl Param {
                 "boolean" => ParamType::Boolean,
                 "date" => ParamType::Date,
                 other => {
-                    let hint = suggestion(other, TYPE_NAMES).map_or_else(
-                        || format!("types: {}, or `enum: [...]`", TYPE_NAMES.join(", ")),
-                        |hint| hint,
-                    );
+                    let hint = suggestion(other, TYPE_NAMES).unwrap_or_else(|| {
+                        format!("types: {}, or `enum: [...]`", TYPE_NAMES.join(", "))
+                    });
                     return Err(format!("unknown parameter type `{other}`; {hint}"));
                 }
             },
@@ -191,7 +190,7 @@ pub fn resolve(
         let Some(param) = declared.get(name) else {
             let names: Vec<&str> = declared.keys().map(String::as_str).collect();
             let hint = suggestion(name, names.iter().copied())
-                .map_or_else(|| format!("declared: {}", names.join(", ")), |hint| hint);
+                .unwrap_or_else(|| format!("declared: {}", names.join(", ")));
             problems.push(format!("DAG `{dag_id}` has no parameter `{name}` ({hint})"));
             continue;
         };

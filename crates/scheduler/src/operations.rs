@@ -21,7 +21,8 @@ use ferry_dag::Dag;
 use ferry_dag::Templates;
 use ferry_executor::supervisor::SupervisorId;
 use ferry_store::{
-    Intervention, RunRecord, Store, StoreError, TaskInstanceRecord, TaskState, TaskToClear,
+    Intervention, NewTaskInstance, RunRecord, Store, StoreError, TaskInstanceRecord, TaskState,
+    TaskToClear, VersionChange,
 };
 
 /// Who intervenes, and why.
@@ -69,8 +70,16 @@ pub struct ClearPlan {
     pub left: Vec<LeftTask>,
     /// The DAG version the run goes on with, when it changes.
     pub version: Option<i64>,
+    /// Tasks that version adds to the run (they run as new tasks).
+    pub added: Vec<String>,
+    /// Tasks of the run that version no longer has (they are skipped).
+    pub removed: Vec<String>,
     #[serde(skip)]
     records: Vec<(TaskInstanceRecord, i64)>,
+    #[serde(skip)]
+    new_instances: Vec<(String, i64, i64, String)>,
+    #[serde(skip)]
+    gone: Vec<TaskInstanceRecord>,
 }
 
 /// A task a clear puts back to `pending`.
@@ -223,9 +232,36 @@ pub async fn plan_clear(
         tasks: Vec::new(),
         left: Vec::new(),
         version,
+        added: Vec::new(),
+        removed: Vec::new(),
         records: Vec::new(),
+        new_instances: Vec::new(),
+        gone: Vec::new(),
     };
-    for task in instances.iter().filter(|t| chosen.contains(&t.task_id)) {
+    if version.is_some() {
+        // Going on with another version: its new tasks join the run, its dropped ones leave it.
+        for task in dag
+            .tasks
+            .iter()
+            .filter(|t| !instances.iter().any(|i| i.task_id == t.id))
+        {
+            plan.added.push(task.id.clone());
+            plan.new_instances.push((
+                task.id.clone(),
+                i64::from(task.retry.retries) + 1,
+                i64::from(task.priority),
+                task.pool.clone(),
+            ));
+        }
+        for instance in instances.iter().filter(|i| dag.task(&i.task_id).is_none()) {
+            plan.removed.push(instance.task_id.clone());
+            plan.gone.push(instance.clone());
+        }
+    }
+    for task in instances
+        .iter()
+        .filter(|t| chosen.contains(&t.task_id) && !plan.removed.contains(&t.task_id))
+    {
         let state = task.state()?;
         let failed = matches!(state, TaskState::Failed | TaskState::UpstreamFailed);
         let why = if state == TaskState::Pending {
@@ -304,8 +340,22 @@ pub async fn clear(
             retries: *retries,
         })
         .collect();
+    let change = plan.version.map(|id| VersionChange {
+        id,
+        added: plan
+            .new_instances
+            .iter()
+            .map(|(task_id, max_tries, priority, pool)| NewTaskInstance {
+                task_id,
+                max_tries: *max_tries,
+                priority: *priority,
+                pool,
+            })
+            .collect(),
+        removed: plan.gone.iter().collect(),
+    });
     let (cleared, reopened) = store
-        .clear_tasks(run, &tasks, plan.version, who.intervention())
+        .clear_tasks(run, &tasks, change.as_ref(), who.intervention())
         .await?;
     store.wake().await?;
     Ok(ClearReport {

@@ -26,6 +26,18 @@ pub struct TaskToClear<'a> {
     pub retries: i64,
 }
 
+/// A run moved to another DAG version by a rerun (`--latest-version`): the version, the tasks
+/// it adds (new instances, `pending`) and the instances of tasks it no longer has (`skipped`).
+#[derive(Clone, Debug)]
+pub struct VersionChange<'a> {
+    /// The version id.
+    pub id: i64,
+    /// Tasks of the version that the run has no instance of.
+    pub added: Vec<crate::NewTaskInstance<'a>>,
+    /// Instances of tasks the version does not have.
+    pub removed: Vec<&'a TaskInstanceRecord>,
+}
+
 /// A paused DAG.
 #[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
 pub struct PausedDag {
@@ -153,13 +165,56 @@ impl Store {
         &self,
         run: &RunRecord,
         tasks: &[TaskToClear<'_>],
-        version: Option<i64>,
+        change: Option<&VersionChange<'_>>,
         who: Intervention<'_>,
     ) -> Result<(Vec<String>, bool), StoreError> {
         let run_state = run.state()?;
+        let version = change.map(|c| c.id);
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let cleared = clear_in!(tx, run, tasks, who);
+            if let Some(change) = change.filter(|_| !cleared.is_empty()) {
+                for task in &change.added {
+                    sqlx::query(
+                        "INSERT INTO task_instances (run_pk, task_id, state, max_tries, priority, pool) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(run.id)
+                    .bind(task.task_id)
+                    .bind(TaskState::Pending.as_str())
+                    .bind(task.max_tries)
+                    .bind(task.priority)
+                    .bind(task.pool)
+                    .execute(&mut *tx)
+                    .await?;
+                    operator_event!(
+                        tx, who, run, Some(task.task_id), Some(0_i64), None::<&str>,
+                        TaskState::Pending.as_str(), "added by the DAG version the run goes on with"
+                    );
+                }
+                for task in &change.removed {
+                    let from = task.state()?;
+                    let moved = sqlx::query(
+                        "UPDATE task_instances SET state = $1, ended_at = $2, lease = lease + 1 \
+                         WHERE id = $3 AND lease = $4 AND state NOT IN ('running')",
+                    )
+                    .bind(TaskState::Skipped.as_str())
+                    .bind(who.at)
+                    .bind(task.id)
+                    .bind(task.lease)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if moved {
+                        operator_event!(
+                            tx, who, run, Some(task.task_id.as_str()), Some(task.try_number),
+                            Some(from.as_str()), TaskState::Skipped.as_str(),
+                            "not in the DAG version the run goes on with"
+                        );
+                    }
+                }
+            }
             let reopen = !cleared.is_empty() && run_state.is_terminal();
             if reopen {
                 let detail = match version {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::SqlitePool;
 
-pub use interventions::{Intervention, PausedDag, TaskToClear};
+pub use interventions::{Intervention, PausedDag, TaskToClear, VersionChange};
 pub use open::OpenMode;
 pub use owner::OwnerLock;
 pub use records::{

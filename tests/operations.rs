@@ -468,6 +468,10 @@ fn issue7_a_paused_dag_gets_no_new_scheduled_runs() {
     on_both_backends("pause", &[("daily.yaml", dag)], |dir| {
         let said = ok(dir, &["dags", "pause", "daily", "--reason", "source down"]);
         assert!(said.contains("DAG daily is paused"), "{said}");
+        let listed: Value =
+            serde_json::from_str(&ok(dir, &["dags", "list", "--format", "json"])).expect("JSON");
+        assert_eq!(listed[0]["state"], "paused");
+        assert_eq!(listed[0]["paused"]["reason"], "source down");
         let serve = spawn_ferry(dir, &["serve"]);
         std::thread::sleep(Duration::from_secs(3));
         let runs: Value =
@@ -762,37 +766,37 @@ fn issue7_every_command_ends_quietly_on_a_closed_pipe() {
 #[test]
 fn issue7_run_ids_have_microseconds_and_json_has_rfc3339_times_and_objects() {
     let dag = "params: {table: scores}\ntasks:\n  - {id: work, type: noop}\n";
-    let dir = project(&[("adhoc.yaml", dag)]);
-    ok(dir.path(), &["run", "adhoc", "--param", "table=users"]);
-    let runs: Value =
-        serde_json::from_str(&ok(dir.path(), &["runs", "list", "--format", "json"])).expect("JSON");
-    let run = &runs[0];
-    let id = run["run_id"].as_str().expect("id");
-    let stamp = id.strip_prefix("adhoc__manual__").expect("manual id");
-    // 2026-11-29T07:39:51.085877+00:00: microseconds, as Airflow's ids.
-    assert_eq!(
-        stamp.len(),
-        "2026-11-29T07:39:51.085877+00:00".len(),
-        "{id}"
-    );
-    assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{id}");
-    assert_eq!(run["conf"], serde_json::json!({"table": "users"}));
-    for field in ["logical_date", "queued_at", "started_at", "ended_at"] {
-        let text = run[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("{field}: {run:#}"));
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(text).is_ok(),
-            "{field}: {text}"
+    on_both_backends("runids", &[("adhoc.yaml", dag)], |dir| {
+        ok(dir, &["run", "adhoc", "--param", "table=users"]);
+        let runs: Value =
+            serde_json::from_str(&ok(dir, &["runs", "list", "--format", "json"])).expect("JSON");
+        let run = &runs[0];
+        let id = run["run_id"].as_str().expect("id");
+        let stamp = id.strip_prefix("adhoc__manual__").expect("manual id");
+        // 2026-11-29T07:39:51.085877+00:00: microseconds, as Airflow's ids.
+        assert_eq!(
+            stamp.len(),
+            "2026-11-29T07:39:51.085877+00:00".len(),
+            "{id}"
         );
-    }
-    let shown = show(dir.path(), id);
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(
-            task(&shown, "work")["ended_at"].as_str().expect("time")
-        )
-        .is_ok()
-    );
+        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{id}");
+        assert_eq!(run["conf"], serde_json::json!({"table": "users"}));
+        for field in ["logical_date", "queued_at", "started_at", "ended_at"] {
+            let text = run[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field}: {run:#}"));
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+                "{field}: {text}"
+            );
+        }
+        let shown = show(dir, id);
+        let ended = task(&shown, "work")["ended_at"].as_str().expect("time");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(ended).is_ok(),
+            "{ended}"
+        );
+    });
 }
 
 // ---- ferry logs: prefixes, unknown names, --follow ----
@@ -1157,4 +1161,78 @@ fn issue7_a_rerun_goes_on_with_the_recorded_version_or_the_latest_when_asked() {
         assert_eq!(task(&done, "c")["state"], "success");
         assert_eq!(task(&done, "b")["state"], "skipped");
     });
+}
+
+// ---- 7. max_active_tasks counts across the DAG's runs; 9. a stuck wait can be cleared ----
+
+#[test]
+fn issue7_max_active_tasks_counts_the_dags_tasks_across_its_runs() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let ledger = marks.path().join("ledger");
+    let dag = format!(
+        "schedule: '@daily'\nstart_date: 2026-01-01\nmax_active_runs: 3\nmax_active_tasks: 1\ntasks:\n  - {{id: work, type: command, command: 'echo start >> {l}; sleep 0.5; echo end >> {l}'}}\n",
+        l = ledger.display()
+    );
+    on_both_backends("maxtasks", &[("narrow.yaml", &dag)], |dir| {
+        let _ = std::fs::remove_file(&ledger);
+        ok(
+            dir,
+            &[
+                "backfill",
+                "narrow",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-03",
+            ],
+        );
+        // Three runs at once, but one task of the DAG at a time.
+        assert_eq!(
+            lines(&ledger),
+            ["start", "end", "start", "end", "start", "end"]
+        );
+    });
+}
+
+#[test]
+fn issue7_a_stuck_wait_can_be_cleared() {
+    let waiting = "schedule: '@daily'\nstart_date: 2026-01-01\ntasks:\n  - {id: wait, type: wait_for_dag, dag: never, timeout: 1h, poll_interval: 1h}\n";
+    let never = "schedule: '@daily'\nstart_date: 2026-01-01\ntasks:\n  - {id: t, type: noop}\n";
+    on_both_backends(
+        "stuckwait",
+        &[("waiting.yaml", waiting), ("never.yaml", never)],
+        |dir| {
+            let engine = spawn_ferry(
+                dir,
+                &[
+                    "backfill",
+                    "waiting",
+                    "--from",
+                    "2026-11-01",
+                    "--to",
+                    "2026-11-01",
+                ],
+            );
+            let run = "waiting__backfill__2026-11-01";
+            wait_until(Duration::from_secs(20), || {
+                ferry_in(dir, &["runs", "show", run, "--format", "json"], &[])
+                    .status
+                    .success()
+            });
+            wait_for_run(dir, run, Duration::from_secs(20), |r| {
+                task(r, "wait")["state"] == "deferred"
+            });
+            let said = ok(dir, &["tasks", "clear", run, "wait", "--reason", "stuck"]);
+            assert!(said.contains("wait (was deferred"), "{said}");
+            // It waits again, as a new try; the first one is closed as cleared.
+            let shown = wait_for_run(dir, run, Duration::from_secs(20), |r| {
+                task(r, "wait")["state"] == "deferred" && task(r, "wait")["try_number"] == 2
+            });
+            assert_eq!(shown["state"], "running");
+            let first = ok(dir, &["logs", run, "wait", "--try", "1"]);
+            assert!(first.contains("— cleared"), "{first}");
+            nix_kill(&engine, "TERM");
+            engine.wait_with_output().expect("backfill ends");
+        },
+    );
 }

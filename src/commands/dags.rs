@@ -14,7 +14,7 @@ use crate::output;
 /// What the store knows of the DAGs: paused ones, and the latest version of each.
 #[derive(Default)]
 struct Known {
-    paused: std::collections::HashSet<String>,
+    paused: std::collections::HashMap<String, ferry_store::PausedDag>,
     versions: std::collections::HashMap<String, (i64, i64)>,
 }
 
@@ -31,7 +31,7 @@ fn known(config: &Config) -> Known {
             paused: store
                 .paused_dags()
                 .await
-                .map(|paused| paused.into_iter().map(|p| p.dag_id).collect())
+                .map(|paused| paused.into_iter().map(|p| (p.dag_id.clone(), p)).collect())
                 .unwrap_or_default(),
             versions: store.latest_dag_versions().await.unwrap_or_default(),
         };
@@ -39,6 +39,15 @@ fn known(config: &Config) -> Known {
         Ok(known)
     })
     .unwrap_or_default()
+}
+
+/// Who paused a DAG, when and why.
+fn paused_json(paused: &ferry_store::PausedDag) -> serde_json::Value {
+    json!({
+        "by": paused.actor,
+        "at": output::rfc3339(Some(paused.paused_at)),
+        "reason": paused.reason,
+    })
 }
 
 /// A DAG file with errors: its DAG id (or the file's name) and its first error.
@@ -78,7 +87,7 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
     let known = known(config);
     let broken = broken(&catalog);
     let state = |id: &str| {
-        if known.paused.contains(id) {
+        if known.paused.contains_key(id) {
             "paused"
         } else {
             "active"
@@ -97,6 +106,7 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
                 .map(|dag| {
                     let mut entry = summary(dag);
                     entry["state"] = json!(state(&dag.id));
+                    entry["paused"] = json!(known.paused.get(&dag.id).map(paused_json));
                     entry
                 })
                 .collect();
@@ -105,7 +115,7 @@ pub(crate) fn list(config: &Config, format: Format, source: &DagSource) -> Resul
                     "id": b.id,
                     "file": b.file,
                     "state": "broken",
-                    "paused": known.paused.contains(&b.id),
+                    "paused": known.paused.get(&b.id).map(paused_json),
                     "error": b.error,
                     "last_valid_version": last_valid(&b.id),
                 })

@@ -1236,3 +1236,102 @@ fn issue7_a_stuck_wait_can_be_cleared() {
         },
     );
 }
+
+// ---- review findings: an engine that never hears of a clear; catch-up past existing runs;
+// the timeout of a reopened run ----
+
+#[test]
+fn issue7_a_cleared_attempt_is_stopped_by_the_next_engine_when_the_owner_never_heard() {
+    let marks = tempfile::tempdir().expect("temp dir");
+    let (ledger, lock, fast) = (
+        marks.path().join("ledger"),
+        marks.path().join("lock"),
+        marks.path().join("fast"),
+    );
+    let dag = locked_command(&ledger, &lock, &fast);
+    on_both_backends("frozenowner", &[("long.yaml", &dag)], |dir| {
+        let _ = std::fs::remove_file(&ledger);
+        let _ = std::fs::remove_file(&fast);
+        let serve = spawn_ferry(dir, &["serve"]);
+        let engine = spawn_ferry(dir, &["run", "long"]);
+        wait_until(Duration::from_secs(20), || lines(&ledger) == ["start"]);
+        let run = newest_run(dir);
+        // The owner is frozen: it holds the store but hears nothing.
+        nix_kill(&serve, "STOP");
+        std::fs::write(&fast, "").expect("file");
+        let said = ok(dir, &["tasks", "clear", &run, "long"]);
+        assert!(said.contains("long (was running"), "{said}");
+        nix_kill(&serve, "KILL");
+        drop(serve);
+        drop(engine);
+        // The next engine stops the fenced attempt before the task runs again.
+        let shown = serve_until(dir, &run, |r| r["state"] == "success");
+        assert_eq!(task(&shown, "long")["try_number"], 2, "{shown:#}");
+        assert_eq!(lines(&ledger), ["start", "start", "end"]);
+        let first = ok(dir, &["logs", &run, "long", "--try", "1"]);
+        assert!(first.contains("— cleared"), "{first}");
+    });
+}
+
+#[test]
+fn issue7_catch_up_moves_past_intervals_that_already_have_runs() {
+    let start = (chrono::Utc::now() - chrono::Duration::hours(720))
+        .format("%Y-%m-%d")
+        .to_string();
+    let dag = format!(
+        "schedule: '@hourly'\nstart_date: {start}\ncatchup: true\nmax_active_runs: 64\ntasks:\n  - {{id: t, type: noop}}\n"
+    );
+    let dir = project(&[("hourly.yaml", &dag)]);
+    // 600 hours made by a backfill: more than one pass of the scheduler (500).
+    let to = (chrono::Utc::now() - chrono::Duration::hours(720) + chrono::Duration::days(24))
+        .format("%Y-%m-%d")
+        .to_string();
+    ok(
+        dir.path(),
+        &["backfill", "hourly", "--from", &start, "--to", &to],
+    );
+    // Its output is not read: it must not fill a pipe.
+    let serve = Spawned::from(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ferry starts"),
+    );
+    // The scheduler made its own runs after the 600 of the backfill (the first pass of 500
+    // intervals all had runs already).
+    wait_until(Duration::from_secs(60), || {
+        let output = ferry_in(
+            dir.path(),
+            &[
+                "runs", "list", "--dag", "hourly", "--limit", "1", "--format", "json",
+            ],
+            &[],
+        );
+        serde_json::from_str::<Value>(&stdout(&output))
+            .is_ok_and(|runs| runs[0]["run_type"] == "scheduled")
+    });
+    stop(serve);
+}
+
+#[test]
+fn issue7_a_reopened_run_is_not_timed_out_by_its_earlier_start() {
+    let dag = "dagrun_timeout: 3s\ntasks:\n  - {id: work, type: command, command: 'sleep 2'}\n";
+    on_both_backends("reopentimeout", &[("timed.yaml", dag)], |dir| {
+        let serve = spawn_ferry(dir, &["serve"]);
+        std::thread::sleep(Duration::from_millis(800));
+        ok(dir, &["run", "timed"]);
+        let run = newest_run(dir);
+        std::thread::sleep(Duration::from_millis(300));
+        // Cleared within the first start's three seconds, in the same daemon.
+        ok(dir, &["tasks", "clear", &run]);
+        let done = wait_for_run(dir, &run, Duration::from_secs(20), |r| {
+            (r["state"] == "success" || r["state"] == "failed")
+                && task(r, "work")["try_number"] == 2
+        });
+        stop(serve);
+        assert_eq!(done["state"], "success", "{done:#}");
+    });
+}

@@ -59,14 +59,15 @@ fn clear_with(
                 selection
             }
         };
-        // The version the run goes on with: its own, or the one loaded now (recorded on the run).
-        let (dag, version) = if args.latest_version {
-            let (dag, id) = latest_version(config, &store, &run).await?;
-            (dag, (id != run.dag_version_id).then_some(id))
+        // The version the run goes on with: its own, or the one loaded now (recorded on the
+        // run; a dry run records nothing).
+        let (dag, latest) = if args.latest_version {
+            let (dag, id) = latest_version(config, &store, &run, !args.dry_run).await?;
+            (dag, Some(id))
         } else {
             (operations::dag_of_run(&store, &run).await?, None)
         };
-        let plan = operations::plan_clear(&store, &run, &dag, version, &selection).await?;
+        let plan = operations::plan_clear(&store, &run, &dag, latest, &selection).await?;
         if args.dry_run {
             print_plan(&plan, args.format);
             return Ok(ExitCode::SUCCESS);
@@ -178,31 +179,60 @@ where
     F: FnOnce(bool) -> Fut,
     Fut: std::future::Future<Output = Result<T, operations::OperationError>>,
 {
-    let owner = try_own(store, command).await?;
+    // Another intervention holding the store is not an engine: wait for it to finish, so that
+    // a running attempt is always stopped by someone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let owner = loop {
+        match try_own(store, command).await? {
+            Err(holder) if is_intervention(&holder) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            owner => break owner,
+        }
+    };
     let result = act(owner.is_err()).await;
     drop(owner);
     Ok(result?)
 }
 
-/// The DAG of `run` as loaded from the DAG folders now, recorded as a version in the store.
+/// The commands that hold the store only for the moment of an intervention.
+const INTERVENTIONS: [&str; 3] = ["ferry tasks clear", "ferry tasks mark", "ferry runs rerun"];
+
+/// Whether the owner `holder` (as the store describes it) is an intervention, not an engine.
+pub(crate) fn is_intervention(holder: &str) -> bool {
+    INTERVENTIONS
+        .iter()
+        .any(|command| holder.starts_with(&format!("`{command}`")))
+}
+
+/// The DAG of `run` as loaded from the DAG folders now, and its version id in the store:
+/// recorded if `record`, else looked up (`None` if it was never recorded).
 async fn latest_version(
     config: &Config,
     store: &Store,
     run: &RunRecord,
-) -> Result<(ferry_dag::Dag, i64)> {
+    record: bool,
+) -> Result<(ferry_dag::Dag, Option<i64>)> {
     let catalog = super::load_catalog(config, &[], &DagSource { now: None });
     let dag = super::find_dag(&catalog, &run.dag_id)?.clone();
     let source = std::fs::read_to_string(&dag.file)
         .with_context(|| format!("cannot read {}", dag.file.display()))?;
-    let id = store
-        .record_dag_version(
-            &dag.id,
-            &ferry_scheduler::engine::content_hash(&source),
-            &dag.file.display().to_string(),
-            &source,
-            chrono::Utc::now().timestamp_millis(),
+    let hash = ferry_scheduler::engine::content_hash(&source);
+    let id = if record {
+        Some(
+            store
+                .record_dag_version(
+                    &dag.id,
+                    &hash,
+                    &dag.file.display().to_string(),
+                    &source,
+                    chrono::Utc::now().timestamp_millis(),
+                )
+                .await?,
         )
-        .await?;
+    } else {
+        store.dag_version_id(&dag.id, &hash).await?
+    };
     Ok((dag, id))
 }
 
@@ -234,7 +264,10 @@ fn print_plan(plan: &ClearPlan, format: Format) {
         plan.tasks.len(),
         plan.run_id
     );
-    print_tasks(plan);
+    print_tasks(plan, None);
+    if plan.version.is_some() || !plan.added.is_empty() || !plan.removed.is_empty() {
+        print_version(plan);
+    }
 }
 
 fn print_report(report: &ClearReport, format: Format) {
@@ -247,32 +280,44 @@ fn print_report(report: &ClearReport, format: Format) {
         report.cleared.len(),
         report.plan.run_id
     );
-    print_tasks(&report.plan);
+    print_tasks(&report.plan, Some(&report.cleared));
     if report.reopened {
-        out!(
-            "run {} is queued again (it starts within max_active_runs)",
-            report.plan.run_id
-        );
+        let starts = if report.engine_running {
+            "it starts within max_active_runs"
+        } else {
+            "no ferry engine works on the store now: the next `ferry serve` starts it"
+        };
+        out!("run {} is queued again ({starts})", report.plan.run_id);
     }
-    if let Some(version) = report.plan.version {
-        out!("it goes on with DAG version {version} (the one loaded now)");
-        if !report.plan.added.is_empty() {
-            out!(
-                "  tasks added by that version: {}",
-                report.plan.added.join(", ")
-            );
-        }
-        if !report.plan.removed.is_empty() {
-            out!(
-                "  tasks that version no longer has (skipped): {}",
-                report.plan.removed.join(", ")
-            );
-        }
+    if report.plan.version.is_some() {
+        print_version(&report.plan);
     }
 }
 
-fn print_tasks(plan: &ClearPlan) {
-    for task in &plan.tasks {
+/// What going on with the latest version changes.
+fn print_version(plan: &ClearPlan) {
+    match plan.version {
+        Some(version) => out!("it goes on with DAG version {version} (the one loaded now)"),
+        None => out!("it goes on with the DAG version loaded now"),
+    }
+    if !plan.added.is_empty() {
+        out!("  tasks added by that version: {}", plan.added.join(", "));
+    }
+    if !plan.removed.is_empty() {
+        out!(
+            "  tasks that version no longer has (skipped): {}",
+            plan.removed.join(", ")
+        );
+    }
+}
+
+/// The planned tasks (only those `cleared`, when given) and those left alone.
+fn print_tasks(plan: &ClearPlan, cleared: Option<&[String]>) {
+    for task in plan
+        .tasks
+        .iter()
+        .filter(|t| cleared.is_none_or(|ids| ids.contains(&t.task_id)))
+    {
         out!(
             "  {} (was {}, {} tries so far; next try {}, with {} retries)",
             task.task_id,
@@ -284,5 +329,13 @@ fn print_tasks(plan: &ClearPlan) {
     }
     for left in &plan.left {
         out!("  left alone: {} ({})", left.task_id, left.why);
+    }
+    if let Some(ids) = cleared {
+        for task in plan.tasks.iter().filter(|t| !ids.contains(&t.task_id)) {
+            out!(
+                "  left alone: {} (it changed while being cleared; look again)",
+                task.task_id
+            );
+        }
     }
 }

@@ -125,20 +125,19 @@ pub(crate) fn logs(config: &Config, args: &LogsArgs) -> Result<ExitCode> {
             .supervisor
             .as_deref()
             .and_then(ferry_executor::supervisor::SupervisorId::from_json)
-            .filter(|id| attempt.ended_at.is_none() && id.is_here())
-            .map(|id| id.dir);
+            .filter(|id| attempt.ended_at.is_none() && id.is_here());
         match live {
             // A running attempt: its supervisor's output file, as it grows with --follow.
-            Some(dir) => {
+            Some(id) => {
                 follow_output(
                     &store,
                     &run.run_id,
                     &task.task_id,
                     &attempt,
-                    &dir,
+                    &id,
                     args.follow,
                 )
-                .await?
+                .await?;
             }
             None => put!("{}", attempt.log),
         }
@@ -155,16 +154,24 @@ async fn follow_output(
     run_id: &str,
     task_id: &str,
     attempt: &ferry_store::AttemptRecord,
-    dir: &std::path::Path,
+    id: &ferry_executor::supervisor::SupervisorId,
     follow: bool,
 ) -> Result<()> {
-    use ferry_executor::supervisor::protocol::read_output;
+    let path = id
+        .dir
+        .join(ferry_executor::supervisor::protocol::OUTPUT_FILE);
+    // Bytes of the file printed so far; only whole characters are printed.
     let mut printed = 0;
+    let mut supervisor_gone = false;
     loop {
-        let text = read_output(dir);
-        if text.len() > printed {
-            put!("{}", &text[printed..]);
-            printed = text.len();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if let Some(new) = bytes.get(printed..) {
+            let whole = match std::str::from_utf8(new) {
+                Ok(text) => text,
+                Err(error) => std::str::from_utf8(&new[..error.valid_up_to()]).unwrap_or_default(),
+            };
+            put!("{whole}");
+            printed += whole.len();
         }
         if !follow {
             return Ok(());
@@ -173,13 +180,9 @@ async fn follow_output(
             .attempt(run_id, task_id, Some(attempt.try_number))
             .await?;
         if let Some(ended) = now.filter(|a| a.ended_at.is_some()) {
-            // The end is recorded (and the folder may be gone): what the store kept beyond
-            // what was printed.
-            if let Some(rest) = ended
-                .log
-                .get(printed..)
-                .filter(|_| ended.log.is_char_boundary(printed))
-            {
+            // The end is recorded (and the folder may be gone): what the store kept beyond what
+            // was printed.
+            if let Some(rest) = ended.log.get(printed..) {
                 put!("{rest}");
             }
             out!(
@@ -189,6 +192,14 @@ async fn follow_output(
             );
             return Ok(());
         }
+        if supervisor_gone {
+            out!(
+                "# the attempt's supervisor has ended; its result is recorded when a ferry engine works on the store"
+            );
+            return Ok(());
+        }
+        // One more read after the supervisor is gone, for its last output.
+        supervisor_gone = !id.is_running();
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }

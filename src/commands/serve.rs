@@ -27,13 +27,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
     }
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
-        let owner = match try_own(&store, "ferry serve").await? {
-            Ok(lock) => lock,
-            Err(holder) => bail!(
-                "the state database {} is owned by {holder}: only one ferry engine runs on a store; stop it first (`ferry run` and `ferry backfill` hand their runs to it)",
-                store.shown()
-            ),
-        };
+        let owner = own_or_wait_for_intervention(&store).await?;
         let mut engine = engine(
             config,
             store.clone(),
@@ -86,7 +80,12 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 .collect();
             let now: BTreeMap<String, String> = dags
                 .iter()
-                .map(|(dag, source)| (dag.id.clone(), ferry_scheduler::engine::content_hash(source)))
+                .map(|(dag, source)| {
+                    (
+                        dag.id.clone(),
+                        ferry_scheduler::engine::content_hash(source),
+                    )
+                })
                 .collect();
             report_changes(&state.2, &now, &catalog);
             state.2 = now;
@@ -99,7 +98,12 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         };
         let every = Duration::from_secs(config.engine.reload_interval_secs.max(1));
         engine
-            .drive(&signals.shutdown, None, true, Some((Arc::new(reload), every)))
+            .drive(
+                &signals.shutdown,
+                None,
+                true,
+                Some((Arc::new(reload), every)),
+            )
             .await?;
         drop(engine);
         store.close().await;
@@ -107,6 +111,34 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
+}
+
+/// Takes the store; an operator's intervention holding it for a moment (`ferry tasks clear`
+/// stopping an attempt) is waited for, up to 90 s; an engine holding it is an error.
+async fn own_or_wait_for_intervention(
+    store: &ferry_store::Store,
+) -> Result<ferry_store::OwnerLock> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut said = false;
+    loop {
+        match try_own(store, "ferry serve").await? {
+            Ok(lock) => return Ok(lock),
+            Err(holder)
+                if super::operate::is_intervention(&holder)
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    say!("ferry: the store is held by {holder} for a moment; waiting");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(holder) => bail!(
+                "the state database {} is owned by {holder}: only one ferry engine runs on a store; stop it first (`ferry run` and `ferry backfill` hand their runs to it)",
+                store.shown()
+            ),
+        }
+    }
 }
 
 /// Path, size and modification time of every DAG file, and what could not be read: what

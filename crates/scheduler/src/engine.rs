@@ -353,6 +353,8 @@ struct AttemptEnd {
     lost: bool,
     /// Stopped by ferry's shutdown: the try does not count.
     interrupted: bool,
+    /// Stopped because an operator cleared or marked its task.
+    cleared: bool,
     /// The attempt folder to remove once the end is recorded.
     dir: Option<PathBuf>,
 }
@@ -432,6 +434,9 @@ pub struct Engine {
     spares: Spares,
     /// Attempts running under another machine's supervisor, already reported.
     foreign: HashSet<i64>,
+    /// Tasks whose fenced-off attempt (cleared by an operator) runs on another machine: they
+    /// do not start again until it is recorded there.
+    fenced_elsewhere: HashSet<i64>,
 }
 
 impl Drop for Engine {
@@ -459,6 +464,7 @@ impl Engine {
         Self {
             spares,
             foreign: HashSet::new(),
+            fenced_elsewhere: HashSet::new(),
             store,
             clock,
             config,

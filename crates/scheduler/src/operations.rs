@@ -114,6 +114,8 @@ pub struct ClearReport {
     pub cleared: Vec<String>,
     /// The run was ended and is queued again.
     pub reopened: bool,
+    /// An engine owned the store (it goes on with the run at once; else the next one does).
+    pub engine_running: bool,
 }
 
 /// Why an intervention was refused.
@@ -151,8 +153,15 @@ pub enum OperationError {
         pid: u32,
     },
     /// An attempt did not stop in time.
-    #[error("task `{0}`'s running attempt did not stop; nothing was changed")]
+    #[error(
+        "task `{0}`'s running attempt was asked to stop but still runs after 60 s; the task was not cleared (look at it with `ferry logs RUN TASK`, and try again)"
+    )]
     DidNotStop(String),
+    /// A rerun on the latest version would drop a task that is running.
+    #[error(
+        "task `{0}` is running, and the DAG version loaded now no longer has it: wait for it to end (or clear it first), then rerun with --latest-version"
+    )]
+    DroppedTaskRuns(String),
     /// Not a state a task can be marked with.
     #[error("a task can be marked success, failed or skipped, not `{0}`")]
     BadMark(String),
@@ -178,14 +187,16 @@ pub async fn dag_of_run(store: &Store, run: &RunRecord) -> Result<Dag, Operation
 }
 
 /// Works out which tasks of `run` a clear of `selection` puts back to `pending`, in `dag` (the
-/// version the run goes on with).
+/// version the run goes on with). With `latest`, `dag` is the version loaded now (recorded as
+/// `version`, if it is recorded already): the tasks it adds or drops are worked out too.
 pub async fn plan_clear(
     store: &Store,
     run: &RunRecord,
     dag: &Dag,
-    version: Option<i64>,
+    latest: Option<Option<i64>>,
     selection: &ClearSelection,
 ) -> Result<ClearPlan, OperationError> {
+    let version = latest.flatten().filter(|id| *id != run.dag_version_id);
     let instances = store.task_instances(run.id).await?;
     for name in &selection.tasks {
         if !instances.iter().any(|t| &t.task_id == name) {
@@ -238,7 +249,7 @@ pub async fn plan_clear(
         new_instances: Vec::new(),
         gone: Vec::new(),
     };
-    if version.is_some() {
+    if latest.is_some() {
         // Going on with another version: its new tasks join the run, its dropped ones leave it.
         for task in dag
             .tasks
@@ -254,6 +265,9 @@ pub async fn plan_clear(
             ));
         }
         for instance in instances.iter().filter(|i| dag.task(&i.task_id).is_none()) {
+            if instance.state()? == TaskState::Running {
+                return Err(OperationError::DroppedTaskRuns(instance.task_id.clone()));
+            }
             plan.removed.push(instance.task_id.clone());
             plan.gone.push(instance.clone());
         }
@@ -354,14 +368,17 @@ pub async fn clear(
             .collect(),
         removed: plan.gone.iter().collect(),
     });
-    let (cleared, reopened) = store
+    let (cleared, mut reopened) = store
         .clear_tasks(run, &tasks, change.as_ref(), who.intervention())
         .await?;
+    // The run may have ended while this clear was under way.
+    reopened |= store.reopen_if_unfinished(run.id, who.at).await?;
     store.wake().await?;
     Ok(ClearReport {
         plan,
         cleared,
         reopened,
+        engine_running: engine_runs,
     })
 }
 
@@ -426,6 +443,7 @@ pub async fn mark(
                 run.run_id
             )))
         })?;
+    store.reopen_if_unfinished(run.id, who.at).await?;
     store.wake().await?;
     Ok(cleared)
 }
@@ -436,7 +454,8 @@ async fn stop_unwatched(
     store: &Store,
     tasks: &[&TaskInstanceRecord],
 ) -> Result<(), OperationError> {
-    let mut stopping = Vec::new();
+    // Every supervisor is found (and one on another machine refused) before any is stopped.
+    let mut found = Vec::new();
     for task in tasks {
         let Some(attempt) = store.latest_attempt(task.id).await? else {
             continue;
@@ -456,9 +475,13 @@ async fn stop_unwatched(
                 pid: id.pid,
             });
         }
+        found.push((task.task_id.clone(), id));
+    }
+    let mut stopping = Vec::new();
+    for (task_id, id) in found {
         if id.is_running() {
             id.stop(false);
-            stopping.push((task.task_id.clone(), id));
+            stopping.push((task_id, id));
         }
     }
     // The supervisor stops its command with the command's grace (SIGTERM, then SIGKILL).

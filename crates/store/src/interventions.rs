@@ -3,7 +3,9 @@
 //! retries is decided by the caller (`ferry_scheduler::operations`); the store makes each one
 //! atomic and guarded.
 
-use crate::{Pool, RunRecord, RunState, Store, StoreError, TaskInstanceRecord, TaskState};
+use crate::{
+    AttemptRecord, Pool, RunRecord, RunState, Store, StoreError, TaskInstanceRecord, TaskState,
+};
 
 /// Who intervenes, why, and when.
 #[derive(Clone, Copy, Debug)]
@@ -96,12 +98,15 @@ macro_rules! clear_in {
             if !changed {
                 continue;
             }
+            // A supervised command still running stays open: the engine stops it and records
+            // its end (see `Store::fenced_attempts`).
             sqlx::query(
-                "UPDATE attempts SET ended_at = $1, outcome = 'cleared' \
-                 WHERE task_instance_id = $2 AND ended_at IS NULL",
+                "UPDATE attempts SET ended_at = $1, outcome = 'cleared' WHERE task_instance_id = $2 \
+                 AND ended_at IS NULL AND (supervisor IS NULL OR $3 <> 'running')",
             )
             .bind($who.at)
             .bind(task.id)
+            .bind(from.as_str())
             .execute(&mut *$tx)
             .await?;
             let detail = if from == TaskState::Running {
@@ -282,11 +287,13 @@ impl Store {
                 return Ok(None);
             }
             sqlx::query(
-                "UPDATE attempts SET ended_at = $1, outcome = $2 WHERE task_instance_id = $3 AND ended_at IS NULL",
+                "UPDATE attempts SET ended_at = $1, outcome = $2 WHERE task_instance_id = $3 \
+                 AND ended_at IS NULL AND (supervisor IS NULL OR $4 <> 'running')",
             )
             .bind(who.at)
             .bind(format!("marked {to}"))
             .bind(task.id)
+            .bind(from.as_str())
             .execute(&mut *tx)
             .await?;
             let detail = format!("marked {to} by hand");
@@ -307,7 +314,66 @@ impl Store {
         })
     }
 
-    /// Pauses (or unpauses) a DAG. Returns false if it already was (not) paused.
+    /// Attempts still open whose task an operator cleared or marked (the task's lease moved
+    /// past the attempt's): their command may still run under its supervisor, and must be
+    /// stopped and recorded before the task runs again.
+    pub async fn fenced_attempts(
+        &self,
+    ) -> Result<Vec<(AttemptRecord, TaskInstanceRecord)>, StoreError> {
+        let attempts: Vec<AttemptRecord> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT a.* FROM attempts a JOIN task_instances t ON t.id = a.task_instance_id \
+                 WHERE a.ended_at IS NULL AND a.lease <> t.lease ORDER BY a.id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        let mut found = Vec::new();
+        for attempt in attempts {
+            let task: Option<TaskInstanceRecord> = with_pool!(self, pool => {
+                sqlx::query_as("SELECT * FROM task_instances WHERE id = $1")
+                    .bind(attempt.task_instance_id)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some(task) = task {
+                found.push((attempt, task));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Queues run `run_pk` again if it ended while some of its tasks had not (an operator's
+    /// clear racing the run's end): whichever of the two commits last sees the other, so each
+    /// calls this after its own change. True if the run was reopened.
+    pub async fn reopen_if_unfinished(&self, run_pk: i64, at: i64) -> Result<bool, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let run: Option<RunRecord> = sqlx::query_as(
+                "UPDATE dag_runs SET state = $1, started_at = NULL, ended_at = NULL \
+                 WHERE id = $2 AND state IN ('success', 'failed') AND EXISTS \
+                 (SELECT 1 FROM task_instances WHERE run_pk = $2 AND state IN \
+                 ('pending', 'queued', 'running', 'deferred', 'up_for_retry')) RETURNING *",
+            )
+            .bind(RunState::Queued.as_str())
+            .bind(run_pk)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(run) = &run {
+                let no_task: Option<&str> = None;
+                let no_try: Option<i64> = None;
+                append_event!(
+                    tx, at, &run.dag_id, &run.run_id, no_task, no_try, None::<&str>,
+                    RunState::Queued.as_str(), "recovery", "reopened: it had ended while tasks were cleared"
+                );
+            }
+            tx.commit().await?;
+            Ok(run.is_some())
+        })
+    }
+
+    /// Pauses (or unpauses) a DAG, and records it as an event of the DAG (with an empty run id).
+    /// Returns false if it already was (not) paused.
     pub async fn set_paused(
         &self,
         dag_id: &str,
@@ -315,6 +381,7 @@ impl Store {
         who: Intervention<'_>,
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             let changed = if paused {
                 sqlx::query(
                     "INSERT INTO dag_pauses (dag_id, paused_at, actor, reason) VALUES ($1, $2, $3, $4) \
@@ -324,15 +391,25 @@ impl Store {
                 .bind(who.at)
                 .bind(who.actor)
                 .bind(who.reason)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
             } else {
                 sqlx::query("DELETE FROM dag_pauses WHERE dag_id = $1")
                     .bind(dag_id)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?
-            };
-            Ok(changed.rows_affected() == 1)
+            }
+            .rows_affected()
+                == 1;
+            if changed {
+                let (from, to) = if paused { ("active", "paused") } else { ("paused", "active") };
+                let dag = DagOnly { dag_id, run_id: "" };
+                let no_task: Option<&str> = None;
+                let no_try: Option<i64> = None;
+                operator_event!(tx, who, dag, no_task, no_try, Some(from), to, if paused { "paused" } else { "unpaused" });
+            }
+            tx.commit().await?;
+            Ok(changed)
         })
     }
 
@@ -349,18 +426,15 @@ impl Store {
         if let Some(run) = self.run(id_or_prefix).await? {
             return Ok(Some(run));
         }
-        let pattern = format!(
-            "{}%",
-            id_or_prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        // A plain comparison of the first characters: the same on both backends (LIKE is
+        // case-insensitive on SQLite only), and no character of the prefix is special.
         let mut found: Vec<RunRecord> = with_pool!(self, pool => {
-            sqlx::query_as("SELECT * FROM dag_runs WHERE run_id LIKE $1 ESCAPE '\\' ORDER BY run_id LIMIT 6")
-                .bind(&pattern)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT * FROM dag_runs WHERE substr(run_id, 1, length($1)) = $1 ORDER BY run_id LIMIT 6",
+            )
+            .bind(id_or_prefix)
+            .fetch_all(pool)
+            .await?
         });
         match found.len() {
             0 => Ok(None),
@@ -371,6 +445,12 @@ impl Store {
             }),
         }
     }
+}
+
+/// The DAG of an event that belongs to no run.
+struct DagOnly<'a> {
+    dag_id: &'a str,
+    run_id: &'a str,
 }
 
 fn conflict(run: &RunRecord) -> StoreError {

@@ -503,6 +503,21 @@ impl Store {
         })
     }
 
+    /// The id of a DAG's version with this content hash, if it was recorded.
+    pub async fn dag_version_id(
+        &self,
+        dag_id: &str,
+        content_hash: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT id FROM dag_versions WHERE dag_id = $1 AND content_hash = $2")
+                .bind(dag_id)
+                .bind(content_hash)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
     /// The latest recorded version of every DAG: (version id, when it was loaded), by DAG id.
     pub async fn latest_dag_versions(
         &self,
@@ -675,6 +690,26 @@ impl Store {
         })
     }
 
+    /// The logical dates of `dag_id`'s runs from `first` to `last` (both included).
+    pub async fn logical_dates_between(
+        &self,
+        dag_id: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        with_pool!(self, pool => {
+            let dates: Vec<i64> = sqlx::query_scalar(
+                "SELECT logical_date FROM dag_runs WHERE dag_id = $1 AND logical_date >= $2 AND logical_date <= $3",
+            )
+            .bind(dag_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all(pool)
+            .await?;
+            Ok(dates.into_iter().collect())
+        })
+    }
+
     /// The run of `dag_id` for the data interval starting at `logical_date`.
     pub async fn run_for_interval(
         &self,
@@ -764,7 +799,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
                 "UPDATE task_instances SET state = $1, ready_at = $2, queued_at = COALESCE($3, queued_at), \
-                 ended_at = $4, exit_code = COALESCE($5, exit_code), max_tries = max_tries + $9 \
+                 ended_at = $4, exit_code = COALESCE($5, exit_code), max_tries = max_tries + $9, free_tries = free_tries + $9 \
                  WHERE id = $6 AND state = $7 AND ($8 IS NULL OR lease = $8)",
             )
             .bind(change.to.as_str())

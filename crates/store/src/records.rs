@@ -84,6 +84,8 @@ pub struct TaskInstanceRecord {
     pub exit_code: Option<i64>,
     /// Id of the job started outside ferry (cloud tasks).
     pub external_job_id: Option<String>,
+    /// Tries given back so far (attempts interrupted by ferry itself).
+    pub free_tries: i64,
 }
 
 impl TaskInstanceRecord {

@@ -864,3 +864,55 @@ async fn sqlx_exec(store: &Store, sql: &str) {
         sqlx::query(sql).execute(pool).await.expect("statement");
     });
 }
+
+#[tokio::test]
+async fn a_run_that_ended_with_unfinished_tasks_is_reopened_and_fenced_attempts_are_found() {
+    for (store, _dir) in stores().await {
+        let run = run_with_tasks(&store, "r1", 100).await;
+        sqlx_exec(
+            &store,
+            "UPDATE dag_runs SET state = 'success', started_at = 7, ended_at = 9",
+        )
+        .await;
+        sqlx_exec(&store, "UPDATE task_instances SET state = 'success'").await;
+        assert!(
+            !store
+                .reopen_if_unfinished(run.id, 10)
+                .await
+                .expect("looked")
+        );
+        // A clear committed just as the run ended: a task is pending again.
+        sqlx_exec(
+            &store,
+            "UPDATE task_instances SET state = 'pending' WHERE task_id = 'a'",
+        )
+        .await;
+        assert!(
+            store
+                .reopen_if_unfinished(run.id, 10)
+                .await
+                .expect("reopened")
+        );
+        let after = store.run("r1").await.expect("run").expect("there");
+        assert_eq!((after.state.as_str(), after.started_at), ("queued", None));
+        // An open attempt whose task's lease moved on is fenced.
+        let tasks = store.task_instances(run.id).await.expect("tasks");
+        sqlx_exec(&store, &format!(
+            "INSERT INTO attempts (task_instance_id, try_number, lease, worker, rendered, started_at, supervisor) VALUES ({}, 1, {}, 'w', 'x', 1, NULL)",
+            tasks[0].id, tasks[0].lease
+        ))
+        .await;
+        assert!(store.fenced_attempts().await.expect("none").is_empty());
+        sqlx_exec(
+            &store,
+            &format!(
+                "UPDATE task_instances SET lease = lease + 1 WHERE id = {}",
+                tasks[0].id
+            ),
+        )
+        .await;
+        let fenced = store.fenced_attempts().await.expect("fenced");
+        assert_eq!(fenced.len(), 1);
+        assert_eq!(fenced[0].1.id, tasks[0].id);
+    }
+}

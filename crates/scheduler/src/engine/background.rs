@@ -68,6 +68,7 @@ impl Engine {
     /// rebuilt if it differs, and queued runs are looked at again.
     pub(super) async fn resync_runs(&mut self) -> Result<(), EngineError> {
         self.stop_fenced_attempts().await?;
+        self.watch_fenced_attempts().await?;
         let pks: Vec<i64> = self.runs.keys().copied().collect();
         for pk in pks {
             let stored_run = self.store.run_by_pk(pk).await?;

@@ -95,6 +95,7 @@ impl Engine {
                         ended_at: None,
                         lost: true,
                         interrupted: false,
+                        cleared: false,
                         dir: other.map(|id| id.dir),
                     }
                 }
@@ -110,9 +111,90 @@ impl Engine {
                 self.activate(active.run).await?;
             }
         }
+        // Before any folder is swept: a fenced attempt's supervisor is watched from here on.
+        self.watch_fenced_attempts().await?;
         if starting {
             self.sweep_attempt_folders();
         }
+        Ok(())
+    }
+
+    /// Attempts an operator fenced off (their task was cleared or marked while they ran) that
+    /// no slot of this engine holds, left by a `ferry tasks clear` while this engine was down or
+    /// busy: a supervisor of this machine is stopped and watched until it ends, and its task
+    /// waits for it (the slot is keyed by the task); one of another machine holds its task back
+    /// until that machine's ferry records it; one without a supervisor ran inside an engine that
+    /// is gone, so nothing of it runs.
+    pub(super) async fn watch_fenced_attempts(&mut self) -> Result<(), EngineError> {
+        let mut elsewhere = HashSet::new();
+        for (attempt, task) in self.store.fenced_attempts().await? {
+            if self
+                .running
+                .get(&task.id)
+                .is_some_and(|slot| slot.lease == attempt.lease)
+            {
+                continue;
+            }
+            let supervisor = attempt
+                .supervisor
+                .as_deref()
+                .and_then(SupervisorId::from_json);
+            match supervisor {
+                Some(id) if id.is_here() && !self.running.contains_key(&task.id) => {
+                    let Some(run) = self.store.run_by_pk(task.run_pk).await? else {
+                        continue;
+                    };
+                    if id.is_running() {
+                        id.stop(false);
+                    }
+                    let slot = Slot {
+                        run_pk: run.id,
+                        lease: attempt.lease,
+                        run_id: run.run_id.clone(),
+                        dag_id: run.dag_id.clone(),
+                        pool: task.pool.clone(),
+                        control: Control::Supervised(id.clone()),
+                        stop_reason: Some(StopReason::Intervention),
+                    };
+                    let message = Finished {
+                        run_pk: run.id,
+                        task_instance: task.id,
+                        lease: attempt.lease,
+                        attempt_id: attempt.id,
+                        end: AttemptEnd::default(),
+                    };
+                    let redactor = self.config.secrets.clone();
+                    self.watch(task.id, slot, Supervised::reattach(id), message, redactor);
+                }
+                Some(id) if id.is_here() => {
+                    // A newer attempt holds the slot already (it cannot have started while this
+                    // one was known): wait for it to end, then look again.
+                }
+                Some(id) if !id.rebooted_since() => {
+                    if !self.fenced_elsewhere.contains(&task.id) {
+                        warn(&format!(
+                            "task {} was cleared while it ran under a supervisor on {} (pid {}), which this machine cannot stop: it runs again only once ferry on {} has recorded that attempt",
+                            task.task_id, id.host, id.pid, id.host
+                        ));
+                    }
+                    elsewhere.insert(task.id);
+                }
+                // No supervisor (a request or wait of an engine that is gone), or one that died
+                // with an earlier boot: nothing of it runs.
+                _ => {
+                    self.store
+                        .finish_attempt(
+                            attempt.id,
+                            "cleared",
+                            None,
+                            &attempt.log,
+                            millis(self.clock.now()),
+                        )
+                        .await?;
+                }
+            }
+        }
+        self.fenced_elsewhere = elsewhere;
         Ok(())
     }
 

@@ -161,7 +161,28 @@ impl Engine {
                 continue;
             }
             let mut latest = latest_dates.get(&loaded.dag.id).map(|ms| from_millis(*ms));
-            let due = due::due_intervals(&loaded.dag, latest, now);
+            let mut due = due::due_intervals(&loaded.dag, latest, now);
+            // A full pass whose every interval has a run already (manual or backfill runs
+            // beyond the scheduled ones): move past them, or the same pass would come back
+            // forever.
+            while due.len() == due::MAX_NEW_RUNS_PER_PASS
+                && let (Some(first), Some(last)) = (due.first(), due.last())
+                && {
+                    let taken = self
+                        .store
+                        .logical_dates_between(
+                            &loaded.dag.id,
+                            millis(first.start),
+                            millis(last.start),
+                        )
+                        .await?;
+                    due.iter()
+                        .all(|interval| taken.contains(&millis(interval.start)))
+                }
+            {
+                latest = Some(last.start);
+                due = due::due_intervals(&loaded.dag, latest, now);
+            }
             let more = due.len() == due::MAX_NEW_RUNS_PER_PASS;
             if let Some(last) = due.last() {
                 latest = Some(last.start);
@@ -385,6 +406,21 @@ impl Engine {
                 },
             );
             self.wake_waiters(&run).await?;
+            // An operator may have cleared tasks just as the run ended: if so, it is queued
+            // again (the operator's command checks the same after its own change).
+            if self
+                .store
+                .reopen_if_unfinished(pk, millis(self.clock.now()))
+                .await?
+            {
+                self.report(
+                    &run,
+                    None,
+                    0,
+                    "queued",
+                    "reopened: tasks were cleared as it ended",
+                );
+            }
         }
         self.runs.remove(&pk);
         self.timed_out.remove(&pk);
@@ -401,6 +437,19 @@ impl Engine {
         let Some(active) = self.runs.get(&pk) else {
             return Ok(());
         };
+        // A timer of an earlier start of this run (it was cleared and started again) is not
+        // this start's deadline.
+        let deadline = active
+            .dag
+            .dag
+            .dagrun_timeout
+            .zip(active.run.started_at)
+            .map(|(limit, started)| {
+                started + i64::try_from(limit.0.as_millis()).unwrap_or(i64::MAX / 2)
+            });
+        if deadline.is_none_or(|deadline| deadline > millis(self.clock.now())) {
+            return Ok(());
+        }
         let waiting: Vec<(usize, TaskState)> = active
             .tasks
             .iter()

@@ -170,6 +170,7 @@ impl Engine {
         task.ready_at = step.ready_at;
         if step.grant_try {
             task.max_tries += 1;
+            task.free_tries += 1;
         }
         if step.to.is_terminal() && !step.from.is_terminal() {
             active.unfinished = active.unfinished.saturating_sub(1);
@@ -208,7 +209,7 @@ impl Engine {
             if record.state()? != TaskState::Queued {
                 continue;
             }
-            if self.running.contains_key(&record.id) {
+            if self.running.contains_key(&record.id) || self.fenced_elsewhere.contains(&record.id) {
                 // Its previous attempt (cleared by an operator) is still being stopped: this
                 // one starts once that has ended.
                 held.push(place);
@@ -258,6 +259,20 @@ impl Engine {
         let run = active.run.clone();
         let dag = active.dag.clone();
         let Some(task) = active.task(index) else {
+            // The run's DAG version has no such task (it was dropped from the version a rerun
+            // goes on with): it cannot run, and must not hold the run open.
+            self.move_task(
+                pk,
+                index,
+                Transition::new(
+                    TaskState::Queued,
+                    TaskState::Failed,
+                    "scheduler",
+                    "the DAG version of the run has no such task",
+                ),
+            )
+            .await?;
+            self.finish_run_if_done(pk).await?;
             return Ok(Started::Yes);
         };
         let context = self.attempt_context(pk, record.try_number + 1);
@@ -488,6 +503,8 @@ impl Engine {
                 end.log
                     .push_str("[ferry] stopped: an operator cleared or marked the task\n");
                 end.interrupted = false;
+                end.lost = false;
+                end.cleared = true;
                 end.outcome = Outcome::Failed {
                     retryable: false,
                     retry_after: None,
@@ -705,7 +722,9 @@ impl Default for AttemptEnd {
 impl AttemptEnd {
     /// The attempt's outcome as stored: `lost` and `interrupted` say more than `failed`.
     fn label(&self) -> &'static str {
-        if self.lost {
+        if self.cleared {
+            "cleared"
+        } else if self.lost {
             "lost"
         } else if self.interrupted {
             "interrupted"
@@ -749,6 +768,7 @@ pub(super) async fn supervised_end(
                 ended_at: Some(result.ended_at),
                 lost: false,
                 interrupted: false,
+                cleared: false,
                 dir: Some(id.dir.clone()),
             };
             if result.stopped_on_request {
@@ -781,6 +801,7 @@ pub(super) async fn supervised_end(
                 ended_at: None,
                 lost: true,
                 interrupted: false,
+                cleared: false,
                 dir: Some(id.dir.clone()),
             };
             if !went_ahead {
@@ -801,6 +822,7 @@ pub(super) fn ended_now(outcome: Outcome, log: String) -> AttemptEnd {
         ended_at: None,
         lost: false,
         interrupted: false,
+        cleared: false,
         dir: None,
     }
 }
@@ -831,8 +853,7 @@ fn decide_end(
 ) -> EndDecision {
     // An interrupted try is given back, but not without end: something that interrupts every
     // try (a supervisor that cannot start its command) must not run the task in a loop.
-    let free_tries_used = policy.map_or(0, |p| record.max_tries - i64::from(p.retries) - 1);
-    let given_back = end.interrupted && free_tries_used < MAX_FREE_TRIES;
+    let given_back = end.interrupted && record.free_tries < MAX_FREE_TRIES;
     let label = end.label();
     match &end.outcome {
         Outcome::Failed {

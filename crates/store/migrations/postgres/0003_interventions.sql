@@ -12,3 +12,7 @@ CREATE TABLE dag_pauses (
     actor     TEXT    NOT NULL,
     reason    TEXT
 );
+
+-- Tries given back to a task (interrupted by ferry itself), counted apart from max_tries so that
+-- an operator raising max_tries by clearing the task does not change the cap on them.
+ALTER TABLE task_instances ADD COLUMN free_tries BIGINT NOT NULL DEFAULT 0;

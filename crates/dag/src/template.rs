@@ -236,7 +236,7 @@ impl Templates {
                 });
             }
         }
-        let rendering = self.check_by_rendering(text, &stand_in_params, &unknown_roots);
+        let rendering = self.check_by_rendering(&template, text, &stand_in_params, &unknown_roots);
         if problems.is_empty() {
             return rendering;
         }
@@ -253,6 +253,7 @@ impl Templates {
     /// rendering tried again, so that every unknown filter is named.
     fn check_by_rendering(
         &self,
+        template: &minijinja::Template<'_, '_>,
         text: &str,
         params: &BTreeMap<String, serde_json::Value>,
         unknown: &HashSet<String>,
@@ -279,6 +280,10 @@ impl Templates {
             conf: &conf,
         };
         let values = minijinja::Value::from(minijinja::value::Serde(Variables::of(&sample)));
+        // The common case, a template without problems, needs no copy of the environment.
+        if unknown.is_empty() && template.render(values.clone()).is_ok() {
+            return Vec::new();
+        }
         let mut environment = self.environment.clone();
         for name in unknown {
             environment.add_global(

@@ -261,39 +261,66 @@ fn issue7_reopened_runs_start_within_max_active_runs_oldest_first() {
 
 // ---- 9. clearing a running task stops its attempt first ----
 
-/// A command that records its start and end in `ledger`, holding `lock` meanwhile: an attempt
-/// that finds the lock taken (two attempts at once) records `overlap`. It sleeps 60 s unless
-/// `fast` exists.
-fn locked_command(ledger: &Path, lock: &Path, fast: &Path) -> String {
-    format!(
-        "tasks:\n  - id: long\n    type: command\n    command: 'exec 9>{lock}; flock -n 9 || {{ echo overlap >> {ledger}; exit 3; }}; echo start >> {ledger}; if [ -f {fast} ]; then echo end >> {ledger}; exit 0; fi; sleep 60; echo end >> {ledger}'\n",
-        lock = lock.display(),
-        ledger = ledger.display(),
-        fast = fast.display()
-    )
+/// A long task whose command records its start and end in a ledger, holding a lock meanwhile:
+/// an attempt that finds the lock taken (two attempts at once) records `overlap`. It sleeps
+/// 60 s unless the file `fast` exists.
+struct LockedTask {
+    _marks: tempfile::TempDir,
+    ledger: std::path::PathBuf,
+    lock: std::path::PathBuf,
+    fast: std::path::PathBuf,
+}
+
+impl LockedTask {
+    fn new() -> Self {
+        let marks = tempfile::tempdir().expect("temp dir");
+        let path = |name: &str| marks.path().join(name);
+        Self {
+            ledger: path("ledger"),
+            lock: path("lock"),
+            fast: path("fast"),
+            _marks: marks,
+        }
+    }
+
+    /// The DAG `long`.
+    fn dag(&self) -> String {
+        format!(
+            "tasks:\n  - id: long\n    type: command\n    command: 'exec 9>{lock}; flock -n 9 || {{ echo overlap >> {ledger}; exit 3; }}; echo start >> {ledger}; if [ -f {fast} ]; then echo end >> {ledger}; exit 0; fi; sleep 60; echo end >> {ledger}'\n",
+            lock = self.lock.display(),
+            ledger = self.ledger.display(),
+            fast = self.fast.display()
+        )
+    }
+
+    /// Starts `ferry run long` in `dir` and waits until its command runs; returns the engine
+    /// and the run id.
+    fn start(&self, dir: &Path) -> (Spawned, String) {
+        let _ = std::fs::remove_file(&self.ledger);
+        let _ = std::fs::remove_file(&self.fast);
+        let engine = spawn_ferry(dir, &["run", "long"]);
+        wait_until(Duration::from_secs(20), || lines(&self.ledger) == ["start"]);
+        (engine, newest_run(dir))
+    }
+
+    /// From now on the command ends at once.
+    fn hurry(&self) {
+        std::fs::write(&self.fast, "").expect("file");
+    }
 }
 
 #[test]
 fn issue7_clearing_a_running_task_stops_its_attempt_before_the_next_one() {
-    let marks = tempfile::tempdir().expect("temp dir");
-    let (ledger, lock, fast) = (
-        marks.path().join("ledger"),
-        marks.path().join("lock"),
-        marks.path().join("fast"),
-    );
-    let dag = locked_command(&ledger, &lock, &fast);
-    on_both_backends("clearrunning", &[("long.yaml", &dag)], |dir| {
-        let _ = std::fs::remove_file(&ledger);
-        let _ = std::fs::remove_file(&fast);
-        let engine = spawn_ferry(dir, &["run", "long"]);
-        wait_until(Duration::from_secs(20), || lines(&ledger) == ["start"]);
-        let run = newest_run(dir);
-        std::fs::write(&fast, "").expect("file");
+    let long = LockedTask::new();
+    let ledger = &long.ledger;
+    on_both_backends("clearrunning", &[("long.yaml", &long.dag())], |dir| {
+        let (engine, run) = long.start(dir);
+        long.hurry();
         let said = ok(dir, &["tasks", "clear", &run, "long", "--reason", "stuck"]);
         assert!(said.contains("long (was running"), "{said}");
         let output = engine.wait_with_output().expect("ferry run ends");
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-        assert_eq!(lines(&ledger), ["start", "start", "end"]);
+        assert_eq!(lines(ledger), ["start", "start", "end"]);
         let shown = show(dir, &run);
         assert_eq!(shown["state"], "success", "{shown:#}");
         let first = ok(dir, &["logs", &run, "long", "--try", "1"]);
@@ -303,23 +330,14 @@ fn issue7_clearing_a_running_task_stops_its_attempt_before_the_next_one() {
 
 #[test]
 fn issue7_clearing_a_running_task_while_no_engine_runs_stops_it_here() {
-    let marks = tempfile::tempdir().expect("temp dir");
-    let (ledger, lock, fast) = (
-        marks.path().join("ledger"),
-        marks.path().join("lock"),
-        marks.path().join("fast"),
-    );
-    let dag = locked_command(&ledger, &lock, &fast);
-    on_both_backends("clearorphan", &[("long.yaml", &dag)], |dir| {
-        let _ = std::fs::remove_file(&ledger);
-        let _ = std::fs::remove_file(&fast);
-        let engine = spawn_ferry(dir, &["run", "long"]);
-        wait_until(Duration::from_secs(20), || lines(&ledger) == ["start"]);
+    let long = LockedTask::new();
+    let (ledger, lock) = (&long.ledger, &long.lock);
+    on_both_backends("clearorphan", &[("long.yaml", &long.dag())], |dir| {
+        let (engine, run) = long.start(dir);
         // The engine dies; the command goes on under its supervisor.
         nix_kill(&engine, "KILL");
         engine.wait_with_output().expect("ferry run ends");
-        let run = newest_run(dir);
-        std::fs::write(&fast, "").expect("file");
+        long.hurry();
         ok(dir, &["tasks", "clear", &run, "long"]);
         // Stopped before the clear returned: nothing holds the lock any more.
         let free = std::process::Command::new("flock")
@@ -329,7 +347,7 @@ fn issue7_clearing_a_running_task_while_no_engine_runs_stops_it_here() {
         assert!(free.success(), "the first attempt still runs");
         let shown = serve_until(dir, &run, |r| r["state"] == "success");
         assert_eq!(task(&shown, "long")["try_number"], 2, "{shown:#}");
-        assert_eq!(lines(&ledger), ["start", "start", "end"]);
+        assert_eq!(lines(ledger), ["start", "start", "end"]);
     });
 }
 
@@ -1242,23 +1260,14 @@ fn issue7_a_stuck_wait_can_be_cleared() {
 
 #[test]
 fn issue7_a_cleared_attempt_is_stopped_by_the_next_engine_when_the_owner_never_heard() {
-    let marks = tempfile::tempdir().expect("temp dir");
-    let (ledger, lock, fast) = (
-        marks.path().join("ledger"),
-        marks.path().join("lock"),
-        marks.path().join("fast"),
-    );
-    let dag = locked_command(&ledger, &lock, &fast);
-    on_both_backends("frozenowner", &[("long.yaml", &dag)], |dir| {
-        let _ = std::fs::remove_file(&ledger);
-        let _ = std::fs::remove_file(&fast);
+    let long = LockedTask::new();
+    let ledger = &long.ledger;
+    on_both_backends("frozenowner", &[("long.yaml", &long.dag())], |dir| {
         let serve = spawn_ferry(dir, &["serve"]);
-        let engine = spawn_ferry(dir, &["run", "long"]);
-        wait_until(Duration::from_secs(20), || lines(&ledger) == ["start"]);
-        let run = newest_run(dir);
+        let (engine, run) = long.start(dir);
         // The owner is frozen: it holds the store but hears nothing.
         nix_kill(&serve, "STOP");
-        std::fs::write(&fast, "").expect("file");
+        long.hurry();
         let said = ok(dir, &["tasks", "clear", &run, "long"]);
         assert!(said.contains("long (was running"), "{said}");
         nix_kill(&serve, "KILL");
@@ -1267,7 +1276,7 @@ fn issue7_a_cleared_attempt_is_stopped_by_the_next_engine_when_the_owner_never_h
         // The next engine stops the fenced attempt before the task runs again.
         let shown = serve_until(dir, &run, |r| r["state"] == "success");
         assert_eq!(task(&shown, "long")["try_number"], 2, "{shown:#}");
-        assert_eq!(lines(&ledger), ["start", "start", "end"]);
+        assert_eq!(lines(ledger), ["start", "start", "end"]);
         let first = ok(dir, &["logs", &run, "long", "--try", "1"]);
         assert!(first.contains("— cleared"), "{first}");
     });

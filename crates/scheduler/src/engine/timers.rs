@@ -73,25 +73,11 @@ impl Engine {
                 || format!("the run of DAG {dag}"),
                 |t| format!("task {t} of DAG {dag}"),
             );
-            let reason = format!(
+            gave_up(format!(
                 "{what} for this interval ended without success (on_failed: fail; rerun it, then clear this task)"
-            );
-            let outcome = Outcome::Failed {
-                retryable: false,
-                retry_after: None,
-                code: None,
-                reason: reason.clone(),
-            };
-            (outcome, format!("{reason}\n"))
+            ))
         } else if timeout_ms.is_some_and(|limit| now - since >= limit) {
-            let reason = format!("gave up waiting for DAG {dag}");
-            let outcome = Outcome::Failed {
-                retryable: false,
-                retry_after: None,
-                code: None,
-                reason: reason.clone(),
-            };
-            (outcome, format!("{reason}\n"))
+            gave_up(format!("gave up waiting for DAG {dag}"))
         } else {
             let mut next = i64::try_from(poll.as_millis()).unwrap_or(60_000);
             if let Some(limit) = timeout_ms {
@@ -198,4 +184,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A wait that ends for good (no retry), and its log line.
+fn gave_up(reason: String) -> (Outcome, String) {
+    let log = format!("{reason}\n");
+    let outcome = Outcome::Failed {
+        retryable: false,
+        retry_after: None,
+        code: None,
+        reason,
+    };
+    (outcome, log)
 }

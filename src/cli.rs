@@ -12,6 +12,9 @@ pub(crate) struct Cli {
     /// Configuration file (default: $FERRY_CONFIG, else ./ferry.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// The environment whose connections DAGs use (default: $FERRY_ENV, else `dev`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) env: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -30,6 +33,9 @@ pub(crate) enum Command {
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The connections of the environment in effect (`--env`).
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
     /// Run the daemon: schedule the DAGs and run their tasks (stop with SIGTERM or Ctrl-C).
     Serve(ServeArgs),
     /// Run one DAG run in the foreground with live progress; exit 0 only on success.
@@ -155,6 +161,22 @@ pub(crate) struct ScheduleArgs {
     pub(crate) format: Format,
     #[command(flatten)]
     pub(crate) source: DagSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConnectionsCommand {
+    /// The connections of the environment in effect, passwords masked.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// A real round trip to a connection (connect and query), with what failed and what to
+    /// check.
+    Test {
+        /// The connection's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

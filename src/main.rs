@@ -22,15 +22,18 @@ fn main() -> ExitCode {
     }
     let cli = cli::Cli::parse();
     let config_file = cli.config.clone();
+    let env_name = cli.env.clone();
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {
             // Whatever the error quotes (a URL, a DSN, a command line), no secret shows: neither
             // a configured one nor a password in a URL or DSN.
-            let secrets =
-                ferry_config::Config::load(&ferry_config::Sources::from_process(config_file))
-                    .map(|config| config.secrets())
-                    .unwrap_or_default();
+            let secrets = ferry_config::Config::load(&ferry_config::Sources::from_process(
+                config_file,
+                env_name,
+            ))
+            .map(|config| config.secrets())
+            .unwrap_or_default();
             say!("ferry: error: {}", secrets.redact(&format!("{error:#}")));
             ExitCode::from(2)
         }

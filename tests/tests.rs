@@ -19,3 +19,6 @@ mod faults;
 
 // Issue 7: an on-call engineer's interventions (clear, rerun, mark, pause) and what they show.
 mod operations;
+
+// Issue 8: connections per environment and the Forward tasks.
+mod connectors;

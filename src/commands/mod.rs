@@ -4,6 +4,7 @@
 mod bench;
 mod bench_chaos;
 mod bench_engine;
+mod connections;
 mod dags;
 mod engine;
 mod operate;
@@ -22,13 +23,16 @@ use ferry_config::{Config, Sources};
 use ferry_dag::{Catalog, CatalogOptions, Dag};
 
 use crate::cli::{
-    BenchCommand, Cli, Command, ConfigCommand, DagSource, DagsCommand, RunsCommand, TasksCommand,
+    BenchCommand, Cli, Command, ConfigCommand, ConnectionsCommand, DagSource, DagsCommand,
+    RunsCommand, TasksCommand,
 };
 
 /// Runs the command the user asked for.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
-    let config =
-        || Config::load(&Sources::from_process(cli.config.clone())).map_err(anyhow::Error::from);
+    let config = || {
+        Config::load(&Sources::from_process(cli.config.clone(), cli.env.clone()))
+            .map_err(anyhow::Error::from)
+    };
     match cli.command {
         Command::Validate(args) => validate::run(&config()?, &args),
         Command::Dags(DagsCommand::List { format, source }) => {
@@ -60,6 +64,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }) => bench_chaos::run(kills, runs, database_url.as_deref(), json),
         Command::Bench(BenchCommand::Engine { database_url }) => {
             bench_engine::run(&config()?, database_url.as_deref())
+        }
+        Command::Connections(ConnectionsCommand::List { format }) => {
+            connections::list(&config()?, format)
+        }
+        Command::Connections(ConnectionsCommand::Test { name }) => {
+            connections::test(&config()?, &name)
         }
         Command::Serve(args) => serve::run(&config()?, &args),
         Command::Supervise { dir } => Ok(supervise(&dir)),

@@ -17,6 +17,7 @@
 //! assert_eq!(config.engine.database_url(), "sqlite://.ferry/ferry.db");
 //! ```
 
+mod connections;
 mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,13 +27,14 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use connections::{BigqueryCredentials, Connection, DEFAULT_ENVIRONMENT, EnvironmentConfig};
 pub use secret::{MASK, Secret};
 
 /// The embedded defaults, with comments explaining every setting.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The top-level sections a configuration may have.
-const SECTIONS: [&str; 3] = ["dags", "engine", "alerts"];
+const SECTIONS: [&str; 4] = ["dags", "engine", "alerts", "environments"];
 
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize)]
@@ -43,6 +45,10 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Alert channels.
     pub alerts: AlertsConfig,
+    /// The environment in effect (`--env`, `FERRY_ENV`, else `dev`).
+    pub environment: String,
+    /// Every environment and its connections.
+    pub environments: BTreeMap<String, EnvironmentConfig>,
 }
 
 /// `[engine]`: the state database, concurrency and liveness settings.
@@ -175,8 +181,11 @@ pub struct Sources {
     pub explicit_file: Option<PathBuf>,
     /// A file read if it exists (`./ferry.toml`).
     pub optional_file: Option<PathBuf>,
-    /// Environment variables (name, value); only `FERRY__` ones are read.
+    /// Environment variables (name, value): `FERRY__` ones override settings; `${NAME}`
+    /// references of secrets are resolved from them.
     pub environment: Vec<(String, String)>,
+    /// The environment to use (`--env`; else `FERRY_ENV`; else `dev`).
+    pub environment_name: Option<String>,
 }
 
 impl Sources {
@@ -187,8 +196,14 @@ impl Sources {
 
     /// The usual sources: `--config` if given, else `$FERRY_CONFIG`, else `./ferry.toml`; and
     /// the process environment.
-    pub fn from_process(config_flag: Option<PathBuf>) -> Self {
+    pub fn from_process(config_flag: Option<PathBuf>, env_flag: Option<String>) -> Self {
         let environment: Vec<(String, String)> = std::env::vars().collect();
+        let environment_name = env_flag.or_else(|| {
+            environment
+                .iter()
+                .find(|(name, _)| name == "FERRY_ENV")
+                .map(|(_, value)| value.clone())
+        });
         let from_env = environment
             .iter()
             .find(|(name, _)| name == "FERRY_CONFIG")
@@ -199,6 +214,7 @@ impl Sources {
             explicit_file,
             optional_file,
             environment,
+            environment_name,
         }
     }
 
@@ -217,6 +233,13 @@ impl Config {
         let mut redactor = ferry_secrets::Redactor::new();
         if let Some(url) = &self.engine.database_url {
             redactor.add_pair("database_url", url.expose());
+        }
+        for environment in self.environments.values() {
+            for connection in environment.connections.values() {
+                for secret in connection.secrets() {
+                    redactor.add_pair("url", secret.expose());
+                }
+            }
         }
         for channel in self.alerts.channels.values() {
             match channel {
@@ -299,16 +322,40 @@ impl Config {
             }
         }
         let alerts = section::<AlertsSection>(&figment, &mut problems);
-        match (dags, engine, alerts) {
+        let environments = section::<EnvironmentsSection>(&figment, &mut problems);
+        let environment = sources
+            .environment_name
+            .clone()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_string());
+        if let Some(EnvironmentsSection { environments }) = &environments
+            && !environments.is_empty()
+            && !environments.contains_key(&environment)
+        {
+            let names: Vec<&str> = environments.keys().map(String::as_str).collect();
+            let hint = names
+                .iter()
+                .find(|known| strsim::jaro_winkler(&environment, known) > 0.8)
+                .map(|known| format!(" (did you mean `{known}`?)"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "the environment `{environment}` (--env or FERRY_ENV) is not defined{hint}; defined: {}",
+                names.join(", ")
+            ));
+        }
+        match (dags, engine, alerts, environments) {
             (
                 Some(DagsSection { dags }),
                 Some(EngineSection { engine }),
                 Some(AlertsSection { alerts }),
+                Some(EnvironmentsSection { environments }),
             ) if problems.is_empty() => {
                 let mut config = Self {
                     dags,
                     engine,
                     alerts,
+                    environment,
+                    environments,
                 };
                 for secret in config.secrets_mut() {
                     secret.resolve(&sources.environment);
@@ -325,6 +372,11 @@ impl Config {
     /// Every secret, for resolving references.
     fn secrets_mut(&mut self) -> Vec<&mut Secret> {
         let mut secrets: Vec<&mut Secret> = self.engine.database_url.iter_mut().collect();
+        for environment in self.environments.values_mut() {
+            for connection in environment.connections.values_mut() {
+                secrets.extend(connection.secrets_mut());
+            }
+        }
         for channel in self.alerts.channels.values_mut() {
             match channel {
                 Channel::Log => {}
@@ -349,6 +401,14 @@ impl Config {
         if let Some(url) = &self.engine.database_url {
             note("engine.database_url".to_string(), url);
         }
+        for (name, connection) in self.connections() {
+            for secret in connection.secrets() {
+                note(
+                    format!("environments.{}.connections.{name}", self.environment),
+                    secret,
+                );
+            }
+        }
         for (name, channel) in &self.alerts.channels {
             match channel {
                 Channel::Log => {}
@@ -364,6 +424,14 @@ impl Config {
             }
         }
         unset
+    }
+
+    /// The connections of the environment in effect.
+    pub fn connections(&self) -> &BTreeMap<String, Connection> {
+        static NONE: BTreeMap<String, Connection> = BTreeMap::new();
+        self.environments
+            .get(&self.environment)
+            .map_or(&NONE, |environment| &environment.connections)
     }
 
     /// The effective configuration as TOML, secrets masked.
@@ -382,6 +450,12 @@ struct DagsSection {
 #[derive(Deserialize)]
 struct EngineSection {
     engine: EngineConfig,
+}
+
+#[derive(Deserialize)]
+struct EnvironmentsSection {
+    #[serde(default)]
+    environments: BTreeMap<String, EnvironmentConfig>,
 }
 
 #[derive(Deserialize)]
@@ -447,6 +521,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            environment_name: None,
         };
         (dir, sources)
     }

@@ -1,0 +1,208 @@
+//! ferry's connections to the systems its tasks read and write, kept out of the engine so that
+//! the engine and its tests do not compile database drivers and cloud SDKs.
+//!
+//! Today: a real round trip to a connection (`ferry connections test`) for the SQL kinds
+//! (SQLite, PostgreSQL, MySQL/MariaDB). BigQuery and AWS connections are configured and
+//! listed; their round trip comes with the cloud task types.
+
+use std::time::Duration;
+
+use ferry_config::Connection;
+use sqlx::Connection as _;
+
+/// Why a connection could not be used. Every message names the connection, what failed and
+/// what to check; passwords never appear.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The connection refers to a secret that is not set.
+    #[error(
+        "connection `{name}` ({kind}): its URL refers to the environment variable {variable}, which is not set"
+    )]
+    Unset {
+        /// The connection.
+        name: String,
+        /// Its kind.
+        kind: &'static str,
+        /// The variable.
+        variable: String,
+    },
+    /// The database could not be reached or refused the query.
+    #[error("connection `{name}` ({kind}, {target}): {what}: {cause}; {advice}")]
+    Failed {
+        /// The connection.
+        name: String,
+        /// Its kind.
+        kind: &'static str,
+        /// Where it points (password masked).
+        target: String,
+        /// What was tried.
+        what: &'static str,
+        /// What the database or the network said (passwords masked).
+        cause: String,
+        /// What to check.
+        advice: &'static str,
+    },
+    /// The kind has no round trip yet.
+    #[error(
+        "connection `{name}` ({kind}): testing {kind} connections comes with the {kind} task types; its settings were read and are valid"
+    )]
+    NotYet {
+        /// The connection.
+        name: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+}
+
+/// How long a round trip may take.
+const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Makes a real round trip to `connection` (connect, then `SELECT 1`); returns what was
+/// checked, for people.
+pub async fn test(name: &str, connection: &Connection) -> Result<String, ConnectorError> {
+    let failed = |what: &'static str, cause: String, advice: &'static str| ConnectorError::Failed {
+        name: name.to_string(),
+        kind: connection.kind(),
+        target: connection.target(),
+        what,
+        cause: ferry_secrets::redact_text(&cause),
+        advice,
+    };
+    let round_trip = async {
+        match connection {
+            Connection::Sqlite { path } => {
+                if !path.is_file() {
+                    return Err(failed(
+                        "open",
+                        "no such file".to_string(),
+                        "check the path (relative to the folder ferry runs in)",
+                    ));
+                }
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true);
+                let mut db = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .map_err(|e| {
+                        failed("open", e.to_string(), "check that it is a SQLite database")
+                    })?;
+                let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+                    .fetch_one(&mut db)
+                    .await
+                    .map_err(|e| {
+                        failed("query", e.to_string(), "check that it is a SQLite database")
+                    })?;
+                Ok(format!("SQLite {version}"))
+            }
+            Connection::Postgres { url } => {
+                let url = exposed(name, connection, url)?;
+                let mut db = sqlx::PgConnection::connect(url).await.map_err(|e| {
+                    failed(
+                        "connect",
+                        e.to_string(),
+                        "check the host, port, database, user and password",
+                    )
+                })?;
+                let version: String = sqlx::query_scalar("SHOW server_version")
+                    .fetch_one(&mut db)
+                    .await
+                    .map_err(|e| failed("query", e.to_string(), "check the user's rights"))?;
+                Ok(format!("PostgreSQL {version}"))
+            }
+            Connection::Mysql { url } => {
+                let url = exposed(name, connection, url)?;
+                let mut db = sqlx::MySqlConnection::connect(url).await.map_err(|e| {
+                    failed(
+                        "connect",
+                        e.to_string(),
+                        "check the host, port, database, user and password",
+                    )
+                })?;
+                let version: String = sqlx::query_scalar("SELECT VERSION()")
+                    .fetch_one(&mut db)
+                    .await
+                    .map_err(|e| failed("query", e.to_string(), "check the user's rights"))?;
+                Ok(format!("MySQL/MariaDB {version}"))
+            }
+            Connection::Bigquery { .. } | Connection::Aws { .. } => Err(ConnectorError::NotYet {
+                name: name.to_string(),
+                kind: connection.kind(),
+            }),
+        }
+    };
+    match tokio::time::timeout(TEST_TIMEOUT, round_trip).await {
+        Ok(result) => result,
+        Err(_) => Err(failed(
+            "connect",
+            format!("no answer within {} s", TEST_TIMEOUT.as_secs()),
+            "check that the server runs and that this machine can reach it",
+        )),
+    }
+}
+
+/// The URL of a connection, or the error naming the unset variable it refers to.
+fn exposed<'a>(
+    name: &str,
+    connection: &Connection,
+    url: &'a ferry_config::Secret,
+) -> Result<&'a str, ConnectorError> {
+    match url.unset() {
+        Some(variable) => Err(ConnectorError::Unset {
+            name: name.to_string(),
+            kind: connection.kind(),
+            variable: variable.to_string(),
+        }),
+        None => Ok(url.expose()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_sqlite_file_answers_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("app.db");
+        let runtime = runtime();
+        let missing = runtime
+            .block_on(test("app", &Connection::Sqlite { path: path.clone() }))
+            .expect_err("no file");
+        assert!(
+            missing
+                .to_string()
+                .starts_with("connection `app` (sqlite, ")
+                && missing.to_string().contains("open: no such file"),
+            "{missing}"
+        );
+        std::fs::write(&path, "").expect("empty file");
+        let said = runtime
+            .block_on(test("app", &Connection::Sqlite { path }))
+            .expect("an empty file is an empty database");
+        assert!(said.starts_with("SQLite 3."), "{said}");
+    }
+
+    #[test]
+    fn a_wrong_password_is_masked_and_explained() {
+        let connection = Connection::Postgres {
+            url: ferry_config::Secret::new("postgres://nobody:hunter2-secret@127.0.0.1:1/none"),
+        };
+        let error = runtime()
+            .block_on(test("warehouse", &connection))
+            .expect_err("nothing listens on port 1");
+        let text = error.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.starts_with("connection `warehouse` (postgres, postgres://nobody:")
+                && text.contains("check the host, port"),
+            "{text}"
+        );
+    }
+}

@@ -139,3 +139,169 @@ fn issue8_connections_are_listed_per_environment_and_tested_for_real() {
         "{prod}"
     );
 }
+
+#[test]
+fn issue8_query_tasks_run_sql_on_their_connection_in_one_transaction() {
+    let dir = project(&[
+        (
+            "load.yaml",
+            "tasks:\n  - {id: create, type: query, connection: app, sql: 'CREATE TABLE IF NOT EXISTS scores (day TEXT, points INTEGER)'}\n  - {id: load, type: query, connection: app, sql: \"DELETE FROM scores WHERE day = '{{ ds }}'; INSERT INTO scores VALUES ('{{ ds }}', 10), ('{{ ds }}', 32)\", depends_on: [create]}\n",
+        ),
+        (
+            "broken.yaml",
+            "tasks:\n  - {id: half, type: query, connection: app, sql: \"INSERT INTO scores VALUES ('half', 1); INSERT INTO no_such_table VALUES (1)\", retries: 3}\n",
+        ),
+        (
+            "wrong.yaml",
+            "tasks:\n  - {id: a, type: query, connection: ap, sql: 'SELECT 1'}\n  - {id: b, type: query, connection: bq, sql: 'SELECT 1'}\n",
+        ),
+    ]);
+    std::fs::write(dir.path().join("ferry.toml"), CONFIG).expect("config");
+    std::fs::write(dir.path().join("app.db"), "").expect("an empty SQLite database");
+    // Validation: the connection must exist in the environment and be a SQL one.
+    let output = ferry_in(dir.path(), &["validate"], &[]);
+    let said = stdout(&output);
+    assert!(
+        said.contains("error[unknown-connection]: dag `wrong`, task `a`, field `connection`: connection `ap` is not defined in the environment `dev`\n  help: did you mean `app`?")
+            && said.contains("task `b`, field `connection`: connection `bq` is a bigquery connection; a `query` task runs on sqlite, postgres, mysql"),
+        "{said}"
+    );
+    std::fs::remove_file(dir.path().join("dags/internal/wrong.yaml")).expect("remove");
+    let run = ferry_in(dir.path(), &["run", "load"], &[]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    let app = format!("sqlite://{}", dir.path().join("app.db").display());
+    assert_eq!(
+        scalar(&app, "SELECT COUNT(*) || '|' || SUM(points) FROM scores"),
+        "2|42"
+    );
+    let log = stdout(&ferry_in(dir.path(), &["logs", "load__", "load"], &[]));
+    assert!(
+        log.contains("[ferry] 3 row(s) changed on app") || log.contains("row(s) changed on app"),
+        "{log}"
+    );
+    // A SQL error fails at once (no retries) with the database's message, and nothing of the
+    // transaction is kept.
+    let broken = ferry_in(dir.path(), &["run", "broken"], &[]);
+    assert_eq!(broken.status.code(), Some(1));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&ferry_in(
+        dir.path(),
+        &["runs", "show", "broken__", "--format", "json"],
+        &[],
+    )))
+    .expect("JSON");
+    assert_eq!(shown["tasks"][0]["try_number"], 1, "{shown:#}");
+    let log = stdout(&ferry_in(dir.path(), &["logs", "broken__", "half"], &[]));
+    assert!(log.contains("no such table: no_such_table"), "{log}");
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS TEXT) FROM scores WHERE day = 'half'"
+        ),
+        "0"
+    );
+}
+
+/// The first column of the first row of `sql` on the database at `url`, as text.
+fn scalar(url: &str, sql: &str) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection as _;
+            if url.starts_with("sqlite:") {
+                let mut db = sqlx::SqliteConnection::connect(url)
+                    .await
+                    .expect("connects");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut db)
+                    .await
+                    .expect("query")
+            } else if url.starts_with("postgres:") {
+                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut db)
+                    .await
+                    .expect("query")
+            } else {
+                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut db)
+                    .await
+                    .expect("query")
+            }
+        })
+}
+
+#[test]
+fn issue8_query_tasks_run_on_postgresql_and_mariadb() {
+    let table = format!("ferry_it_query_{}", std::process::id());
+    let mut dags = Vec::new();
+    if service("PostgreSQL", 5432) {
+        dags.push((
+            "on_pg.yaml",
+            format!(
+                "tasks:\n  - {{id: load, type: query, connection: warehouse, sql: \"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (day TEXT, points INTEGER); INSERT INTO {table} VALUES ('{{{{ ds }}}}', 40), ('{{{{ ds }}}}', 2)\"}}\n"
+            ),
+            "postgres://postgres@127.0.0.1:5432/test",
+            "TEXT",
+        ));
+    }
+    if service("MariaDB", 3306) {
+        dags.push((
+            "on_mysql.yaml",
+            format!(
+                "tasks:\n  - {{id: load, type: query, connection: app_mysql, sql: \"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (day TEXT, points INTEGER); INSERT INTO {table} VALUES ('{{{{ ds }}}}', 40), ('{{{{ ds }}}}', 2)\"}}\n"
+            ),
+            "mysql://root@127.0.0.1:3306/test",
+            "CHAR",
+        ));
+    }
+    for (file, dag, url, text) in dags {
+        let dir = project(&[(file, &dag)]);
+        std::fs::write(dir.path().join("ferry.toml"), CONFIG).expect("config");
+        let dag_id = file.trim_end_matches(".yaml");
+        let run = ferry_in(dir.path(), &["run", dag_id], &[]);
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&run),
+            stderr(&run)
+        );
+        assert_eq!(
+            scalar(
+                url,
+                &format!("SELECT CAST(SUM(points) AS {text}) FROM {table}")
+            ),
+            "42"
+        );
+        let drop = format!("DROP TABLE {table}");
+        let _ = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                use sqlx::Connection as _;
+                if url.starts_with("postgres:") {
+                    let mut db = sqlx::PgConnection::connect(url).await?;
+                    sqlx::Executor::execute(&mut db, drop.as_str())
+                        .await
+                        .map(drop_result)
+                } else {
+                    let mut db = sqlx::MySqlConnection::connect(url).await?;
+                    sqlx::Executor::execute(&mut db, drop.as_str())
+                        .await
+                        .map(drop_result)
+                }
+            });
+    }
+}
+
+fn drop_result<T>(_: T) {}

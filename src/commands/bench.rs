@@ -23,6 +23,8 @@ pub(crate) fn validate(dags: usize, tasks: usize, runs: usize) -> Result<ExitCod
     let options = CatalogOptions {
         channels: BTreeSet::from(["log".to_string()]),
         pools: BTreeSet::new(),
+        connections: std::collections::BTreeMap::new(),
+        environment: ferry_config::DEFAULT_ENVIRONMENT.to_string(),
         now: Utc::now(),
     };
     let folders = [dir.path().to_path_buf()];

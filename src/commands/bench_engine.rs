@@ -241,6 +241,8 @@ async fn load_many(config: &Config, store: &Store, dir: &Path, tag: &str) -> Res
     let options = CatalogOptions {
         channels: BTreeSet::from(["log".to_string()]),
         pools: BTreeSet::new(),
+        connections: std::collections::BTreeMap::new(),
+        environment: ferry_config::DEFAULT_ENVIRONMENT.to_string(),
         now: Utc::now(),
     };
     let catalog = ferry_dag::catalog::load(std::slice::from_ref(&folder), &options);

@@ -140,6 +140,9 @@ pub(crate) fn engine_config(
             LeftoverProcesses::Keep => Leftovers::Keep,
         },
         secrets,
+        connectors: Some(ferry_executor::connector::SharedConnectors(Arc::new(
+            ferry_connectors::SqlConnectors::new(config.connections().clone()),
+        ))),
     })
 }
 

@@ -130,6 +130,12 @@ fn load_catalog(config: &Config, paths: &[PathBuf], source: &DagSource) -> Catal
     let options = CatalogOptions {
         channels: config.alerts.channel_names(),
         pools: config.engine.pools.keys().cloned().collect(),
+        connections: config
+            .connections()
+            .iter()
+            .map(|(name, connection)| (name.clone(), connection.kind().to_string()))
+            .collect(),
+        environment: config.environment.clone(),
         now: source.now.unwrap_or_else(Utc::now),
     };
     ferry_dag::catalog::load(paths, &options)

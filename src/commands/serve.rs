@@ -167,6 +167,12 @@ fn read(config: &Config) -> Catalog {
     let options = CatalogOptions {
         channels: config.alerts.channel_names(),
         pools: config.engine.pools.keys().cloned().collect(),
+        connections: config
+            .connections()
+            .iter()
+            .map(|(name, connection)| (name.clone(), connection.kind().to_string()))
+            .collect(),
+        environment: config.environment.clone(),
         now: Utc::now(),
     };
     ferry_dag::catalog::load(&config.dags.folders, &options)

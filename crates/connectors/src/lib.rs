@@ -1,14 +1,18 @@
 //! ferry's connections to the systems its tasks read and write, kept out of the engine so that
 //! the engine and its tests do not compile database drivers and cloud SDKs.
 //!
-//! Today: a real round trip to a connection (`ferry connections test`) for the SQL kinds
-//! (SQLite, PostgreSQL, MySQL/MariaDB). BigQuery and AWS connections are configured and
-//! listed; their round trip comes with the cloud task types.
+//! Today: a real round trip to a connection (`ferry connections test`) and `query` tasks
+//! ([`SqlConnectors`]) for the SQL kinds (SQLite, PostgreSQL, MySQL/MariaDB). BigQuery and AWS
+//! connections are configured and listed; their round trip comes with the cloud task types.
+
+mod query;
 
 use std::time::Duration;
 
 use ferry_config::Connection;
 use sqlx::Connection as _;
+
+pub use query::SqlConnectors;
 
 /// Why a connection could not be used. Every message names the connection, what failed and
 /// what to check; passwords never appear.

@@ -21,6 +21,11 @@ pub struct CatalogOptions {
     /// The pools defined in the configuration (`default` always exists); every pool a task
     /// names must be one.
     pub pools: BTreeSet<String>,
+    /// The connections of the environment in effect, with their kinds (`sqlite`, `postgres`,
+    /// ...); every connection a task names must be one, of a kind its type can use.
+    pub connections: BTreeMap<String, String>,
+    /// The environment in effect, for messages.
+    pub environment: String,
     /// "Now", for the daylight-saving look-ahead.
     pub now: DateTime<Utc>,
 }
@@ -245,6 +250,7 @@ pub fn check_together(parsed: Vec<ParsedFile>, options: &CatalogOptions) -> Cata
         let mut found = Vec::new();
         check_channels(dag, &options.channels, &mut found);
         check_pools(dag, &options.pools, &mut found);
+        check_connections(dag, options, &mut found);
         check_policy(dag, &mut found);
         check_waits(dag, &by_id, &known_ids, &mut found);
         check_dst(dag, options.now, &mut found);
@@ -331,6 +337,61 @@ fn check_pools(dag: &Dag, pools: &BTreeSet<String>, found: &mut Vec<Diagnostic>)
         );
     }
 }
+
+/// Every connection a task names exists in the environment in effect and has a kind the
+/// task's type can use.
+fn check_connections(dag: &Dag, options: &CatalogOptions, found: &mut Vec<Diagnostic>) {
+    for (index, task) in dag.tasks.iter().enumerate() {
+        let Some(name) = task.kind.connection() else {
+            continue;
+        };
+        let path = format!("tasks.{index}.connection");
+        match options.connections.get(name) {
+            None => {
+                let known: Vec<&str> = options.connections.keys().map(String::as_str).collect();
+                let help = suggestion(name, known.iter().copied()).unwrap_or_else(|| {
+                    format!(
+                        "define it under [environments.{}.connections.{name}] in ferry.toml (defined: {})",
+                        options.environment,
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    )
+                });
+                found.push(
+                    dag.diagnostic(
+                        Code::UnknownConnection,
+                        &path,
+                        format!(
+                            "connection `{name}` is not defined in the environment `{}`",
+                            options.environment
+                        ),
+                    )
+                    .in_task(task.id.clone())
+                    .in_field("connection")
+                    .with_help(help),
+                );
+            }
+            Some(kind) if !SQL_KINDS.contains(&kind.as_str()) => {
+                found.push(
+                    dag.diagnostic(
+                        Code::InvalidValue,
+                        &path,
+                        format!(
+                            "connection `{name}` is a {kind} connection; a `{}` task runs on {}",
+                            task.kind.type_name(),
+                            SQL_KINDS.join(", ")
+                        ),
+                    )
+                    .in_task(task.id.clone())
+                    .in_field("connection"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The connection kinds a `query` task runs on.
+const SQL_KINDS: [&str; 3] = ["sqlite", "postgres", "mysql"];
 
 /// The pool of tasks that name none.
 pub const DEFAULT_POOL: &str = "default";

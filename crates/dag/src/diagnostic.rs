@@ -51,6 +51,8 @@ pub enum Code {
     UnknownChannel,
     /// A task names a pool the configuration does not define.
     UnknownPool,
+    /// A task names a connection the environment does not define.
+    UnknownConnection,
     /// A rule of the DAG's tree (`dags/user-facing/`) is broken.
     Policy,
     /// The schedule meets a daylight-saving transition without a stated policy.
@@ -78,6 +80,7 @@ impl Code {
             Code::Template => "template",
             Code::UnknownChannel => "unknown-channel",
             Code::UnknownPool => "unknown-pool",
+            Code::UnknownConnection => "unknown-connection",
             Code::Policy => "policy",
             Code::Dst => "dst",
             Code::IntervalMismatch => "interval-mismatch",

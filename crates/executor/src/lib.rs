@@ -10,6 +10,7 @@
 //! DAGs' runs.
 
 pub mod command;
+pub mod connector;
 pub mod http;
 mod log;
 pub mod supervisor;

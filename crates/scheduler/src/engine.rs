@@ -79,6 +79,8 @@ pub struct EngineConfig {
     pub leftovers: Leftovers,
     /// The configuration's secrets, masked wherever they would show.
     pub secrets: Redactor,
+    /// What runs work on named connections (`query` tasks); without it such tasks fail.
+    pub connectors: Option<ferry_executor::connector::SharedConnectors>,
 }
 
 /// How a caller asks the engine to stop: `requested` once (SIGTERM, Ctrl-C) applies the

@@ -12,6 +12,7 @@ use ferry_dag::tasks::TaskKind;
 use ferry_dag::template::{RunContext, TemplateProblem, Templates};
 use ferry_dag::timetable::DataInterval;
 use ferry_executor::command::{CommandSpec, Program};
+use ferry_executor::connector::ConnectorWork;
 use ferry_executor::http::HttpSpec;
 use ferry_store::RunRecord;
 
@@ -26,6 +27,8 @@ pub enum Work {
     Http(HttpSpec),
     /// Nothing.
     Noop,
+    /// Work on a named connection.
+    Connector(ConnectorWork),
     /// Wait for another DAG's run of the same interval.
     WaitForDag {
         /// The DAG.
@@ -200,6 +203,19 @@ pub fn prepare(
             shown: "noop".to_string(),
             redactor,
         },
+        TaskKind::Query(query) => {
+            let sql = render(&query.sql)?;
+            let shown = redactor.redact(&format!("query on {}: {sql}", query.connection));
+            Prepared {
+                work: Work::Connector(ConnectorWork::Query {
+                    connection: query.connection.clone(),
+                    sql,
+                    timeout,
+                }),
+                shown,
+                redactor,
+            }
+        }
         TaskKind::WaitForDag(wait) => Prepared {
             work: Work::WaitForDag {
                 dag: wait.dag.clone(),

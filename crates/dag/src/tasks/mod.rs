@@ -4,6 +4,7 @@
 mod command;
 mod http;
 mod noop;
+mod query;
 mod wait_for_dag;
 
 use schemars::JsonSchema;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 pub use command::CommandTask;
 pub use http::{HttpMethod, HttpTask};
 pub use noop::NoopTask;
+pub use query::QueryTask;
 pub use wait_for_dag::{DEFAULT_WAIT_TIMEOUT, OnFailed, WaitForDagTask};
 
 use crate::diagnostic::Code;
@@ -26,12 +28,14 @@ pub enum TaskKind {
     Http(HttpTask),
     /// Does nothing and succeeds: a join point or placeholder.
     Noop(NoopTask),
+    /// Runs SQL on a named connection.
+    Query(QueryTask),
     /// Waits for another DAG's run of the same data interval to succeed.
     WaitForDag(WaitForDagTask),
 }
 
 /// Every task type's name, as written in `type:`.
-pub const TASK_TYPES: [&str; 4] = ["command", "http", "noop", "wait_for_dag"];
+pub const TASK_TYPES: [&str; 5] = ["command", "http", "noop", "query", "wait_for_dag"];
 
 /// A problem in a task's type-specific fields that the types alone do not catch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +84,7 @@ impl TaskKind {
             TaskKind::Command(_) => "command",
             TaskKind::Http(_) => "http",
             TaskKind::Noop(_) => "noop",
+            TaskKind::Query(_) => "query",
             TaskKind::WaitForDag(_) => "wait_for_dag",
         }
     }
@@ -89,6 +94,7 @@ impl TaskKind {
             TaskKind::Command(task) => task,
             TaskKind::Http(task) => task,
             TaskKind::Noop(task) => task,
+            TaskKind::Query(task) => task,
             TaskKind::WaitForDag(task) => task,
         }
     }
@@ -101,6 +107,14 @@ impl TaskKind {
     /// The fields rendered as templates.
     pub fn templates(&self) -> Vec<(String, &str)> {
         self.as_task_type().templates()
+    }
+
+    /// The connection this task uses, if any.
+    pub fn connection(&self) -> Option<&str> {
+        match self {
+            TaskKind::Query(task) => Some(&task.connection),
+            _ => None,
+        }
     }
 
     /// The DAG this task waits for, if it is a `wait_for_dag` task.

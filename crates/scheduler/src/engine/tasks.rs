@@ -305,6 +305,10 @@ impl Engine {
                         redactor: prepared.redactor,
                     },
                     Work::Noop => Plan::Noop,
+                    Work::Connector(work) => Plan::Connector {
+                        work,
+                        redactor: prepared.redactor,
+                    },
                     Work::WaitForDag { .. } => Plan::Wait(Box::new(Prepared {
                         work: prepared.work,
                         shown: prepared.shown,
@@ -411,6 +415,24 @@ impl Engine {
                 tokio::spawn(async move {
                     let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
                     let outcome = ferry_executor::http::run(&http, &request, &log, &cancel).await;
+                    message.end =
+                        ended_now(outcome.redacted(&redactor), redactor.redact(&log.text()));
+                    let _ = sender.send(Message::Finished(message));
+                });
+            }
+            Plan::Connector { work, redactor } => {
+                let cancel = CancellationToken::new();
+                self.running
+                    .insert(claimed.id, slot(Control::InProcess(cancel.clone())));
+                let sender = self.sender.clone();
+                let connectors = self.config.connectors.clone();
+                let mut message = finished;
+                tokio::spawn(async move {
+                    let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
+                    let outcome = match &connectors {
+                        Some(connectors) => connectors.0.run(&work, &log, &cancel).await,
+                        None => Outcome::fatal("this ferry process cannot reach connections"),
+                    };
                     message.end =
                         ended_now(outcome.redacted(&redactor), redactor.redact(&log.text()));
                     let _ = sender.send(Message::Finished(message));
@@ -703,6 +725,11 @@ enum Plan {
     /// A request, run inside the engine.
     Http {
         request: ferry_executor::http::HttpSpec,
+        redactor: Redactor,
+    },
+    /// Work on a named connection, run inside the engine.
+    Connector {
+        work: ferry_executor::connector::ConnectorWork,
         redactor: Redactor,
     },
     /// Nothing to run.

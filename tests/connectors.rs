@@ -305,3 +305,72 @@ fn issue8_query_tasks_run_on_postgresql_and_mariadb() {
 }
 
 fn drop_result<T>(_: T) {}
+
+#[test]
+fn issue8_a_query_that_times_out_is_stopped_on_the_server() {
+    let marker = format!("ferry_timeout_{}", std::process::id());
+    let mut cases = Vec::new();
+    if service("PostgreSQL", 5432) {
+        cases.push((
+            "warehouse",
+            format!("SELECT pg_sleep(60), '{marker}'"),
+            "postgres://postgres@127.0.0.1:5432/test",
+            format!("SELECT CAST(COUNT(*) AS TEXT) FROM pg_stat_activity WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"),
+        ));
+    }
+    if service("MariaDB", 3306) {
+        cases.push((
+            "app_mysql",
+            format!("SELECT SLEEP(60), '{marker}'"),
+            "mysql://root@127.0.0.1:3306/test",
+            format!("SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.processlist WHERE info LIKE '%{marker}%' AND id <> CONNECTION_ID()"),
+        ));
+    }
+    for (connection, sql, url, running) in cases {
+        let dag = format!(
+            "tasks:\n  - {{id: slow, type: query, connection: {connection}, sql: \"{sql}\", timeout: 2s}}\n"
+        );
+        let dir = project(&[("slow.yaml", &dag)]);
+        std::fs::write(dir.path().join("ferry.toml"), CONFIG).expect("config");
+        let began = std::time::Instant::now();
+        let run = ferry_in(dir.path(), &["run", "slow"], &[]);
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert!(began.elapsed() < std::time::Duration::from_secs(20));
+        let log = stdout(&ferry_in(dir.path(), &["logs", "slow__", "slow"], &[]));
+        assert!(
+            log.contains("timed out after 2.0s; rolled back") || log.contains("failed"),
+            "{log}"
+        );
+        // The statement is gone from the server within a few seconds, not after its 60.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if scalar(url, &running) == "0" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{connection}: the statement still runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+}
+
+#[test]
+fn issue8_runs_are_not_handed_to_a_daemon_of_another_environment() {
+    let dir = project(&[("noop.yaml", "tasks:\n  - {id: a, type: noop}\n")]);
+    std::fs::write(dir.path().join("ferry.toml"), CONFIG).expect("config");
+    let mut serve = crate::util::spawn_ferry_with(dir.path(), &["serve"], &[("FERRY_ENV", "prod")]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let output = ferry_in(dir.path(), &["run", "noop"], &[]);
+    crate::util::nix_kill(&serve, "TERM");
+    serve.wait().expect("serve ends");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("which runs tasks with the connections of the environment `prod`, not `dev`: run this with --env prod"),
+        "{}",
+        stderr(&output)
+    );
+    let runs = stdout(&ferry_in(dir.path(), &["runs", "list"], &[]));
+    assert!(!runs.contains("noop__manual"), "a run was made: {runs}");
+}

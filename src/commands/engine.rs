@@ -71,11 +71,24 @@ pub(crate) fn naming(shown: &str, error: anyhow::Error) -> anyhow::Error {
 /// How this process describes itself as the owner of a store.
 pub(crate) fn holder(command: &str) -> String {
     format!(
-        "`{command}` (pid {} on {}, since {})",
+        "`{command}` (pid {} on {}, env {}, since {})",
         std::process::id(),
         ferry_executor::supervisor::host_name(),
+        ENVIRONMENT
+            .get()
+            .map_or(ferry_config::DEFAULT_ENVIRONMENT, String::as_str),
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
     )
+}
+
+/// The environment this process runs in (`--env`), named in its owner description so that a
+/// process handing runs to the owner can tell whether their connections agree.
+pub(crate) static ENVIRONMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The environment named in an owner's description, if it names one.
+pub(crate) fn holder_environment(holder: &str) -> Option<&str> {
+    let rest = &holder[holder.find(", env ")? + ", env ".len()..];
+    rest.split([',', ')']).next()
 }
 
 /// Takes the store for this process, or says who holds it (`Ok(Err(holder))`).

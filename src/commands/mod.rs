@@ -30,8 +30,10 @@ use crate::cli::{
 /// Runs the command the user asked for.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let config = || {
-        Config::load(&Sources::from_process(cli.config.clone(), cli.env.clone()))
-            .map_err(anyhow::Error::from)
+        let config = Config::load(&Sources::from_process(cli.config.clone(), cli.env.clone()))
+            .map_err(anyhow::Error::from)?;
+        let _ = engine::ENVIRONMENT.set(config.environment.clone());
+        Ok::<Config, anyhow::Error>(config)
     };
     match cli.command {
         Command::Validate(args) => validate::run(&config()?, &args),

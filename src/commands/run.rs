@@ -32,6 +32,7 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let tasks = dag.tasks.iter().map(|t| t.id.clone()).collect();
         let owner = try_own(&store, "ferry run").await?;
+        same_environment(&owner, config)?;
         let mut engine = engine(
             config,
             store.clone(),
@@ -153,6 +154,7 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let owner = try_own(&store, "ferry backfill").await?;
+        same_environment(&owner, config)?;
         let mut engine = engine(
             config,
             store.clone(),
@@ -196,6 +198,21 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
         finish(&ended)
     })
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
+}
+
+/// Runs handed to the store's owner execute with the connections of the owner's environment:
+/// refused (before any run is made) when that is not the environment asked for.
+fn same_environment(owner: &Result<ferry_store::OwnerLock, String>, config: &Config) -> Result<()> {
+    if let Err(holder) = owner
+        && let Some(theirs) = super::engine::holder_environment(holder)
+        && theirs != config.environment
+    {
+        bail!(
+            "the store is owned by {holder}, which runs tasks with the connections of the environment `{theirs}`, not `{}`: run this with --env {theirs}, or stop it first",
+            config.environment
+        );
+    }
+    Ok(())
 }
 
 /// The exit code: 0 when every run succeeded; 1 otherwise (including interrupted runs).

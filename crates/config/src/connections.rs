@@ -100,7 +100,13 @@ impl Connection {
             Connection::Sqlite { path } => path.display().to_string(),
             Connection::Postgres { url } | Connection::Mysql { url } => match url.unset() {
                 Some(name) => format!("<unset: ${{{name}}}>"),
-                None => ferry_secrets::redact_text(url.expose()),
+                None => {
+                    let url = url.expose();
+                    match url_password(url) {
+                        Some(password) => url.replacen(password, crate::MASK, 1),
+                        None => ferry_secrets::redact_text(url),
+                    }
+                }
             },
             Connection::Bigquery {
                 project,
@@ -148,5 +154,34 @@ impl Connection {
             Connection::Postgres { url } | Connection::Mysql { url } => vec![url],
             _ => Vec::new(),
         }
+    }
+}
+
+/// The password of a database URL, `scheme://user:PASSWORD@host/...`, even when it holds
+/// characters a URL should have escaped (`/`, `?`, `#`): everything between the user's colon
+/// and the last `@` of the URL.
+pub(crate) fn url_password(url: &str) -> Option<&str> {
+    let authority_start = url.find("://")? + 3;
+    let at = authority_start + url[authority_start..].rfind('@')?;
+    let colon = authority_start + url[authority_start..at].find(':')?;
+    Some(&url[colon + 1..at]).filter(|password| !password.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_found_even_unescaped() {
+        assert_eq!(url_password("postgres://app:ab/cd@db/app"), Some("ab/cd"));
+        assert_eq!(url_password("mysql://root@127.0.0.1:3306/test"), None);
+        assert_eq!(
+            url_password("postgres://u:p%40ss@db:5432/x?sslmode=require"),
+            Some("p%40ss")
+        );
+        let connection = Connection::Postgres {
+            url: Secret::new("postgres://app:ab/cd@db/app"),
+        };
+        assert_eq!(connection.target(), "postgres://app:********@db/app");
     }
 }

@@ -198,7 +198,7 @@ impl Sources {
     /// the process environment.
     pub fn from_process(config_flag: Option<PathBuf>, env_flag: Option<String>) -> Self {
         let environment: Vec<(String, String)> = std::env::vars().collect();
-        let environment_name = env_flag.or_else(|| {
+        let environment_name = env_flag.filter(|name| !name.is_empty()).or_else(|| {
             environment
                 .iter()
                 .find(|(name, _)| name == "FERRY_ENV")
@@ -238,6 +238,9 @@ impl Config {
             for connection in environment.connections.values() {
                 for secret in connection.secrets() {
                     redactor.add_pair("url", secret.expose());
+                    if let Some(password) = connections::url_password(secret.expose()) {
+                        redactor.add(password);
+                    }
                 }
             }
         }

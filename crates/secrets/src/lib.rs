@@ -87,6 +87,39 @@ pub fn redact_text(text: &str) -> String {
 fn for_each_credential(text: &str, mut found: impl FnMut(std::ops::Range<usize>)) {
     url_passwords(text, &mut found);
     secret_pairs(text, &mut found);
+    sql_passwords(text, &mut found);
+}
+
+/// SQL that sets a password: `PASSWORD 'x'`, `IDENTIFIED BY 'x'` (any case): the quoted text.
+fn sql_passwords(text: &str, found: &mut impl FnMut(std::ops::Range<usize>)) {
+    let lower = text.to_ascii_lowercase();
+    for keyword in ["password", "identified by"] {
+        let mut search = 0;
+        while let Some(offset) = lower[search..].find(keyword) {
+            let mut at = search + offset + keyword.len();
+            search = at;
+            let rest = &text[at..];
+            let skipped = rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
+                    .len();
+            at += skipped;
+            let Some(quote) = text[at..]
+                .chars()
+                .next()
+                .filter(|c| matches!(c, '\'' | '"'))
+            else {
+                continue;
+            };
+            let start = at + 1;
+            if let Some(length) = text[start..].find(quote) {
+                if length > 0 {
+                    found(start..start + length);
+                }
+                search = start + length;
+            }
+        }
+    }
 }
 
 /// `scheme://user:PASSWORD@host`: the password's range.
@@ -333,6 +366,20 @@ mod tests {
         assert_eq!(
             redactor.redact("url postgres://app:pass-123@db/app"),
             "url postgres://app:********@db/app"
+        );
+    }
+
+    #[test]
+    fn passwords_in_sql_are_masked() {
+        assert_eq!(
+            redact_text(
+                "ALTER ROLE app PASSWORD 's3cret-pw'; CREATE USER x IDENTIFIED BY \"hunter22\""
+            ),
+            "ALTER ROLE app PASSWORD '********'; CREATE USER x IDENTIFIED BY \"********\""
+        );
+        assert_eq!(
+            redact_text("SELECT password FROM users"),
+            "SELECT password FROM users"
         );
     }
 }

@@ -6,9 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use chrono::Utc;
 use ferry_config::Config;
-use ferry_dag::{Catalog, CatalogOptions};
+use ferry_dag::Catalog;
 use ferry_scheduler::Reload;
 use ferry_scheduler::clock::SystemClock;
 use ferry_store::OpenMode;
@@ -164,18 +163,7 @@ fn fingerprint(config: &Config) -> Fingerprint {
 }
 
 fn read(config: &Config) -> Catalog {
-    let options = CatalogOptions {
-        channels: config.alerts.channel_names(),
-        pools: config.engine.pools.keys().cloned().collect(),
-        connections: config
-            .connections()
-            .iter()
-            .map(|(name, connection)| (name.clone(), connection.kind().to_string()))
-            .collect(),
-        environment: config.environment.clone(),
-        now: Utc::now(),
-    };
-    ferry_dag::catalog::load(&config.dags.folders, &options)
+    super::load_catalog(config, &[], &crate::cli::DagSource { now: None })
 }
 
 /// The content hash of every valid DAG's file, by DAG id.

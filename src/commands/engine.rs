@@ -154,7 +154,7 @@ pub(crate) fn engine_config(
         },
         secrets,
         connectors: Some(ferry_executor::connector::SharedConnectors(Arc::new(
-            ferry_connectors::SqlConnectors::new(config.connections().clone()),
+            ferry_connectors::LiveConnectors::new(config.connections().clone()),
         ))),
     })
 }

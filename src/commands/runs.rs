@@ -1,5 +1,6 @@
 //! `ferry runs list`, `ferry logs` and `ferry tasks clear`: the run state, for on-call.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -220,15 +221,23 @@ pub(crate) fn show(
         let run = ferry_scheduler::operations::find_run(&store, run_id).await?;
         let tasks = store.task_instances(run.id).await?;
         let mut tails = Vec::new();
+        let mut figures = Vec::new();
         for task in &tasks {
             let failed = task
                 .state()
                 .is_ok_and(|s| matches!(s, TaskState::Failed | TaskState::UpForRetry));
-            let tail = match store.latest_attempt(task.id).await? {
+            let attempt = store.latest_attempt(task.id).await?;
+            let tail = match &attempt {
                 Some(attempt) if failed => last_lines(&attempt.log, LOG_TAIL),
                 _ => Vec::new(),
             };
             tails.push(tail);
+            figures.push(
+                attempt
+                    .and_then(|a| a.metrics)
+                    .and_then(|m| serde_json::from_str::<BTreeMap<String, i64>>(&m).ok())
+                    .unwrap_or_default(),
+            );
         }
         let interventions: Vec<EventRecord> = store
             .events(&run.run_id)
@@ -243,9 +252,11 @@ pub(crate) fn show(
                     tasks
                         .iter()
                         .zip(&tails)
-                        .map(|(task, tail)| {
+                        .zip(&figures)
+                        .map(|((task, tail), figures)| {
                             let mut task = task_json(task);
                             task["log_tail"] = json!(tail);
+                            task["metrics"] = json!(figures);
                             task
                         })
                         .collect(),
@@ -254,7 +265,7 @@ pub(crate) fn show(
                     Value::Array(interventions.iter().map(event_json).collect());
                 output::json(&value);
             }
-            Format::Text => print_run(&run, &tasks, &tails, &interventions),
+            Format::Text => print_run(&run, &tasks, &tails, &figures, &interventions),
         }
         store.close().await;
         Ok(ExitCode::SUCCESS)
@@ -266,6 +277,7 @@ fn print_run(
     run: &RunRecord,
     tasks: &[TaskInstanceRecord],
     tails: &[Vec<String>],
+    figures: &[BTreeMap<String, i64>],
     interventions: &[EventRecord],
 ) {
     out!("run       {}", run.run_id);
@@ -313,6 +325,27 @@ fn print_run(
         ],
         &rows,
     );
+    let measured: Vec<String> = tasks
+        .iter()
+        .zip(figures)
+        .filter(|(_, figures)| !figures.is_empty())
+        .map(|(task, figures)| {
+            let shown: Vec<String> = figures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!(
+                "  {} (try {}): {}",
+                task.task_id,
+                task.try_number,
+                shown.join(", ")
+            )
+        })
+        .collect();
+    if !measured.is_empty() {
+        out!("");
+        out!("figures of the latest tries:");
+        for line in measured {
+            out!("{line}");
+        }
+    }
     for (task, tail) in tasks.iter().zip(tails) {
         if tail.is_empty() {
             continue;

@@ -1,18 +1,26 @@
 //! ferry's connections to the systems its tasks read and write, kept out of the engine so that
 //! the engine and its tests do not compile database drivers and cloud SDKs.
 //!
-//! Today: a real round trip to a connection (`ferry connections test`) and `query` tasks
-//! ([`SqlConnectors`]) for the SQL kinds (SQLite, PostgreSQL, MySQL/MariaDB). BigQuery and AWS
-//! connections are configured and listed; their round trip comes with the cloud task types.
+//! A real round trip to a connection (`ferry connections test`), and the work of the task
+//! types that use connections ([`LiveConnectors`]): `query` on SQLite, PostgreSQL,
+//! MySQL/MariaDB and BigQuery (into a destination table by a write mode, too), `glue_job` and
+//! `stepfunctions` on AWS.
 
+mod aws;
+mod bigquery;
+mod glue;
+mod jobs;
+mod live;
 mod query;
+mod sfn;
+mod write;
 
 use std::time::Duration;
 
 use ferry_config::Connection;
 use sqlx::Connection as _;
 
-pub use query::SqlConnectors;
+pub use live::LiveConnectors;
 
 /// Why a connection could not be used. Every message names the connection, what failed and
 /// what to check; passwords never appear.
@@ -45,16 +53,6 @@ pub enum ConnectorError {
         cause: String,
         /// What to check.
         advice: &'static str,
-    },
-    /// The kind has no round trip yet.
-    #[error(
-        "connection `{name}` ({kind}): testing {kind} connections comes with the {kind} task types; its settings were read and are valid"
-    )]
-    NotYet {
-        /// The connection.
-        name: String,
-        /// Its kind.
-        kind: &'static str,
     },
 }
 
@@ -128,10 +126,62 @@ pub async fn test(name: &str, connection: &Connection) -> Result<String, Connect
                     .map_err(|e| failed("query", e.to_string(), "check the user's rights"))?;
                 Ok(format!("MySQL/MariaDB {version}"))
             }
-            Connection::Bigquery { .. } | Connection::Aws { .. } => Err(ConnectorError::NotYet {
-                name: name.to_string(),
-                kind: connection.kind(),
-            }),
+            Connection::Bigquery {
+                project,
+                location,
+                credentials,
+                endpoint,
+            } => {
+                let target = bigquery::Target {
+                    project,
+                    location: location.as_deref(),
+                    credentials,
+                    endpoint: endpoint.as_deref(),
+                };
+                let client = bigquery::client(&target).await.map_err(|e| {
+                    failed(
+                        "authenticate",
+                        e,
+                        "check the credentials (application default credentials, or the key file)",
+                    )
+                })?;
+                let mut request =
+                    gcp_bigquery_client::model::query_request::QueryRequest::new("SELECT 1 AS one");
+                request.use_legacy_sql = false;
+                request.location = location.clone();
+                let answer = client.job().query(project, request).await.map_err(|e| {
+                    failed(
+                        "query",
+                        bigquery::describe(&e),
+                        "check the project, the endpoint and that the identity may run jobs",
+                    )
+                })?;
+                if let Some(error) = answer.errors.as_ref().and_then(|e| e.first()) {
+                    return Err(failed(
+                        "query",
+                        error.message.clone().unwrap_or_default(),
+                        "check the project and that the identity may run jobs",
+                    ));
+                }
+                Ok(format!("BigQuery project {project} ran SELECT 1"))
+            }
+            Connection::Aws {
+                region,
+                role_arn,
+                endpoint,
+            } => {
+                let config =
+                    aws::sdk_config(region, role_arn.as_deref(), endpoint.as_deref()).await;
+                let s3 = aws::s3(&config, endpoint.as_deref());
+                match s3.list_buckets().max_buckets(1).send().await {
+                    Ok(_) => Ok(format!("AWS {region}: S3 answered (credentials accepted)")),
+                    Err(error) => Err(failed(
+                        "list S3 buckets",
+                        aws::describe(&error),
+                        "check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, the instance role), the role and the region",
+                    )),
+                }
+            }
         }
     };
     match tokio::time::timeout(TEST_TIMEOUT, round_trip).await {

@@ -1,4 +1,5 @@
-//! `query` tasks: SQL on a SQLite, PostgreSQL or MySQL connection, in one transaction.
+//! SQL on a SQLite, PostgreSQL or MySQL connection: a `query` task's statements in one
+//! transaction, or the statements that write its rows into a destination table.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -6,24 +7,35 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ferry_config::Connection;
-use ferry_executor::connector::{ConnectorWork, Connectors};
-use ferry_executor::{LogBuffer, Outcome};
+use ferry_executor::Outcome;
+use ferry_executor::connector::AttemptScope;
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
-/// One function per backend: runs `sql` on a connection in a transaction and returns the rows
-/// changed (concrete functions, so that the futures are `Send` for every lifetime).
+/// One function per backend: runs `plan` on a connection (its transaction part in one
+/// transaction) and returns the rows each statement of the transaction changed (concrete
+/// functions, so that the futures are `Send` for every lifetime).
 macro_rules! in_transaction {
     ($name:ident, $connection:ty) => {
         fn $name(
             db: &mut $connection,
-            sql: String,
-        ) -> Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + '_>> {
+            plan: Plan,
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, sqlx::Error>> + Send + '_>> {
             Box::pin(async move {
+                for statement in &plan.prepare {
+                    sqlx::Executor::execute(&mut *db, statement.as_str()).await?;
+                }
                 let mut tx = db.begin().await?;
-                let done = sqlx::Executor::execute(&mut *tx, sql.as_str()).await?;
+                let mut changed = Vec::new();
+                for statement in &plan.transaction {
+                    let done = sqlx::Executor::execute(&mut *tx, statement.as_str()).await?;
+                    changed.push(done.rows_affected());
+                }
                 tx.commit().await?;
-                Ok(done.rows_affected())
+                for statement in &plan.cleanup {
+                    sqlx::Executor::execute(&mut *db, statement.as_str()).await?;
+                }
+                Ok(changed)
             })
         }
     };
@@ -33,57 +45,58 @@ in_transaction!(sqlite_transaction, sqlx::SqliteConnection);
 in_transaction!(postgres_transaction, sqlx::PgConnection);
 in_transaction!(mysql_transaction, sqlx::MySqlConnection);
 
-/// The connections of the environment in effect, for the engine.
-pub struct SqlConnectors {
-    connections: BTreeMap<String, Connection>,
+/// What to run on a SQL connection: statements before the transaction (DDL), the
+/// transaction's, and after it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Plan {
+    /// Before.
+    pub prepare: Vec<String>,
+    /// In one transaction.
+    pub transaction: Vec<String>,
+    /// After.
+    pub cleanup: Vec<String>,
+    /// Whether the rows of the transaction's last statement are the rows written into a
+    /// destination.
+    pub writes: bool,
 }
 
-impl SqlConnectors {
-    /// Connectors over `connections` (the environment's).
-    pub fn new(connections: BTreeMap<String, Connection>) -> Self {
-        Self { connections }
+/// Runs `plan` on the SQL connection `name`, stopping when `stop` fires or the timeout
+/// passes.
+pub(crate) async fn run(
+    name: &str,
+    target: &Connection,
+    plan: Plan,
+    timeout: Option<Duration>,
+    scope: &AttemptScope<'_>,
+) -> Outcome {
+    // Stopped by the engine (a shutdown, a run timeout, a clear) or by the task's timeout: the
+    // statement is stopped on the server too, and the transaction rolls back.
+    let stop = scope.cancel.child_token();
+    let shutdown = scope.shutting_down.clone();
+    let on_shutdown = stop.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        on_shutdown.cancel();
+    });
+    if let Some(limit) = timeout {
+        let timer = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            timer.cancel();
+        });
     }
-}
-
-impl Connectors for SqlConnectors {
-    fn run<'a>(
-        &'a self,
-        work: &'a ConnectorWork,
-        log: &'a LogBuffer,
-        cancel: &'a CancellationToken,
-    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
-        Box::pin(async move {
-            let ConnectorWork::Query {
-                connection,
-                sql,
-                timeout,
-            } = work;
-            let Some(target) = self.connections.get(connection) else {
-                return Outcome::fatal(format!("no connection `{connection}` in this environment"));
-            };
-            // Stopped by the engine (a shutdown, a run timeout, a clear) or by the task's
-            // timeout: the statement is stopped on the server too, and the transaction rolls
-            // back.
-            let stop = cancel.child_token();
-            if let Some(limit) = *timeout {
-                let timer = stop.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(limit).await;
-                    timer.cancel();
-                });
-            }
-            match run_sql(connection, target, sql, log, &stop).await {
-                Some(outcome) => outcome,
-                None if cancel.is_cancelled() => Outcome::failed(None, "stopped; rolled back"),
-                None => Outcome::failed(
-                    None,
-                    format!(
-                        "timed out after {:.1}s; rolled back",
-                        timeout.unwrap_or_default().as_secs_f64()
-                    ),
-                ),
-            }
-        })
+    match run_sql(name, target, plan, scope, &stop).await {
+        Some(outcome) => outcome,
+        None if scope.cancel.is_cancelled() || scope.shutting_down.is_cancelled() => {
+            Outcome::failed(None, "stopped; rolled back")
+        }
+        None => Outcome::failed(
+            None,
+            format!(
+                "timed out after {:.1}s; rolled back",
+                timeout.unwrap_or_default().as_secs_f64()
+            ),
+        ),
     }
 }
 
@@ -92,10 +105,11 @@ impl Connectors for SqlConnectors {
 async fn run_sql(
     name: &str,
     target: &Connection,
-    sql: &str,
-    log: &LogBuffer,
+    plan: Plan,
+    scope: &AttemptScope<'_>,
     stop: &CancellationToken,
 ) -> Option<Outcome> {
+    let writes = plan.writes;
     let result = match target {
         Connection::Sqlite { path } => {
             let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -104,7 +118,7 @@ async fn run_sql(
             match sqlx::SqliteConnection::connect_with(&options).await {
                 // SQLite ends the statement under way before the transaction is rolled back.
                 Ok(mut db) => tokio::select! {
-                    result = sqlite_transaction(&mut db, sql.to_string()) => result,
+                    result = sqlite_transaction(&mut db, plan) => result,
                     () = stop.cancelled() => return None,
                 },
                 Err(error) => Err(error),
@@ -124,7 +138,7 @@ async fn run_sql(
                     sqlx::Executor::execute(&mut db, "SET client_connection_check_interval = 1000")
                         .await;
                 tokio::select! {
-                    result = postgres_transaction(&mut db, sql.to_string()) => result,
+                    result = postgres_transaction(&mut db, plan) => result,
                     () = stop.cancelled() => return None,
                 }
             }
@@ -136,7 +150,7 @@ async fn run_sql(
                     .fetch_one(&mut db)
                     .await;
                 tokio::select! {
-                    result = mysql_transaction(&mut db, sql.to_string()) => result,
+                    result = mysql_transaction(&mut db, plan) => result,
                     () = stop.cancelled() => {
                         // MySQL goes on with a statement whose client left: kill it.
                         if let Ok(id) = id {
@@ -150,19 +164,36 @@ async fn run_sql(
         },
         Connection::Bigquery { .. } | Connection::Aws { .. } => {
             return Some(Outcome::fatal(format!(
-                "connection `{name}` is a {} connection: `query` runs on sqlite, postgres and mysql connections (BigQuery comes next)",
+                "connection `{name}` is a {} connection, not a SQL database",
                 target.kind()
             )));
         }
     };
     Some(match result {
         Ok(rows) => {
-            log.note(&format!("{rows} row(s) changed on {name}"));
+            let figures = if writes {
+                let written = rows.last().copied().unwrap_or(0);
+                let replaced = if rows.len() > 1 { rows[0] } else { 0 };
+                scope.log.note(&format!(
+                    "{written} row(s) written on {name}, {replaced} replaced"
+                ));
+                BTreeMap::from([
+                    ("rows_written".to_string(), count(written)),
+                    ("rows_replaced".to_string(), count(replaced)),
+                ])
+            } else {
+                let changed: u64 = rows.iter().sum();
+                scope
+                    .log
+                    .note(&format!("{changed} row(s) changed on {name}"));
+                BTreeMap::from([("rows_changed".to_string(), count(changed))])
+            };
+            scope.recorder.metrics(&figures).await;
             Outcome::Succeeded { code: None }
         }
         Err(error) => {
             let message = ferry_secrets::redact_text(&error.to_string());
-            log.note(&message);
+            scope.log.note(&message);
             let reason = format!("query on {name} failed: {message}");
             if is_transient(&error) {
                 Outcome::failed(None, reason)
@@ -171,6 +202,11 @@ async fn run_sql(
             }
         }
     })
+}
+
+/// A count as the store keeps it.
+fn count(rows: u64) -> i64 {
+    i64::try_from(rows).unwrap_or(i64::MAX)
 }
 
 /// Stops the statement MySQL connection `id` runs, from a second connection.

@@ -342,56 +342,52 @@ fn check_pools(dag: &Dag, pools: &BTreeSet<String>, found: &mut Vec<Diagnostic>)
 /// task's type can use.
 fn check_connections(dag: &Dag, options: &CatalogOptions, found: &mut Vec<Diagnostic>) {
     for (index, task) in dag.tasks.iter().enumerate() {
-        let Some(name) = task.kind.connection() else {
-            continue;
-        };
-        let path = format!("tasks.{index}.connection");
-        match options.connections.get(name) {
-            None => {
-                let known: Vec<&str> = options.connections.keys().map(String::as_str).collect();
-                let help = suggestion(name, known.iter().copied()).unwrap_or_else(|| {
+        for (field, name, kinds) in task.kind.connections() {
+            let path = format!("tasks.{index}.{field}");
+            match options.connections.get(name) {
+                None => {
+                    let known: Vec<&str> = options.connections.keys().map(String::as_str).collect();
+                    let help = suggestion(name, known.iter().copied()).unwrap_or_else(|| {
                     format!(
                         "define it under [environments.{}.connections.{name}] in ferry.toml (defined: {})",
                         options.environment,
                         if known.is_empty() { "none".to_string() } else { known.join(", ") }
                     )
                 });
-                found.push(
-                    dag.diagnostic(
-                        Code::UnknownConnection,
-                        &path,
-                        format!(
-                            "connection `{name}` is not defined in the environment `{}`",
-                            options.environment
-                        ),
-                    )
-                    .in_task(task.id.clone())
-                    .in_field("connection")
-                    .with_help(help),
-                );
-            }
-            Some(kind) if !SQL_KINDS.contains(&kind.as_str()) => {
-                found.push(
+                    found.push(
+                        dag.diagnostic(
+                            Code::UnknownConnection,
+                            &path,
+                            format!(
+                                "connection `{name}` is not defined in the environment `{}`",
+                                options.environment
+                            ),
+                        )
+                        .in_task(task.id.clone())
+                        .in_field(field)
+                        .with_help(help),
+                    );
+                }
+                Some(kind) if !kinds.contains(&kind.as_str()) => {
+                    found.push(
                     dag.diagnostic(
                         Code::InvalidValue,
                         &path,
                         format!(
                             "connection `{name}` is a {kind} connection; a `{}` task runs on {}",
                             task.kind.type_name(),
-                            SQL_KINDS.join(", ")
+                            kinds.join(", ")
                         ),
                     )
                     .in_task(task.id.clone())
-                    .in_field("connection"),
+                    .in_field(field),
                 );
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
         }
     }
 }
-
-/// The connection kinds a `query` task runs on.
-const SQL_KINDS: [&str; 3] = ["sqlite", "postgres", "mysql"];
 
 /// The pool of tasks that name none.
 pub const DEFAULT_POOL: &str = "default";

@@ -1,7 +1,8 @@
-//! Work on a named connection (`query` tasks today; transfers and cloud jobs next): the engine
-//! hands it to a [`Connectors`] implementation that the binary provides, so that the engine
-//! does not compile database drivers or cloud SDKs.
+//! Work on a named connection (`query`, `glue_job`, `stepfunctions`): the engine hands it to a
+//! [`Connectors`] implementation that the binary provides, so that the engine does not compile
+//! database drivers or cloud SDKs.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -13,26 +14,198 @@ use crate::{LogBuffer, Outcome};
 /// What a task asks of a connection, rendered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnectorWork {
-    /// Run SQL in one transaction.
+    /// Run SQL in one transaction (one job on BigQuery), optionally writing a SELECT's rows
+    /// into a table.
     Query {
         /// The connection's name.
         connection: String,
         /// The SQL, rendered.
         sql: String,
+        /// Where the rows go, if the SQL is a SELECT to write.
+        destination: Option<TableWrite>,
+        /// BigQuery job labels (ferry's own are added by the connector).
+        labels: Vec<(String, String)>,
+        /// The task's `timeout`.
+        timeout: Option<Duration>,
+    },
+    /// Start an AWS Glue job run and wait until it ends.
+    GlueJob {
+        /// The `aws` connection.
+        connection: String,
+        /// The job.
+        job_name: String,
+        /// Its arguments, rendered.
+        arguments: Vec<(String, String)>,
+        /// How often to look.
+        poll: Duration,
+        /// The task's `timeout`.
+        timeout: Option<Duration>,
+    },
+    /// Start an AWS Step Functions execution and wait until it ends.
+    StepFunctions {
+        /// The `aws` connection.
+        connection: String,
+        /// The state machine.
+        state_machine_arn: String,
+        /// The input, JSON text.
+        input: String,
+        /// How often to look.
+        poll: Duration,
         /// The task's `timeout`.
         timeout: Option<Duration>,
     },
 }
 
-/// Runs connector work. `cancel` asks it to stop (a shutdown, a run timeout, an operator's
-/// clear): it then rolls back what it did and returns a failure.
+impl ConnectorWork {
+    /// Whether the work starts a job outside ferry that a restarted ferry waits on again
+    /// rather than starting it twice.
+    pub fn is_resumable(&self) -> bool {
+        match self {
+            ConnectorWork::GlueJob { .. } | ConnectorWork::StepFunctions { .. } => true,
+            ConnectorWork::Query { .. } => false,
+        }
+    }
+
+    /// The task's timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            ConnectorWork::Query { timeout, .. }
+            | ConnectorWork::GlueJob { timeout, .. }
+            | ConnectorWork::StepFunctions { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// A destination table and its write mode, rendered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableWrite {
+    /// The table.
+    pub table: String,
+    /// How rows are written.
+    pub mode: WriteMode,
+}
+
+/// How rows are written into a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add them.
+    Append,
+    /// Replace every row.
+    Replace,
+    /// Replace the rows whose `column` equals `value`.
+    ReplacePartition {
+        /// The column.
+        column: String,
+        /// The value.
+        value: String,
+    },
+    /// Replace rows with the same key, add the others.
+    Merge {
+        /// The key's columns.
+        key: Vec<String>,
+    },
+}
+
+/// Which attempt the work belongs to: labels, and the idempotency token of what it submits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptKey {
+    /// The DAG.
+    pub dag: String,
+    /// The task.
+    pub task: String,
+    /// The run.
+    pub run_id: String,
+    /// The try.
+    pub try_number: i64,
+}
+
+impl AttemptKey {
+    /// A name unique to this attempt and the same every time it is asked for (after a restart
+    /// too): `ferry-<dag>-<task>-<hash>-<try>`, at most 80 characters of letters, digits, `-`
+    /// and `_` (what Step Functions execution names and BigQuery job ids accept).
+    pub fn token(&self) -> String {
+        let hash = fnv1a(format!("{}\n{}\n{}", self.dag, self.task, self.run_id).as_bytes());
+        let clean = |text: &str, limit: usize| -> String {
+            text.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(limit)
+                .collect()
+        };
+        format!(
+            "ferry-{}-{}-{hash:016x}-{}",
+            clean(&self.dag, 24),
+            clean(&self.task, 24),
+            self.try_number
+        )
+    }
+}
+
+impl AttemptKey {
+    /// A short name unique to this attempt, for things with tight name limits (temporary
+    /// tables): `<hash>_<try>`.
+    pub fn short_token(&self) -> String {
+        let hash = fnv1a(format!("{}\n{}\n{}", self.dag, self.task, self.run_id).as_bytes());
+        format!("{hash:016x}_{}", self.try_number)
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash (the standard library's is not stable across releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Where connector work records what an operator needs to see while it runs: the external
+/// job's id (before waiting on it) and figures (rows, bytes).
+pub trait AttemptRecorder: Send + Sync {
+    /// Records the id of the job the attempt started (a Glue run id, an execution ARN, a
+    /// BigQuery job id).
+    fn external_job<'a>(&'a self, id: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// Records figures of the attempt (`rows_written`, `bytes_processed`).
+    fn metrics<'a>(
+        &'a self,
+        figures: &'a BTreeMap<String, i64>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
+/// What connector work gets besides the work itself.
+pub struct AttemptScope<'a> {
+    /// Which attempt.
+    pub key: &'a AttemptKey,
+    /// Whether an earlier life of this attempt (a ferry that died or shut down) may have
+    /// started the job already.
+    pub resuming: bool,
+    /// The external job recorded by an earlier life of this attempt (a ferry that died while
+    /// waiting on it).
+    pub resumed_job: Option<&'a str>,
+    /// How long ago the attempt began (more than zero when a restarted ferry resumes it).
+    pub elapsed: Duration,
+    /// Where to record.
+    pub recorder: &'a dyn AttemptRecorder,
+    /// The attempt's log.
+    pub log: &'a LogBuffer,
+    /// Asks the work to stop (a shutdown, a run timeout, an operator's clear). A shutdown
+    /// leaves an external job running (the next ferry waits on it); the others stop it.
+    pub cancel: &'a CancellationToken,
+    /// Set when the stop is a shutdown of ferry.
+    pub shutting_down: &'a CancellationToken,
+}
+
+/// Runs connector work.
 pub trait Connectors: Send + Sync {
-    /// Does `work`, writing what it did to `log`.
+    /// Does `work`, writing what it did to the scope's log.
     fn run<'a>(
         &'a self,
         work: &'a ConnectorWork,
-        log: &'a LogBuffer,
-        cancel: &'a CancellationToken,
+        scope: AttemptScope<'a>,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 }
 
@@ -43,5 +216,35 @@ pub struct SharedConnectors(pub std::sync::Arc<dyn Connectors>);
 impl std::fmt::Debug for SharedConnectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SharedConnectors")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stable_short_and_clean() {
+        let key = AttemptKey {
+            dag: "forward events".to_string(),
+            task: "load.events".to_string(),
+            run_id: "scheduled__2026-11-28T00:00:00+09:00".to_string(),
+            try_number: 2,
+        };
+        let token = key.token();
+        assert_eq!(token, key.clone().token());
+        assert!(token.starts_with("ferry-forward-events-load-events-"));
+        assert!(token.ends_with("-2"));
+        assert!(token.len() <= 80);
+        assert!(
+            token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        let other = AttemptKey {
+            run_id: "manual__1".to_string(),
+            ..key
+        };
+        assert_ne!(other.token(), token);
     }
 }

@@ -308,6 +308,14 @@ enum StopReason {
 enum Control {
     /// A request running inside the engine.
     InProcess(CancellationToken),
+    /// Connector work waiting on a job outside ferry (a Glue run, an execution): a shutdown
+    /// detaches it (the job goes on; the next start waits on it again), other stops cancel it.
+    External {
+        /// Stops the job.
+        cancel: CancellationToken,
+        /// Leaves the job running.
+        detach: CancellationToken,
+    },
     /// A command under its supervisor.
     Supervised(SupervisorId),
 }
@@ -331,6 +339,8 @@ impl Slot {
         self.stop_reason.get_or_insert(reason);
         match &self.control {
             Control::InProcess(cancel) => cancel.cancel(),
+            Control::External { detach, .. } if reason == StopReason::Shutdown => detach.cancel(),
+            Control::External { cancel, .. } => cancel.cancel(),
             Control::Supervised(id) => {
                 id.stop(now);
             }
@@ -357,6 +367,9 @@ struct AttemptEnd {
     interrupted: bool,
     /// Stopped because an operator cleared or marked its task.
     cleared: bool,
+    /// Left running by ferry's shutdown (a job outside ferry): not recorded; the next start
+    /// waits on the job again.
+    detached: bool,
     /// The attempt folder to remove once the end is recorded.
     dir: Option<PathBuf>,
 }
@@ -710,7 +723,10 @@ impl Engine {
         let drain = self.config.stop_mode == StopMode::Drain;
         let mut forced = false;
         for slot in self.running.values_mut() {
-            if matches!(slot.control, Control::InProcess(_)) {
+            if matches!(
+                slot.control,
+                Control::InProcess(_) | Control::External { .. }
+            ) {
                 slot.stop(StopReason::Shutdown, true);
             }
         }
@@ -720,10 +736,14 @@ impl Engine {
         // report by then is found by the next start.
         let mut give_up: Option<tokio::time::Instant> = None;
         loop {
-            let waiting = self
-                .running
-                .values()
-                .any(|slot| drain || forced || matches!(slot.control, Control::InProcess(_)));
+            let waiting = self.running.values().any(|slot| {
+                drain
+                    || forced
+                    || matches!(
+                        slot.control,
+                        Control::InProcess(_) | Control::External { .. }
+                    )
+            });
             if !waiting {
                 return Ok(());
             }

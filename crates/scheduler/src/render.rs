@@ -12,7 +12,7 @@ use ferry_dag::tasks::TaskKind;
 use ferry_dag::template::{RunContext, TemplateProblem, Templates};
 use ferry_dag::timetable::DataInterval;
 use ferry_executor::command::{CommandSpec, Program};
-use ferry_executor::connector::ConnectorWork;
+use ferry_executor::connector::{ConnectorWork, TableWrite, WriteMode};
 use ferry_executor::http::HttpSpec;
 use ferry_store::RunRecord;
 
@@ -205,14 +205,72 @@ pub fn prepare(
         },
         TaskKind::Query(query) => {
             let sql = render(&query.sql)?;
-            let shown = redactor.redact(&format!("query on {}: {sql}", query.connection));
+            let destination = query
+                .destination
+                .as_ref()
+                .map(|d| table_write(d, &render))
+                .transpose()?;
+            let labels = render_pairs(&query.labels, &render)?;
+            let mut shown = format!("query on {}: {sql}", query.connection);
+            if let Some(write) = &destination {
+                shown.push_str(&format!("\ninto {} ({:?})", write.table, write.mode));
+            }
             Prepared {
                 work: Work::Connector(ConnectorWork::Query {
                     connection: query.connection.clone(),
                     sql,
+                    destination,
+                    labels,
                     timeout,
                 }),
-                shown,
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::GlueJob(glue) => {
+            let job_name = render(&glue.job_name)?;
+            let arguments = render_pairs(&glue.arguments, &render)?;
+            let mut shown = format!("Glue job {job_name} on {}", glue.connection);
+            shown.push_str(&shown_pairs(&arguments, " "));
+            Prepared {
+                work: Work::Connector(ConnectorWork::GlueJob {
+                    connection: glue.connection.clone(),
+                    job_name,
+                    arguments,
+                    poll: glue.poll_interval.map_or(Duration::from_secs(30), |p| p.0),
+                    timeout,
+                }),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::Stepfunctions(sfn) => {
+            let state_machine_arn = render(&sfn.state_machine_arn)?;
+            let input = sfn
+                .input
+                .as_deref()
+                .map(render)
+                .transpose()?
+                .unwrap_or_else(|| "{}".to_string());
+            if let Err(error) = serde_json::from_str::<serde_json::Value>(&input) {
+                return Err(TemplateProblem {
+                    message: format!("the rendered `input` is not JSON: {error}"),
+                    help: Some("check the values the template puts into the JSON (quote strings with `| tojson`)".to_string()),
+                });
+            }
+            let shown = format!(
+                "Step Functions {state_machine_arn} on {}\ninput: {input}",
+                sfn.connection
+            );
+            Prepared {
+                work: Work::Connector(ConnectorWork::StepFunctions {
+                    connection: sfn.connection.clone(),
+                    state_machine_arn,
+                    input,
+                    poll: sfn.poll_interval.map_or(Duration::from_secs(10), |p| p.0),
+                    timeout,
+                }),
+                shown: redactor.redact(&shown),
                 redactor,
             }
         }
@@ -235,6 +293,29 @@ pub fn prepare(
         },
     };
     Ok(prepared)
+}
+
+/// A destination rendered: its table and partition value.
+fn table_write(
+    destination: &ferry_dag::tasks::Destination,
+    render: &impl Fn(&str) -> Result<String, TemplateProblem>,
+) -> Result<TableWrite, TemplateProblem> {
+    use ferry_dag::tasks::WriteMode as Declared;
+    let mode = match destination.write {
+        Declared::Append => WriteMode::Append,
+        Declared::Replace => WriteMode::Replace,
+        Declared::ReplacePartition => WriteMode::ReplacePartition {
+            column: destination.partition_column.clone().unwrap_or_default(),
+            value: render(destination.partition_value.as_deref().unwrap_or("{{ ds }}"))?,
+        },
+        Declared::Merge => WriteMode::Merge {
+            key: destination.key.clone(),
+        },
+    };
+    Ok(TableWrite {
+        table: render(&destination.table)?,
+        mode,
+    })
 }
 
 /// Renders the values of a name → template map (environment variables, headers).

@@ -1034,6 +1034,55 @@ impl Store {
         })
     }
 
+    /// Records the external job a running attempt started, on the attempt and its task
+    /// instance, unless the task moved on (its lease changed). True if recorded.
+    pub async fn record_external_job(
+        &self,
+        task_instance_id: i64,
+        lease: i64,
+        attempt_id: i64,
+        job: &str,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE task_instances SET external_job_id = $1 WHERE id = $2 AND lease = $3",
+            )
+            .bind(job)
+            .bind(task_instance_id)
+            .bind(lease)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if changed {
+                sqlx::query("UPDATE attempts SET external_job_id = $1 WHERE id = $2")
+                    .bind(job)
+                    .bind(attempt_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
+    /// Records an attempt's figures (a JSON object), replacing those it had.
+    pub async fn record_attempt_metrics(
+        &self,
+        attempt_id: i64,
+        metrics: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE attempts SET metrics = $1 WHERE id = $2")
+                .bind(metrics)
+                .bind(attempt_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Marks every running task of `worker` as alive at `at`.
     pub async fn heartbeat(&self, worker: &str, at: i64) -> Result<u64, StoreError> {
         with_pool!(self, pool => {
@@ -1136,12 +1185,12 @@ impl Store {
 
 /// Claims a queued task: running, try and fencing lease up by one.
 const CLAIM_SQLITE: &str = "UPDATE task_instances SET state = $1, try_number = try_number + 1, lease = lease + 1, \
-     worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL \
+     worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL, external_job_id = NULL \
      WHERE id = $4 AND state = $5 RETURNING *";
 
 /// The same claim on PostgreSQL, skipping a row that another node has locked.
 const CLAIM_POSTGRES: &str = "UPDATE task_instances SET state = $1, try_number = try_number + 1, lease = lease + 1, \
-     worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL \
+     worker = $2, started_at = $3, heartbeat_at = $3, ready_at = NULL, ended_at = NULL, exit_code = NULL, external_job_id = NULL \
      WHERE id = (SELECT id FROM task_instances WHERE id = $4 AND state = $5 FOR UPDATE SKIP LOCKED) RETURNING *";
 
 #[cfg(test)]

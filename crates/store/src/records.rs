@@ -125,6 +125,10 @@ pub struct AttemptRecord {
     /// Who supervises a command attempt (JSON written by the engine), recorded before the
     /// command may start.
     pub supervisor: Option<String>,
+    /// The job it started outside ferry (a Glue run id, an execution ARN, a BigQuery job id).
+    pub external_job_id: Option<String>,
+    /// Its figures (`rows_written`, `bytes_processed`): a JSON object.
+    pub metrics: Option<String>,
 }
 
 /// One state change.

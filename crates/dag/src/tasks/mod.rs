@@ -2,18 +2,22 @@
 //! their checks and the fields that hold templates; the executor adds each type's runner.
 
 mod command;
+mod glue_job;
 mod http;
 mod noop;
 mod query;
+mod stepfunctions;
 mod wait_for_dag;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use command::CommandTask;
+pub use glue_job::{ATTEMPT_ARGUMENT, GlueJobTask};
 pub use http::{HttpMethod, HttpTask};
 pub use noop::NoopTask;
-pub use query::QueryTask;
+pub use query::{Destination, QueryTask, WriteMode, is_valid_table_name};
+pub use stepfunctions::StepFunctionsTask;
 pub use wait_for_dag::{DEFAULT_WAIT_TIMEOUT, OnFailed, WaitForDagTask};
 
 use crate::diagnostic::Code;
@@ -24,18 +28,37 @@ use crate::diagnostic::Code;
 pub enum TaskKind {
     /// Runs a program or shell command; its exit code decides.
     Command(CommandTask),
+    /// Starts an AWS Glue job run and waits until it ends.
+    GlueJob(GlueJobTask),
     /// Sends one HTTP request; the response status decides.
     Http(HttpTask),
     /// Does nothing and succeeds: a join point or placeholder.
     Noop(NoopTask),
     /// Runs SQL on a named connection.
     Query(QueryTask),
+    /// Starts an AWS Step Functions execution and waits until it ends.
+    Stepfunctions(StepFunctionsTask),
     /// Waits for another DAG's run of the same data interval to succeed.
     WaitForDag(WaitForDagTask),
 }
 
 /// Every task type's name, as written in `type:`.
-pub const TASK_TYPES: [&str; 5] = ["command", "http", "noop", "query", "wait_for_dag"];
+pub const TASK_TYPES: [&str; 7] = [
+    "command",
+    "glue_job",
+    "http",
+    "noop",
+    "query",
+    "stepfunctions",
+    "wait_for_dag",
+];
+
+/// The connection kinds SQL runs on.
+pub const SQL_KINDS: &[&str] = &["sqlite", "postgres", "mysql"];
+/// The connection kinds a `query` runs on.
+pub const QUERY_KINDS: &[&str] = &["sqlite", "postgres", "mysql", "bigquery"];
+/// The connection kinds of AWS tasks.
+pub const AWS_KINDS: &[&str] = &["aws"];
 
 /// A problem in a task's type-specific fields that the types alone do not catch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,9 +105,11 @@ impl TaskKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             TaskKind::Command(_) => "command",
+            TaskKind::GlueJob(_) => "glue_job",
             TaskKind::Http(_) => "http",
             TaskKind::Noop(_) => "noop",
             TaskKind::Query(_) => "query",
+            TaskKind::Stepfunctions(_) => "stepfunctions",
             TaskKind::WaitForDag(_) => "wait_for_dag",
         }
     }
@@ -92,9 +117,11 @@ impl TaskKind {
     fn as_task_type(&self) -> &dyn TaskType {
         match self {
             TaskKind::Command(task) => task,
+            TaskKind::GlueJob(task) => task,
             TaskKind::Http(task) => task,
             TaskKind::Noop(task) => task,
             TaskKind::Query(task) => task,
+            TaskKind::Stepfunctions(task) => task,
             TaskKind::WaitForDag(task) => task,
         }
     }
@@ -109,11 +136,16 @@ impl TaskKind {
         self.as_task_type().templates()
     }
 
-    /// The connection this task uses, if any.
-    pub fn connection(&self) -> Option<&str> {
+    /// The connections this task uses: (field, connection name, the kinds it accepts).
+    pub fn connections(&self) -> Vec<(&'static str, &str, &'static [&'static str])> {
         match self {
-            TaskKind::Query(task) => Some(&task.connection),
-            _ => None,
+            TaskKind::Query(task) => vec![("connection", &task.connection, QUERY_KINDS)],
+            TaskKind::GlueJob(task) => vec![("connection", &task.connection, AWS_KINDS)],
+            TaskKind::Stepfunctions(task) => vec![("connection", &task.connection, AWS_KINDS)],
+            TaskKind::Command(_)
+            | TaskKind::Http(_)
+            | TaskKind::Noop(_)
+            | TaskKind::WaitForDag(_) => Vec::new(),
         }
     }
 

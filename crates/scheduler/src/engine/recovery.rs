@@ -39,6 +39,14 @@ impl Engine {
                 .supervisor
                 .as_deref()
                 .and_then(SupervisorId::from_json);
+            // Work waiting on a job outside ferry (a Glue run, an execution): the job is not
+            // tied to the engine that died, so this engine waits on it again.
+            if supervisor.is_none() && self.resume_external(&run, &task, &attempt).await? {
+                if let Some(active) = self.runs.remove(&run.id) {
+                    self.activate(active.run).await?;
+                }
+                continue;
+            }
             let end = match supervisor {
                 Some(id) if id.is_here() => {
                     let redactor = self.attempt_redactor(&run, &task).await?;
@@ -96,6 +104,7 @@ impl Engine {
                         lost: true,
                         interrupted: false,
                         cleared: false,
+                        detached: false,
                         dir: other.map(|id| id.dir),
                     }
                 }
@@ -220,6 +229,84 @@ impl Engine {
         )
     }
 
+    /// Takes over an attempt that waits on a job outside ferry, left by an engine that died or
+    /// shut down, and waits on the same job (found by the id the attempt recorded, or by its
+    /// token). False if the attempt's work is not such a job.
+    async fn resume_external(
+        &mut self,
+        run: &RunRecord,
+        task: &TaskInstanceRecord,
+        attempt: &ferry_store::AttemptRecord,
+    ) -> Result<bool, EngineError> {
+        if self.config.connectors.is_none() {
+            return Ok(false);
+        }
+        let Some(loaded) = self.version_of(run).await? else {
+            return Ok(false);
+        };
+        let Some(definition) = loaded.dag.task(&task.task_id) else {
+            return Ok(false);
+        };
+        let context = self.attempt_context(run.id, task.try_number);
+        let Ok(prepared) = prepare(&loaded.dag, definition, run, &self.templates, &context) else {
+            return Ok(false);
+        };
+        let Work::Connector(work) = prepared.work else {
+            return Ok(false);
+        };
+        if !work.is_resumable() {
+            return Ok(false);
+        }
+        let now = millis(self.clock.now());
+        let detail = match &attempt.external_job_id {
+            Some(job) => format!("resumed: waiting again on {job}"),
+            None => "resumed: looking for the job this attempt started".to_string(),
+        };
+        if !self
+            .store
+            .take_over(run, task, &self.config.worker, now, &detail)
+            .await?
+        {
+            return Ok(true);
+        }
+        self.report(
+            run,
+            Some(&task.task_id),
+            task.try_number,
+            "running",
+            &detail,
+        );
+        let slot = |control| Slot {
+            run_pk: run.id,
+            lease: task.lease,
+            run_id: run.run_id.clone(),
+            dag_id: run.dag_id.clone(),
+            pool: task.pool.clone(),
+            control,
+            stop_reason: None,
+        };
+        let message = Finished {
+            run_pk: run.id,
+            task_instance: task.id,
+            lease: task.lease,
+            attempt_id: attempt.id,
+            end: AttemptEnd::default(),
+        };
+        let key = ferry_executor::connector::AttemptKey {
+            dag: run.dag_id.clone(),
+            task: task.task_id.clone(),
+            run_id: run.run_id.clone(),
+            try_number: task.try_number,
+        };
+        let resume = super::tasks::Resume {
+            resuming: true,
+            job: attempt.external_job_id.clone(),
+            elapsed: Duration::from_millis(u64::try_from(now - attempt.started_at).unwrap_or(0)),
+        };
+        self.spawn_connector(task.id, slot, work, prepared.redactor, message, key, resume);
+        Ok(true)
+    }
+
     /// Takes over an attempt whose supervisor is on this machine: this worker heartbeats it and
     /// waits for its end (at once if it has ended; if it is gone, once what it left running is
     /// stopped).
@@ -276,7 +363,7 @@ impl Engine {
             .values()
             .filter_map(|slot| match &slot.control {
                 Control::Supervised(id) => Some(id.dir.clone()),
-                Control::InProcess(_) => None,
+                Control::InProcess(_) | Control::External { .. } => None,
             })
             .collect();
         let Ok(entries) = std::fs::read_dir(&self.config.attempts_dir) else {

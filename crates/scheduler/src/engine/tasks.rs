@@ -5,6 +5,61 @@
 use ferry_executor::supervisor::{AttemptSpec, Ended, Supervised, SupervisorId, protocol};
 
 use super::*;
+use ferry_executor::connector::{AttemptKey, AttemptRecorder, AttemptScope, ConnectorWork};
+
+/// How connector work starts: fresh, or resumed by a ferry that took over the attempt.
+pub(super) struct Resume {
+    /// Whether an earlier life of the attempt may have started its job.
+    pub(super) resuming: bool,
+    /// The job it recorded.
+    pub(super) job: Option<String>,
+    /// How long ago the attempt began.
+    pub(super) elapsed: Duration,
+}
+
+/// Records what connector work reports on its attempt in the store, fenced by the claim's
+/// lease. A write that fails is noted and skipped: the work goes on.
+struct StoreRecorder {
+    store: Store,
+    task_instance: i64,
+    lease: i64,
+    attempt_id: i64,
+    redactor: Redactor,
+}
+
+impl AttemptRecorder for StoreRecorder {
+    fn external_job<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let id = self.redactor.redact(id);
+            if let Err(error) = self
+                .store
+                .record_external_job(self.task_instance, self.lease, self.attempt_id, &id)
+                .await
+            {
+                warn(&format!("could not record external job {id}: {error}"));
+            }
+        })
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        figures: &'a BTreeMap<String, i64>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let text = serde_json::to_string(figures).unwrap_or_default();
+            if let Err(error) = self
+                .store
+                .record_attempt_metrics(self.attempt_id, &text)
+                .await
+            {
+                warn(&format!("could not record the attempt's figures: {error}"));
+            }
+        })
+    }
+}
 
 impl Engine {
     pub(super) fn push_ready(&mut self, pk: i64, index: usize, priority: i64) {
@@ -421,25 +476,79 @@ impl Engine {
                 });
             }
             Plan::Connector { work, redactor } => {
-                let cancel = CancellationToken::new();
-                self.running
-                    .insert(claimed.id, slot(Control::InProcess(cancel.clone())));
-                let sender = self.sender.clone();
-                let connectors = self.config.connectors.clone();
-                let mut message = finished;
-                tokio::spawn(async move {
-                    let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
-                    let outcome = match &connectors {
-                        Some(connectors) => connectors.0.run(&work, &log, &cancel).await,
-                        None => Outcome::fatal("this ferry process cannot reach connections"),
-                    };
-                    message.end =
-                        ended_now(outcome.redacted(&redactor), redactor.redact(&log.text()));
-                    let _ = sender.send(Message::Finished(message));
-                });
+                let key = AttemptKey {
+                    dag: dag.dag.id.clone(),
+                    task: claimed.task_id.clone(),
+                    run_id: run.run_id.clone(),
+                    try_number: claimed.try_number,
+                };
+                let fresh = Resume {
+                    resuming: false,
+                    job: None,
+                    elapsed: Duration::ZERO,
+                };
+                self.spawn_connector(claimed.id, slot, work, redactor, finished, key, fresh);
             }
         }
         Ok(Started::Yes)
+    }
+
+    /// Runs connector work beside the loop, holding its slot (`slot` makes it from the control).
+    /// Work that waits on a job outside ferry is detached, not stopped, by a shutdown.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spawn_connector(
+        &mut self,
+        task_instance: i64,
+        slot: impl FnOnce(Control) -> Slot,
+        work: ConnectorWork,
+        redactor: Redactor,
+        mut message: Finished,
+        key: AttemptKey,
+        resume: Resume,
+    ) {
+        let cancel = CancellationToken::new();
+        let detach = CancellationToken::new();
+        let control = if work.is_resumable() {
+            Control::External {
+                cancel: cancel.clone(),
+                detach: detach.clone(),
+            }
+        } else {
+            Control::InProcess(cancel.clone())
+        };
+        self.running.insert(task_instance, slot(control));
+        let sender = self.sender.clone();
+        let connectors = self.config.connectors.clone();
+        let recorder = StoreRecorder {
+            store: self.store.clone(),
+            task_instance,
+            lease: message.lease,
+            attempt_id: message.attempt_id,
+            redactor: redactor.clone(),
+        };
+        tokio::spawn(async move {
+            let log = ferry_executor::LogBuffer::new(LOG_LIMIT);
+            let outcome = match &connectors {
+                Some(connectors) => {
+                    let scope = AttemptScope {
+                        key: &key,
+                        resuming: resume.resuming,
+                        resumed_job: resume.job.as_deref(),
+                        elapsed: resume.elapsed,
+                        recorder: &recorder,
+                        log: &log,
+                        cancel: &cancel,
+                        shutting_down: &detach,
+                    };
+                    connectors.0.run(&work, scope).await
+                }
+                None => Outcome::fatal("this ferry process cannot reach connections"),
+            };
+            message.end = ended_now(outcome.redacted(&redactor), redactor.redact(&log.text()));
+            message.end.detached =
+                detach.is_cancelled() && !matches!(message.end.outcome, Outcome::Succeeded { .. });
+            let _ = sender.send(Message::Finished(message));
+        });
     }
 
     /// Holds `slot` for a supervised attempt and waits for its end beside the loop.
@@ -502,6 +611,12 @@ impl Engine {
             attempt_id,
             mut end,
         } = finished;
+        if end.detached {
+            // ferry shuts down while the job goes on: the attempt stays running in the store,
+            // and the next start waits on the same job.
+            self.running.remove(&task_instance);
+            return Ok(());
+        }
         match self
             .running
             .get(&task_instance)
@@ -796,6 +911,7 @@ pub(super) async fn supervised_end(
                 lost: false,
                 interrupted: false,
                 cleared: false,
+                detached: false,
                 dir: Some(id.dir.clone()),
             };
             if result.stopped_on_request {
@@ -829,6 +945,7 @@ pub(super) async fn supervised_end(
                 lost: true,
                 interrupted: false,
                 cleared: false,
+                detached: false,
                 dir: Some(id.dir.clone()),
             };
             if !went_ahead {
@@ -850,6 +967,7 @@ pub(super) fn ended_now(outcome: Outcome, log: String) -> AttemptEnd {
         lost: false,
         interrupted: false,
         cleared: false,
+        detached: false,
         dir: None,
     }
 }

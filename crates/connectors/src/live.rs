@@ -1,0 +1,199 @@
+//! [`LiveConnectors`]: the engine's way to the connections of the environment in effect. It
+//! picks the system by the connection's kind and the work's type.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use ferry_config::Connection;
+use ferry_executor::Outcome;
+use ferry_executor::connector::{AttemptScope, ConnectorWork, Connectors, TableWrite};
+
+use crate::write::{Dialect, statements};
+use crate::{aws, bigquery, glue, query, sfn};
+
+/// The connections of the environment in effect, for the engine.
+pub struct LiveConnectors {
+    connections: BTreeMap<String, Connection>,
+}
+
+impl LiveConnectors {
+    /// Connectors over `connections` (the environment's).
+    pub fn new(connections: BTreeMap<String, Connection>) -> Self {
+        Self { connections }
+    }
+}
+
+impl Connectors for LiveConnectors {
+    fn run<'a>(
+        &'a self,
+        work: &'a ConnectorWork,
+        scope: AttemptScope<'a>,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(async move {
+            let name = match work {
+                ConnectorWork::Query { connection, .. }
+                | ConnectorWork::GlueJob { connection, .. }
+                | ConnectorWork::StepFunctions { connection, .. } => connection,
+            };
+            let Some(target) = self.connections.get(name) else {
+                return Outcome::fatal(format!("no connection `{name}` in this environment"));
+            };
+            match (work, target) {
+                (
+                    ConnectorWork::Query {
+                        sql,
+                        destination,
+                        labels,
+                        timeout,
+                        ..
+                    },
+                    Connection::Bigquery {
+                        project,
+                        location,
+                        credentials,
+                        endpoint,
+                    },
+                ) => {
+                    let target = bigquery::Target {
+                        project,
+                        location: location.as_deref(),
+                        credentials,
+                        endpoint: endpoint.as_deref(),
+                    };
+                    let sql = match destination {
+                        None => sql.clone(),
+                        Some(write) => {
+                            match bigquery_script(sql, write, &scope.key.short_token()) {
+                                Ok(script) => script,
+                                Err(problem) => return Outcome::fatal(problem),
+                            }
+                        }
+                    };
+                    let client = match bigquery::client(&target).await {
+                        Ok(client) => client,
+                        Err(problem) => {
+                            return Outcome::failed(
+                                None,
+                                format!("connection `{name}`: could not authenticate: {problem}"),
+                            );
+                        }
+                    };
+                    let job = bigquery::QueryJob {
+                        sql: &sql,
+                        labels,
+                        timeout: *timeout,
+                        dry_run: false,
+                    };
+                    bigquery::run_query(&client, &target, &job, &scope).await
+                }
+                (
+                    ConnectorWork::Query {
+                        sql,
+                        destination,
+                        timeout,
+                        ..
+                    },
+                    Connection::Sqlite { .. }
+                    | Connection::Postgres { .. }
+                    | Connection::Mysql { .. },
+                ) => {
+                    let plan = match destination {
+                        None => query::Plan {
+                            transaction: vec![sql.clone()],
+                            ..query::Plan::default()
+                        },
+                        Some(write) => {
+                            let dialect = match target {
+                                Connection::Sqlite { .. } => Dialect::Sqlite,
+                                Connection::Postgres { .. } => Dialect::Postgres,
+                                _ => Dialect::Mysql,
+                            };
+                            match statements(dialect, sql, write, &scope.key.short_token()) {
+                                Ok(sql) => query::Plan {
+                                    prepare: sql.prepare,
+                                    transaction: sql.transaction,
+                                    cleanup: sql.cleanup,
+                                    writes: true,
+                                },
+                                Err(problem) => return Outcome::fatal(problem),
+                            }
+                        }
+                    };
+                    query::run(name, target, plan, *timeout, &scope).await
+                }
+                (
+                    ConnectorWork::GlueJob {
+                        job_name,
+                        arguments,
+                        poll,
+                        timeout,
+                        ..
+                    },
+                    Connection::Aws {
+                        region,
+                        role_arn,
+                        endpoint,
+                    },
+                ) => {
+                    let config =
+                        aws::sdk_config(region, role_arn.as_deref(), endpoint.as_deref()).await;
+                    let client = aws_sdk_glue::Client::new(&config);
+                    let run = glue::GlueRun {
+                        job_name,
+                        arguments,
+                        poll: *poll,
+                        timeout: *timeout,
+                    };
+                    glue::run(&client, &run, &scope).await
+                }
+                (
+                    ConnectorWork::StepFunctions {
+                        state_machine_arn,
+                        input,
+                        poll,
+                        timeout,
+                        ..
+                    },
+                    Connection::Aws {
+                        region,
+                        role_arn,
+                        endpoint,
+                    },
+                ) => {
+                    let config =
+                        aws::sdk_config(region, role_arn.as_deref(), endpoint.as_deref()).await;
+                    let client = aws_sdk_sfn::Client::new(&config);
+                    let execution = sfn::Execution {
+                        state_machine_arn,
+                        input,
+                        poll: *poll,
+                        timeout: *timeout,
+                    };
+                    sfn::run(&client, &execution, &scope).await
+                }
+                (work, target) => Outcome::fatal(format!(
+                    "connection `{name}` is a {} connection, which a {} task cannot use",
+                    target.kind(),
+                    match work {
+                        ConnectorWork::Query { .. } => "query",
+                        ConnectorWork::GlueJob { .. } => "glue_job",
+                        ConnectorWork::StepFunctions { .. } => "stepfunctions",
+                    }
+                )),
+            }
+        })
+    }
+}
+
+/// The BigQuery script that writes the rows of `select` by `write`: the rows into a
+/// temporary table, the table created if missing, then the write in one transaction.
+fn bigquery_script(select: &str, write: &TableWrite, suffix: &str) -> Result<String, String> {
+    let sql = statements(Dialect::Bigquery, select, write, suffix)?;
+    let mut script = sql.prepare;
+    script.push("BEGIN TRANSACTION".to_string());
+    script.extend(sql.transaction);
+    script.push("COMMIT TRANSACTION".to_string());
+    script.extend(sql.cleanup);
+    Ok(script.join(";\n") + ";")
+}

@@ -22,3 +22,6 @@ mod operations;
 
 // Issue 8: connections per environment and the Forward tasks.
 mod connectors;
+
+// Issue 8: the Forward tasks against the emulators (and stubs of what they cannot do).
+mod cloud;

@@ -242,20 +242,23 @@ pub(crate) async fn run_query(
             if stop == Stop::Detached {
                 return Outcome::failed(None, "ferry shut down while the BigQuery job went on");
             }
-            let _ = client
+            let cancelled = client
                 .job()
                 .cancel_job(target.project, &job_id, target.location)
                 .await;
-            scope
-                .log
-                .note(&format!("BigQuery job {job_id} was cancelled"));
-            return Outcome::failed(
-                None,
-                match stop {
-                    Stop::Timeout => "timed out; the BigQuery job was cancelled",
-                    _ => "stopped; the BigQuery job was cancelled",
-                },
-            );
+            let how = match cancelled {
+                Ok(_) => format!("BigQuery job {job_id} was cancelled"),
+                Err(error) => format!(
+                    "could not cancel BigQuery job {job_id}: {}",
+                    describe(&error)
+                ),
+            };
+            let reason = match stop {
+                Stop::Timeout => format!("timed out; {how}"),
+                _ => format!("stopped; {how}"),
+            };
+            scope.log.note(&reason);
+            return Outcome::failed(None, reason);
         }
         let looked = retrying(
             "looking at the BigQuery job",

@@ -230,9 +230,10 @@ async fn stopped(
         },
         Err(error) => format!("could not stop Glue run {run_id}: {}", describe(&error)),
     };
-    scope.log.note(&how);
-    match stop {
-        Stop::Timeout => Outcome::failed(None, format!("timed out; {how}")),
-        _ => Outcome::failed(None, format!("stopped; {how}")),
-    }
+    let reason = match stop {
+        Stop::Timeout => format!("timed out; {how}"),
+        _ => format!("stopped; {how}"),
+    };
+    scope.log.note(&reason);
+    Outcome::failed(None, reason)
 }

@@ -182,11 +182,12 @@ async fn stopped(client: &Client, arn: &str, stop: Stop, scope: &AttemptScope<'_
         Ok(_) => format!("execution {arn} was stopped"),
         Err(error) => format!("could not stop execution {arn}: {}", describe(&error)),
     };
-    scope.log.note(&how);
-    match stop {
-        Stop::Timeout => Outcome::failed(None, format!("timed out; {how}")),
-        _ => Outcome::failed(None, format!("stopped; {how}")),
-    }
+    let reason = match stop {
+        Stop::Timeout => format!("timed out; {how}"),
+        _ => format!("stopped; {how}"),
+    };
+    scope.log.note(&reason);
+    Outcome::failed(None, reason)
 }
 
 #[cfg(test)]

@@ -1128,7 +1128,9 @@ mod tests {
         );
         assert_eq!(
             parsed.diagnostics[1].help.as_deref(),
-            Some("known task types: command, glue_job, http, noop, query, stepfunctions, wait_for_dag")
+            Some(
+                "known task types: command, glue_job, http, noop, query, stepfunctions, wait_for_dag"
+            )
         );
         assert!(parsed.dag.is_none());
     }

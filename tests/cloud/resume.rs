@@ -1,0 +1,145 @@
+//! A ferry killed with SIGKILL at a random moment (from its first milliseconds to the end of
+//! the wait) while a Glue run or a Step Functions execution goes on: the next ferry waits on
+//! the same job. The oracle is the emulator's own list of runs and executions: exactly one per
+//! task, and it succeeded.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::emulators::{AWS_ENV, aws, cloud_project, emulators, shown, task, unique};
+use super::stepfunctions::{executions, sfn_dag, state_machine};
+use crate::util::{ferry_in, nix_kill, spawn_ferry_with, stderr, stdout, wait_for_runs_of};
+
+/// Kills per task type.
+const KILLS: usize = 6;
+
+/// Kills `ferry run DAG` after a random delay up to `within`, then lets `ferry serve` finish
+/// the run; returns the project folder.
+fn kill_then_finish(dir: &std::path::Path, dag: &str, within: Duration, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let delay = Duration::from_millis(rng.u64(0..=u64::try_from(within.as_millis()).unwrap_or(0)));
+    let run = spawn_ferry_with(dir, &["run", dag], &AWS_ENV);
+    std::thread::sleep(delay);
+    nix_kill(&run, "KILL");
+    let output = run.wait_with_output().expect("killed");
+    let listed = stdout(&ferry_in(dir, &["runs", "list", "--format", "json"], &[]));
+    let runs: serde_json::Value = serde_json::from_str(&listed).unwrap_or(json!([]));
+    if runs.as_array().is_none_or(Vec::is_empty) {
+        // Killed before the run was made: nothing started; run it again.
+        let again = ferry_in(dir, &["run", dag], &AWS_ENV);
+        assert!(
+            again.status.success(),
+            "{}{}",
+            stdout(&again),
+            stderr(&again)
+        );
+        return;
+    }
+    let mut serve = spawn_ferry_with(dir, &["serve"], &AWS_ENV);
+    let runs = wait_for_runs_of(dir, Duration::from_secs(60), Some(&mut serve), |runs| {
+        runs[0]["state"] == "success" || runs[0]["state"] == "failed"
+    });
+    nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    assert_eq!(
+        runs[0]["state"],
+        "success",
+        "killed after {delay:?}: {runs}\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn issue8_a_killed_ferry_waits_again_on_the_same_glue_run() {
+    let Some(emulators) = emulators() else { return };
+    // Runs take two seconds per state on moto, so kills land while they start and run.
+    aws_config(
+        &emulators.moto,
+        json!({"model_name": "glue::job_run", "transition": {"progression": "time", "seconds": 1}}),
+    );
+    for kill in 0..KILLS {
+        let job = unique(&format!("resume_glue_{kill}"));
+        aws(
+            &emulators.moto,
+            "glue",
+            "AWSGlue.CreateJob",
+            json!({"Name": job, "Role": "arn:aws:iam::123456789012:role/glue", "Command": {"Name": "glueetl", "ScriptLocation": "s3://scripts/forward.py"}}),
+        );
+        let dag = format!(
+            "tasks:\n  - {{id: forward, type: glue_job, connection: aws, job_name: {job}, poll_interval: 200ms, retries: 0}}\n"
+        );
+        let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("glue.yaml", &dag)]);
+        kill_then_finish(
+            dir.path(),
+            "glue",
+            Duration::from_millis(2500),
+            7919 * kill as u64,
+        );
+        let runs = aws(
+            &emulators.moto,
+            "glue",
+            "AWSGlue.GetJobRuns",
+            json!({"JobName": job}),
+        );
+        let runs = runs["JobRuns"].as_array().cloned().unwrap_or_default();
+        assert_eq!(runs.len(), 1, "kill {kill}: one Glue run, not {runs:?}");
+        assert_eq!(runs[0]["JobRunState"], "SUCCEEDED");
+        let shown = shown(dir.path(), "glue__");
+        let forward = task(&shown, "forward");
+        assert_eq!(
+            forward["external_job_id"], runs[0]["Id"],
+            "kill {kill}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn issue8_a_killed_ferry_waits_again_on_the_same_execution() {
+    let Some(emulators) = emulators() else { return };
+    for kill in 0..KILLS {
+        let arn = state_machine(
+            &emulators.moto,
+            &unique(&format!("resume_sfn_{kill}")),
+            json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 2, "Next": "Done"}, "Done": {"Type": "Pass", "End": true}}}),
+        );
+        let dag = sfn_dag(&arn, "    retries: 0\n");
+        let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("sfn.yaml", &dag)]);
+        kill_then_finish(
+            dir.path(),
+            "sfn",
+            Duration::from_millis(3000),
+            104_729 * kill as u64 + 1,
+        );
+        let executions = executions(&emulators.moto, &arn);
+        assert_eq!(
+            executions.len(),
+            1,
+            "kill {kill}: one execution, not {executions:?}"
+        );
+        assert_eq!(executions[0]["status"], "SUCCEEDED");
+        let shown = shown(dir.path(), "sfn__");
+        assert_eq!(
+            task(&shown, "writeback")["external_job_id"],
+            executions[0]["executionArn"],
+            "kill {kill}"
+        );
+    }
+}
+
+/// Sets a transition of moto's state manager.
+fn aws_config(moto: &str, body: serde_json::Value) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!("{moto}/moto-api/state-manager/set-transition"))
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("moto answers");
+            assert!(response.status().is_success());
+        });
+}

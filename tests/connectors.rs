@@ -374,3 +374,121 @@ fn issue8_runs_are_not_handed_to_a_daemon_of_another_environment() {
     let runs = stdout(&ferry_in(dir.path(), &["runs", "list"], &[]));
     assert!(!runs.contains("noop__manual"), "a run was made: {runs}");
 }
+
+/// A DAG that writes into `users`, `daily` and `tags` (suffixed) by every write mode.
+fn write_modes_dag(connection: &str, suffix: &str) -> String {
+    format!(
+        r#"tasks:
+  - id: seed
+    type: query
+    connection: {connection}
+    sql: "DROP TABLE IF EXISTS users_{suffix}; DROP TABLE IF EXISTS daily_{suffix}; DROP TABLE IF EXISTS tags_{suffix}; CREATE TABLE users_{suffix} (id INTEGER, name VARCHAR(20)); INSERT INTO users_{suffix} VALUES (1, 'old'), (2, 'kept'); CREATE TABLE daily_{suffix} (day VARCHAR(10), points INTEGER); INSERT INTO daily_{suffix} VALUES ('{{{{ ds }}}}', 1), ('1999-01-01', 7)"
+  - id: merge
+    type: query
+    connection: {connection}
+    sql: "SELECT 1 AS id, 'new' AS name UNION ALL SELECT 3 AS id, 'added' AS name"
+    destination: {{table: users_{suffix}, write: merge, key: [id]}}
+    depends_on: [seed]
+  - id: partition
+    type: query
+    connection: {connection}
+    sql: "SELECT '{{{{ ds }}}}' AS day, 42 AS points"
+    destination: {{table: daily_{suffix}, write: replace_partition, partition_column: day}}
+    depends_on: [seed]
+  - id: append
+    type: query
+    connection: {connection}
+    sql: "SELECT 'a' AS tag"
+    destination: {{table: tags_{suffix}}}
+    depends_on: [seed]
+  - id: replace
+    type: query
+    connection: {connection}
+    sql: "SELECT 'b' AS tag UNION ALL SELECT 'c' AS tag"
+    destination: {{table: tags_{suffix}, write: replace}}
+    depends_on: [append]
+  - id: broken
+    type: query
+    connection: {connection}
+    sql: "SELECT 'd' AS tag, missing_column FROM users_{suffix}"
+    destination: {{table: tags_{suffix}, write: replace}}
+    depends_on: [replace]
+"#
+    )
+}
+
+#[test]
+fn issue8_query_results_are_written_by_mode_on_every_sql_kind() {
+    let suffix = std::process::id().to_string();
+    let mut targets = vec![("app", "sqlite:app.db".to_string())];
+    if service("PostgreSQL", 5432) {
+        targets.push((
+            "warehouse",
+            "postgres://postgres@127.0.0.1:5432/test".to_string(),
+        ));
+    }
+    if service("MariaDB", 3306) {
+        targets.push(("app_mysql", "mysql://root@127.0.0.1:3306/test".to_string()));
+    }
+    for (connection, url) in targets {
+        let dir = project(&[("modes.yaml", &write_modes_dag(connection, &suffix))]);
+        std::fs::write(dir.path().join("ferry.toml"), CONFIG).expect("config");
+        std::fs::write(dir.path().join("app.db"), "").expect("an empty SQLite database");
+        let url = url.replace(
+            "sqlite:app.db",
+            &format!("sqlite:{}", dir.path().join("app.db").display()),
+        );
+        let run = ferry_in(dir.path(), &["run", "modes"], &[]);
+        assert!(!run.status.success(), "`broken` fails the run");
+        let shown: serde_json::Value = serde_json::from_str(&stdout(&ferry_in(
+            dir.path(),
+            &["runs", "show", "modes__", "--format", "json"],
+            &[],
+        )))
+        .expect("JSON");
+        let state = |id: &str| {
+            shown["tasks"]
+                .as_array()
+                .and_then(|tasks| tasks.iter().find(|t| t["task_id"] == id))
+                .map(|t| (t["state"].clone(), t["metrics"].clone()))
+                .expect("task")
+        };
+        for id in ["seed", "merge", "partition", "append", "replace"] {
+            assert_eq!(state(id).0, "success", "{connection}: {id}: {shown}");
+        }
+        assert_eq!(state("broken").0, "failed", "{connection}");
+        assert_eq!(state("merge").1["rows_written"], 2, "{connection}: {shown}");
+        assert_eq!(
+            state("merge").1["rows_replaced"],
+            1,
+            "{connection}: {shown}"
+        );
+        let text = |sql: &str| scalar(&url, sql).trim().to_string();
+        let users = text(&format!(
+            "SELECT CAST(COUNT(*) AS CHAR(10)) FROM users_{suffix} WHERE (id = 1 AND name = 'new') OR (id = 2 AND name = 'kept') OR (id = 3 AND name = 'added')"
+        ));
+        assert_eq!(users, "3", "{connection}: merge");
+        let total = text(&format!(
+            "SELECT CAST(COUNT(*) AS CHAR(10)) FROM users_{suffix}"
+        ));
+        assert_eq!(total, "3", "{connection}: merge replaced row 1");
+        let daily = text(&format!(
+            "SELECT CAST(SUM(points) AS CHAR(10)) FROM daily_{suffix}"
+        ));
+        assert_eq!(
+            daily, "49",
+            "{connection}: this day replaced (42), the other kept (7)"
+        );
+        let tags = text(&format!(
+            "SELECT CAST(COUNT(*) AS CHAR(10)) FROM tags_{suffix} WHERE tag IN ('b', 'c')"
+        ));
+        let all_tags = text(&format!(
+            "SELECT CAST(COUNT(*) AS CHAR(10)) FROM tags_{suffix}"
+        ));
+        assert_eq!(
+            (tags.as_str(), all_tags.as_str()),
+            ("2", "2"),
+            "{connection}: replace, and the broken write left the table as it was"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod jobs;
 mod live;
 mod query;
 mod sfn;
+mod transfer;
 mod write;
 
 use std::time::Duration;

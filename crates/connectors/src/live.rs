@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use ferry_config::Connection;
 use ferry_executor::Outcome;
-use ferry_executor::connector::{AttemptScope, ConnectorWork, Connectors, TableWrite};
+use ferry_executor::connector::{AttemptScope, ConnectorWork, Connectors, RowSource, TableWrite};
 
 use crate::write::{Dialect, statements};
 use crate::{aws, bigquery, glue, query, sfn};
@@ -35,11 +35,61 @@ impl Connectors for LiveConnectors {
                 ConnectorWork::Query { connection, .. }
                 | ConnectorWork::GlueJob { connection, .. }
                 | ConnectorWork::StepFunctions { connection, .. } => connection,
+                ConnectorWork::Transfer { destination, .. } => destination,
             };
             let Some(target) = self.connections.get(name) else {
                 return Outcome::fatal(format!("no connection `{name}` in this environment"));
             };
             match (work, target) {
+                (
+                    ConnectorWork::Transfer {
+                        source,
+                        write,
+                        batch_size,
+                        schema,
+                        timeout,
+                        ..
+                    },
+                    destination,
+                ) => {
+                    let source_name = match source {
+                        RowSource::Sql { connection, .. } | RowSource::S3 { connection, .. } => {
+                            connection
+                        }
+                    };
+                    let Some(source_connection) = self.connections.get(source_name) else {
+                        return Outcome::fatal(format!(
+                            "no connection `{source_name}` in this environment"
+                        ));
+                    };
+                    let transfer = crate::transfer::run(
+                        source,
+                        source_connection,
+                        name,
+                        destination,
+                        write,
+                        (*batch_size).max(1),
+                        schema,
+                        &scope,
+                    );
+                    // Dropping the transfer rolls its transaction back and drops its staged
+                    // rows: nothing of it is written.
+                    let timer = async {
+                        match timeout {
+                            Some(limit) => tokio::time::sleep(*limit).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        outcome = transfer => outcome,
+                        () = scope.cancel.cancelled() => Outcome::failed(None, "stopped; nothing was written"),
+                        () = scope.shutting_down.cancelled() => Outcome::failed(None, "stopped; nothing was written"),
+                        () = timer => Outcome::failed(None, format!(
+                            "timed out after {}s; nothing was written",
+                            timeout.unwrap_or_default().as_secs()
+                        )),
+                    }
+                }
                 (
                     ConnectorWork::Query {
                         sql,
@@ -179,6 +229,7 @@ impl Connectors for LiveConnectors {
                         ConnectorWork::Query { .. } => "query",
                         ConnectorWork::GlueJob { .. } => "glue_job",
                         ConnectorWork::StepFunctions { .. } => "stepfunctions",
+                        ConnectorWork::Transfer { .. } => "transfer",
                     }
                 )),
             }

@@ -218,7 +218,7 @@ async fn kill_mysql_query(url: &str, id: u64) {
 
 /// Errors another attempt may not meet: the network, the pool, a deadlock or a serialization
 /// failure. A SQL error (a syntax error, a missing table) is not retried.
-fn is_transient(error: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => {
             // MySQL: deadlock, lock wait timeout, too many connections, server gone.

@@ -40,27 +40,57 @@ pub(crate) fn statements(
     write: &TableWrite,
     suffix: &str,
 ) -> Result<Statements, String> {
-    let rows_table = format!("ferry_rows_{suffix}");
-    let rows = rows_table.as_str();
-    if !is_column(rows) {
-        return Err(format!("`{rows}` is not a table name"));
-    }
+    let rows = rows_table(suffix);
+    let select = select.trim().trim_end_matches(';');
+    let temporary = match dialect {
+        Dialect::Bigquery => "TEMP",
+        _ => "TEMPORARY",
+    };
+    let mut sql = from_rows(dialect, write, &rows, None)?;
+    sql.prepare.insert(
+        0,
+        format!(
+            "CREATE {temporary} TABLE {} AS {select}",
+            quote(dialect, &rows)
+        ),
+    );
+    Ok(sql)
+}
+
+/// The temporary table of a write's rows.
+pub(crate) fn rows_table(suffix: &str) -> String {
+    format!("ferry_rows_{suffix}")
+}
+
+/// The statements that write the rows of table `rows` (already filled, named by ferry) into `write.table`:
+/// the table created from the rows' columns if missing, then the write in one transaction,
+/// then `rows` dropped. With `columns`, the rows are inserted by column name (else in the
+/// order of the table's columns).
+pub(crate) fn from_rows(
+    dialect: Dialect,
+    write: &TableWrite,
+    rows: &str,
+    columns: Option<&[String]>,
+) -> Result<Statements, String> {
     let table = write.table.as_str();
     if !is_table_name(table) {
         return Err(format!(
             "`{table}` is not a table name (letters, digits, `_` and `-`, dotted parts)"
         ));
     }
-    let select = select.trim().trim_end_matches(';');
-    let temporary = match dialect {
-        Dialect::Bigquery => "TEMP",
-        _ => "TEMPORARY",
+    let q = |name: &str| quote(dialect, name);
+    let table = q(table);
+    let rows = q(rows);
+    let prepare = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {rows} WHERE 1 = 0"
+    )];
+    let insert = match columns {
+        None => format!("INSERT INTO {table} SELECT * FROM {rows}"),
+        Some(columns) => {
+            let listed = columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+            format!("INSERT INTO {table} ({listed}) SELECT {listed} FROM {rows}")
+        }
     };
-    let prepare = vec![
-        format!("CREATE {temporary} TABLE {rows} AS {select}"),
-        format!("CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {rows} WHERE 1 = 0"),
-    ];
-    let insert = format!("INSERT INTO {table} SELECT * FROM {rows}");
     let transaction = match &write.mode {
         WriteMode::Append => vec![insert],
         WriteMode::Replace => vec![format!("DELETE FROM {table} WHERE 1 = 1"), insert],
@@ -77,7 +107,7 @@ pub(crate) fn statements(
                 ));
             }
             vec![
-                format!("DELETE FROM {table} WHERE {column} = '{value}'"),
+                format!("DELETE FROM {table} WHERE {} = '{value}'", q(column)),
                 insert,
             ]
         }
@@ -90,7 +120,7 @@ pub(crate) fn statements(
                 Dialect::Bigquery => format!(
                     "DELETE FROM {table} AS target WHERE EXISTS (SELECT 1 FROM {rows} AS source WHERE {})",
                     key.iter()
-                        .map(|k| format!("source.{k} = target.{k}"))
+                        .map(|k| format!("source.{k} = target.{k}", k = q(k)))
                         .collect::<Vec<_>>()
                         .join(" AND ")
                 ),
@@ -98,7 +128,7 @@ pub(crate) fn statements(
                 // else.
                 _ => format!(
                     "DELETE FROM {table} WHERE ({columns}) IN (SELECT {columns} FROM {rows})",
-                    columns = key.join(", ")
+                    columns = key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ")
                 ),
             };
             vec![delete, insert]
@@ -109,6 +139,19 @@ pub(crate) fn statements(
         transaction,
         cleanup: vec![format!("DROP TABLE {rows}")],
     })
+}
+
+/// A name quoted for `dialect`, each dotted part apart (names are checked first: they hold
+/// no quote characters). Quoted names keep their case.
+pub(crate) fn quote(dialect: Dialect, name: &str) -> String {
+    let mark = match dialect {
+        Dialect::Bigquery | Dialect::Mysql => '`',
+        Dialect::Postgres | Dialect::Sqlite => '"',
+    };
+    name.split('.')
+        .map(|part| format!("{mark}{part}{mark}"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// A table name: dotted parts of letters, digits, `_` and `-` (BigQuery project ids).
@@ -148,18 +191,20 @@ mod tests {
         let sql = statements(Dialect::Postgres, "SELECT 1 AS id;", &merge, "x").expect("valid");
         assert_eq!(
             sql.prepare[0],
-            "CREATE TEMPORARY TABLE ferry_rows_x AS SELECT 1 AS id"
+            "CREATE TEMPORARY TABLE \"ferry_rows_x\" AS SELECT 1 AS id"
         );
         assert_eq!(
             sql.transaction,
             [
-                "DELETE FROM analytics.daily WHERE (id, day) IN (SELECT id, day FROM ferry_rows_x)",
-                "INSERT INTO analytics.daily SELECT * FROM ferry_rows_x"
+                r#"DELETE FROM "analytics"."daily" WHERE ("id", "day") IN (SELECT "id", "day" FROM "ferry_rows_x")"#,
+                r#"INSERT INTO "analytics"."daily" SELECT * FROM "ferry_rows_x""#
             ]
         );
         let bq = statements(Dialect::Bigquery, "SELECT 1 AS id", &merge, "x").expect("valid");
         assert!(bq.prepare[0].starts_with("CREATE TEMP TABLE"));
-        assert!(bq.transaction[0].contains("source.id = target.id AND source.day = target.day"));
+        assert!(
+            bq.transaction[0].contains("source.`id` = target.`id` AND source.`day` = target.`day`")
+        );
     }
 
     #[test]
@@ -181,7 +226,7 @@ mod tests {
         let sql = statements(Dialect::Mysql, "SELECT 1", &fine, "x").expect("valid");
         assert_eq!(
             sql.transaction[0],
-            "DELETE FROM analytics.daily WHERE day = '2026-11-28'"
+            "DELETE FROM `analytics`.`daily` WHERE `day` = '2026-11-28'"
         );
     }
 }

@@ -28,6 +28,21 @@ pub enum ConnectorWork {
         /// The task's `timeout`.
         timeout: Option<Duration>,
     },
+    /// Move rows from a source into a table on another connection.
+    Transfer {
+        /// Where the rows come from.
+        source: RowSource,
+        /// The connection written to.
+        destination: String,
+        /// The table and write mode.
+        write: TableWrite,
+        /// Rows per batch.
+        batch_size: usize,
+        /// The declared columns (empty: inferred).
+        schema: Vec<(String, ColumnType)>,
+        /// The task's `timeout`.
+        timeout: Option<Duration>,
+    },
     /// Start an AWS Glue job run and wait until it ends.
     GlueJob {
         /// The `aws` connection.
@@ -56,22 +71,58 @@ pub enum ConnectorWork {
     },
 }
 
+/// Where a transfer reads rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowSource {
+    /// A SELECT on a SQL connection.
+    Sql {
+        /// The connection.
+        connection: String,
+        /// The SELECT, rendered.
+        sql: String,
+    },
+    /// Objects in S3 under a prefix, in key order.
+    S3 {
+        /// The `aws` connection.
+        connection: String,
+        /// The bucket.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+        /// How the objects hold rows.
+        format: ObjectFormat,
+    },
+}
+
+/// How S3 objects hold rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectFormat {
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// The type of a transferred column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Text.
+    String,
+    /// A 64-bit integer.
+    Int64,
+    /// A 64-bit float.
+    Float64,
+    /// True or false.
+    Bool,
+}
+
 impl ConnectorWork {
     /// Whether the work starts a job outside ferry that a restarted ferry waits on again
     /// rather than starting it twice.
     pub fn is_resumable(&self) -> bool {
         match self {
             ConnectorWork::GlueJob { .. } | ConnectorWork::StepFunctions { .. } => true,
-            ConnectorWork::Query { .. } => false,
-        }
-    }
-
-    /// The task's timeout.
-    pub fn timeout(&self) -> Option<Duration> {
-        match self {
-            ConnectorWork::Query { timeout, .. }
-            | ConnectorWork::GlueJob { timeout, .. }
-            | ConnectorWork::StepFunctions { timeout, .. } => *timeout,
+            ConnectorWork::Query { .. } | ConnectorWork::Transfer { .. } => false,
         }
     }
 }

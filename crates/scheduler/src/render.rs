@@ -12,7 +12,9 @@ use ferry_dag::tasks::TaskKind;
 use ferry_dag::template::{RunContext, TemplateProblem, Templates};
 use ferry_dag::timetable::DataInterval;
 use ferry_executor::command::{CommandSpec, Program};
-use ferry_executor::connector::{ConnectorWork, TableWrite, WriteMode};
+use ferry_executor::connector::{
+    ColumnType, ConnectorWork, ObjectFormat, RowSource, TableWrite, WriteMode,
+};
 use ferry_executor::http::HttpSpec;
 use ferry_store::RunRecord;
 
@@ -221,6 +223,60 @@ pub fn prepare(
                     sql,
                     destination,
                     labels,
+                    timeout,
+                }),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::Transfer(transfer) => {
+            use ferry_dag::tasks::{ColumnType as Declared, ObjectFormat as Format};
+            let source = match (&transfer.source.sql, &transfer.source.bucket) {
+                (Some(sql), _) => RowSource::Sql {
+                    connection: transfer.source.connection.clone(),
+                    sql: render(sql)?,
+                },
+                (None, bucket) => RowSource::S3 {
+                    connection: transfer.source.connection.clone(),
+                    bucket: render(bucket.as_deref().unwrap_or_default())?,
+                    prefix: render(transfer.source.prefix.as_deref().unwrap_or_default())?,
+                    format: match transfer.source.format {
+                        Some(Format::Ndjson) => ObjectFormat::Ndjson,
+                        _ => ObjectFormat::Csv,
+                    },
+                },
+            };
+            let write = table_write(&transfer.destination, &render)?;
+            let destination = transfer.destination.connection.clone().unwrap_or_default();
+            let shown = match &source {
+                RowSource::Sql { connection, sql } => format!("transfer from {connection}: {sql}"),
+                RowSource::S3 {
+                    connection,
+                    bucket,
+                    prefix,
+                    format,
+                } => format!("transfer from {connection}: s3://{bucket}/{prefix}* ({format:?})"),
+            } + &format!("\ninto {} on {destination} ({:?})", write.table, write.mode);
+            let schema = transfer
+                .schema
+                .iter()
+                .map(|column| {
+                    let kind = match column.kind {
+                        Declared::String => ColumnType::String,
+                        Declared::Int64 => ColumnType::Int64,
+                        Declared::Float64 => ColumnType::Float64,
+                        Declared::Bool => ColumnType::Bool,
+                    };
+                    (column.name.clone(), kind)
+                })
+                .collect();
+            Prepared {
+                work: Work::Connector(ConnectorWork::Transfer {
+                    source,
+                    destination,
+                    write,
+                    batch_size: transfer.batch_size.map_or(10_000, |b| b as usize),
+                    schema,
                     timeout,
                 }),
                 shown: redactor.redact(&shown),

@@ -7,6 +7,7 @@ mod http;
 mod noop;
 mod query;
 mod stepfunctions;
+mod transfer;
 mod wait_for_dag;
 
 use schemars::JsonSchema;
@@ -18,6 +19,7 @@ pub use http::{HttpMethod, HttpTask};
 pub use noop::NoopTask;
 pub use query::{Destination, QueryTask, WriteMode, is_valid_table_name};
 pub use stepfunctions::StepFunctionsTask;
+pub use transfer::{Column, ColumnType, ObjectFormat, TransferSource, TransferTask};
 pub use wait_for_dag::{DEFAULT_WAIT_TIMEOUT, OnFailed, WaitForDagTask};
 
 use crate::diagnostic::Code;
@@ -38,18 +40,21 @@ pub enum TaskKind {
     Query(QueryTask),
     /// Starts an AWS Step Functions execution and waits until it ends.
     Stepfunctions(StepFunctionsTask),
+    /// Moves rows from a query or S3 objects into a table on another connection.
+    Transfer(TransferTask),
     /// Waits for another DAG's run of the same data interval to succeed.
     WaitForDag(WaitForDagTask),
 }
 
 /// Every task type's name, as written in `type:`.
-pub const TASK_TYPES: [&str; 7] = [
+pub const TASK_TYPES: [&str; 8] = [
     "command",
     "glue_job",
     "http",
     "noop",
     "query",
     "stepfunctions",
+    "transfer",
     "wait_for_dag",
 ];
 
@@ -110,6 +115,7 @@ impl TaskKind {
             TaskKind::Noop(_) => "noop",
             TaskKind::Query(_) => "query",
             TaskKind::Stepfunctions(_) => "stepfunctions",
+            TaskKind::Transfer(_) => "transfer",
             TaskKind::WaitForDag(_) => "wait_for_dag",
         }
     }
@@ -122,6 +128,7 @@ impl TaskKind {
             TaskKind::Noop(task) => task,
             TaskKind::Query(task) => task,
             TaskKind::Stepfunctions(task) => task,
+            TaskKind::Transfer(task) => task,
             TaskKind::WaitForDag(task) => task,
         }
     }
@@ -142,6 +149,17 @@ impl TaskKind {
             TaskKind::Query(task) => vec![("connection", &task.connection, QUERY_KINDS)],
             TaskKind::GlueJob(task) => vec![("connection", &task.connection, AWS_KINDS)],
             TaskKind::Stepfunctions(task) => vec![("connection", &task.connection, AWS_KINDS)],
+            TaskKind::Transfer(task) => {
+                let mut used = vec![(
+                    "source.connection",
+                    task.source.connection.as_str(),
+                    task.source_kinds(),
+                )];
+                if let Some(destination) = &task.destination.connection {
+                    used.push(("destination.connection", destination.as_str(), QUERY_KINDS));
+                }
+                used
+            }
             TaskKind::Command(_)
             | TaskKind::Http(_)
             | TaskKind::Noop(_)

@@ -32,6 +32,9 @@ pub struct QueryTask {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
+    /// `transfer`: the connection written to (a `query` writes on its own connection).
+    #[serde(default)]
+    pub connection: Option<String>,
     /// The table: `name`, `schema.name`, or on BigQuery `dataset.name` (templated).
     pub table: String,
     /// How rows are written. Default `append`.
@@ -188,6 +191,15 @@ impl TaskType for QueryTask {
         }
         if let Some(destination) = &self.destination {
             problems.extend(destination.problems("destination"));
+            if destination.connection.is_some() {
+                problems.push(
+                    FieldProblem::invalid(
+                        "destination.connection",
+                        "a `query` writes on its own connection",
+                    )
+                    .with_help("to move rows between connections, use `type: transfer`"),
+                );
+            }
         }
         for name in self.labels.keys() {
             if !is_label(name) {

@@ -25,6 +25,8 @@ struct StoreRecorder {
     lease: i64,
     attempt_id: i64,
     redactor: Redactor,
+    /// The figures recorded so far (each report adds to them).
+    figures: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 impl AttemptRecorder for StoreRecorder {
@@ -49,7 +51,14 @@ impl AttemptRecorder for StoreRecorder {
         figures: &'a BTreeMap<String, i64>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            let text = serde_json::to_string(figures).unwrap_or_default();
+            let text = {
+                let mut all = self
+                    .figures
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                all.extend(figures.iter().map(|(k, v)| (k.clone(), *v)));
+                serde_json::to_string(&*all).unwrap_or_default()
+            };
             if let Err(error) = self
                 .store
                 .record_attempt_metrics(self.attempt_id, &text)
@@ -525,6 +534,7 @@ impl Engine {
             lease: message.lease,
             attempt_id: message.attempt_id,
             redactor: redactor.clone(),
+            figures: std::sync::Mutex::default(),
         };
         tokio::spawn(async move {
             let log = ferry_executor::LogBuffer::new(LOG_LIMIT);

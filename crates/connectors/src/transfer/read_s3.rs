@@ -1,0 +1,244 @@
+//! Reading rows from S3 objects (CSV with a header row, or newline-delimited JSON) in key
+//! order, streamed: an object is never held in memory whole.
+
+use aws_sdk_s3::Client;
+use ferry_config::Connection;
+use ferry_executor::connector::ObjectFormat;
+use futures_util::StreamExt as _;
+use tokio::io::AsyncBufReadExt as _;
+use tokio::sync::mpsc;
+
+use super::{Batch, Read, Value};
+use crate::aws;
+
+/// Starts reading the objects under `prefix` into `sender`.
+pub(super) fn spawn(
+    connection: Connection,
+    bucket: String,
+    prefix: String,
+    format: ObjectFormat,
+    batch_size: usize,
+    sender: mpsc::Sender<Read>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Connection::Aws {
+            region,
+            role_arn,
+            endpoint,
+        } = &connection
+        else {
+            let _ = sender
+                .send(Read::Failed(format!(
+                    "a {} connection is not an aws one",
+                    connection.kind()
+                )))
+                .await;
+            return;
+        };
+        let config = aws::sdk_config(region, role_arn.as_deref(), endpoint.as_deref()).await;
+        let client = aws::s3(&config, endpoint.as_deref());
+        let mut reader = Reader {
+            sender: &sender,
+            batch: Vec::with_capacity(batch_size),
+            batch_size,
+            columns: None,
+        };
+        let result = reader.read_all(&client, &bucket, &prefix, format).await;
+        let result = match result {
+            Ok(()) => reader.flush().await,
+            Err(problem) => Err(problem),
+        };
+        if let Err(problem) = result {
+            let _ = sender
+                .send(Read::Failed(ferry_secrets::redact_text(&problem)))
+                .await;
+        }
+    })
+}
+
+struct Reader<'a> {
+    sender: &'a mpsc::Sender<Read>,
+    batch: Batch,
+    batch_size: usize,
+    /// The columns, once the first object told them.
+    columns: Option<Vec<String>>,
+}
+
+impl Reader<'_> {
+    async fn read_all(
+        &mut self,
+        client: &Client,
+        bucket: &str,
+        prefix: &str,
+        format: ObjectFormat,
+    ) -> Result<(), String> {
+        let mut keys = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| format!("listing s3://{bucket}/{prefix}: {}", aws::describe(&e)))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string))
+                    .filter(|k| !k.ends_with('/')),
+            );
+        }
+        keys.sort();
+        if keys.is_empty() {
+            return Err(format!("no object under s3://{bucket}/{prefix}"));
+        }
+        for key in keys {
+            let object = client
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| format!("reading s3://{bucket}/{key}: {}", aws::describe(&e)))?;
+            let body = tokio::io::BufReader::new(object.body.into_async_read());
+            match format {
+                ObjectFormat::Csv => self.csv(body, bucket, &key).await?,
+                ObjectFormat::Ndjson => self.ndjson(body, bucket, &key).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn csv(
+        &mut self,
+        body: impl tokio::io::AsyncRead + Unpin + Send,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), String> {
+        let mut reader = csv_async::AsyncReader::from_reader(body);
+        let header: Vec<String> = reader
+            .headers()
+            .await
+            .map_err(|e| format!("s3://{bucket}/{key}: {e}"))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        self.set_columns(header, bucket, key).await?;
+        let mut records = reader.records();
+        while let Some(record) = records.next().await {
+            let record = record.map_err(|e| format!("s3://{bucket}/{key}: {e}"))?;
+            self.push(
+                record
+                    .iter()
+                    .map(|field| Value::Text(field.to_string()))
+                    .collect(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn ndjson(
+        &mut self,
+        body: impl tokio::io::AsyncBufRead + Unpin,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), String> {
+        let mut lines = body.lines();
+        let mut number = 0;
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("s3://{bucket}/{key}: {e}"))?
+        {
+            number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
+                .map_err(|e| {
+                    format!("s3://{bucket}/{key} line {number}: not a JSON object: {e}")
+                })?;
+            if self.columns.is_none() {
+                self.set_columns(object.keys().cloned().collect(), bucket, key)
+                    .await?;
+            }
+            let columns = self.columns.clone().unwrap_or_default();
+            if let Some(extra) = object.keys().find(|k| !columns.contains(k)) {
+                return Err(format!(
+                    "s3://{bucket}/{key} line {number}: field `{extra}` is not among the columns of the first object ({}); declare a `schema`",
+                    columns.join(", ")
+                ));
+            }
+            let row = columns
+                .iter()
+                .map(|column| match object.get(column) {
+                    None | Some(serde_json::Value::Null) => Value::Null,
+                    Some(serde_json::Value::Bool(b)) => Value::Bool(*b),
+                    Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                        Some(i) => Value::Int(i),
+                        None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+                    },
+                    Some(serde_json::Value::String(text)) => Value::Text(text.clone()),
+                    Some(nested) => Value::Text(nested.to_string()),
+                })
+                .collect();
+            self.push(row).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the columns of the first object; a later object must have the same.
+    async fn set_columns(
+        &mut self,
+        columns: Vec<String>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), String> {
+        match &self.columns {
+            None => {
+                self.sender
+                    .send(Read::Columns(
+                        columns.iter().map(|c| (c.clone(), None)).collect(),
+                    ))
+                    .await
+                    .map_err(|_| "the writer stopped".to_string())?;
+                self.columns = Some(columns);
+                Ok(())
+            }
+            Some(known) if *known == columns => Ok(()),
+            Some(known) => Err(format!(
+                "s3://{bucket}/{key} has the columns {}, the objects before it {}",
+                columns.join(", "),
+                known.join(", ")
+            )),
+        }
+    }
+
+    async fn push(&mut self, row: Vec<Value>) -> Result<(), String> {
+        let width = self.columns.as_ref().map_or(0, Vec::len);
+        if row.len() != width {
+            return Err(format!(
+                "a row has {} values for {width} columns",
+                row.len()
+            ));
+        }
+        self.batch.push(row);
+        if self.batch.len() >= self.batch_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        self.sender
+            .send(Read::Rows(rows))
+            .await
+            .map_err(|_| "the writer stopped".to_string())
+    }
+}

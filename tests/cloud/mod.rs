@@ -9,3 +9,4 @@ mod bigquery;
 mod glue;
 mod resume;
 mod stepfunctions;
+mod transfer;

@@ -118,7 +118,7 @@ fn issue8_connections_are_listed_per_environment_and_tested_for_real() {
         ),
         (
             vec!["connections", "test", "bq"],
-            "testing bigquery connections comes with the bigquery task types",
+            "connection `bq` (bigquery, project test-project, at http://127.0.0.1:9050): query: ",
         ),
     ] {
         let output = ferry_in(dir.path(), &args, &[]);
@@ -153,7 +153,7 @@ fn issue8_query_tasks_run_sql_on_their_connection_in_one_transaction() {
         ),
         (
             "wrong.yaml",
-            "tasks:\n  - {id: a, type: query, connection: ap, sql: 'SELECT 1'}\n  - {id: b, type: query, connection: bq, sql: 'SELECT 1'}\n",
+            "tasks:\n  - {id: a, type: query, connection: ap, sql: 'SELECT 1'}\n  - {id: b, type: query, connection: aws, sql: 'SELECT 1'}\n",
         ),
     ]);
     std::fs::write(dir.path().join("ferry.toml"), CONFIG).expect("config");
@@ -163,7 +163,7 @@ fn issue8_query_tasks_run_sql_on_their_connection_in_one_transaction() {
     let said = stdout(&output);
     assert!(
         said.contains("error[unknown-connection]: dag `wrong`, task `a`, field `connection`: connection `ap` is not defined in the environment `dev`\n  help: did you mean `app`?")
-            && said.contains("task `b`, field `connection`: connection `bq` is a bigquery connection; a `query` task runs on sqlite, postgres, mysql"),
+            && said.contains("task `b`, field `connection`: connection `aws` is an aws connection; a `query` task runs on sqlite, postgres, mysql, bigquery"),
         "{said}"
     );
     std::fs::remove_file(dir.path().join("dags/internal/wrong.yaml")).expect("remove");

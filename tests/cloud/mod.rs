@@ -10,3 +10,4 @@ mod glue;
 mod resume;
 mod stepfunctions;
 mod transfer;
+mod waits;

@@ -14,6 +14,7 @@ mod live;
 mod query;
 mod sfn;
 mod transfer;
+mod waits;
 mod write;
 
 use std::time::Duration;

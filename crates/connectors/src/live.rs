@@ -34,13 +34,23 @@ impl Connectors for LiveConnectors {
             let name = match work {
                 ConnectorWork::Query { connection, .. }
                 | ConnectorWork::GlueJob { connection, .. }
-                | ConnectorWork::StepFunctions { connection, .. } => connection,
+                | ConnectorWork::StepFunctions { connection, .. }
+                | ConnectorWork::Wait { connection, .. } => connection,
                 ConnectorWork::Transfer { destination, .. } => destination,
             };
             let Some(target) = self.connections.get(name) else {
                 return Outcome::fatal(format!("no connection `{name}` in this environment"));
             };
             match (work, target) {
+                (
+                    ConnectorWork::Wait {
+                        wait,
+                        poll,
+                        timeout,
+                        ..
+                    },
+                    target,
+                ) => crate::waits::look(target, wait, *poll, *timeout, &scope).await,
                 (
                     ConnectorWork::Transfer {
                         source,
@@ -230,6 +240,7 @@ impl Connectors for LiveConnectors {
                         ConnectorWork::GlueJob { .. } => "glue_job",
                         ConnectorWork::StepFunctions { .. } => "stepfunctions",
                         ConnectorWork::Transfer { .. } => "transfer",
+                        ConnectorWork::Wait { .. } => "wait",
                     }
                 )),
             }

@@ -98,10 +98,7 @@ pub(crate) fn from_rows(
             if !is_column(column) {
                 return Err(format!("`{column}` is not a column name"));
             }
-            if !value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || " :_.+-/T".contains(c))
-            {
+            if !is_safe_value(value) {
                 return Err(format!(
                     "partition value `{value}` holds characters other than letters, digits and ` :_.+-/`"
                 ));
@@ -139,6 +136,14 @@ pub(crate) fn from_rows(
         transaction,
         cleanup: vec![format!("DROP TABLE {rows}")],
     })
+}
+
+/// Whether a partition value can be written into SQL as a string: letters, digits and
+/// ` :_.+-/` only.
+pub(crate) fn is_safe_value(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " :_.+-/".contains(c))
 }
 
 /// A name quoted for `dialect`, each dotted part apart (names are checked first: they hold

@@ -374,7 +374,8 @@ fn check_connections(dag: &Dag, options: &CatalogOptions, found: &mut Vec<Diagno
                         Code::InvalidValue,
                         &path,
                         format!(
-                            "connection `{name}` is a {kind} connection; a `{}` task runs on {}",
+                            "connection `{name}` is {} {kind} connection; a `{}` task runs on {}",
+                            if kind.starts_with('a') { "an" } else { "a" },
                             task.kind.type_name(),
                             kinds.join(", ")
                         ),

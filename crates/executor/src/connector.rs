@@ -43,6 +43,18 @@ pub enum ConnectorWork {
         /// The task's `timeout`.
         timeout: Option<Duration>,
     },
+    /// Look once whether something outside ferry is there yet (a deferred wait: between
+    /// looks it holds no slot).
+    Wait {
+        /// The connection.
+        connection: String,
+        /// What is waited for.
+        wait: CloudWait,
+        /// How often to look.
+        poll: Duration,
+        /// When to give up, counted from the first look.
+        timeout: Duration,
+    },
     /// Start an AWS Glue job run and wait until it ends.
     GlueJob {
         /// The `aws` connection.
@@ -94,6 +106,38 @@ pub enum RowSource {
     },
 }
 
+/// Something outside ferry a wait looks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloudWait {
+    /// An S3 object, or any object under a prefix (a key ending with `/`).
+    S3Object {
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix.
+        key: String,
+        /// Only objects written after this count.
+        newer_than: Option<std::time::SystemTime>,
+    },
+    /// Rows of a BigQuery table whose `column` equals `value`.
+    BigqueryPartition {
+        /// `dataset.table` or `project.dataset.table`.
+        table: String,
+        /// The partition column.
+        column: String,
+        /// The partition's value.
+        value: String,
+    },
+    /// The newest run of a Glue job started after `started_after` reaching a state.
+    GlueRun {
+        /// The job.
+        job_name: String,
+        /// The state: `SUCCEEDED`, `RUNNING` or `ENDED` (any end).
+        state: String,
+        /// Runs started before this do not count.
+        started_after: std::time::SystemTime,
+    },
+}
+
 /// How S3 objects hold rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectFormat {
@@ -122,7 +166,9 @@ impl ConnectorWork {
     pub fn is_resumable(&self) -> bool {
         match self {
             ConnectorWork::GlueJob { .. } | ConnectorWork::StepFunctions { .. } => true,
-            ConnectorWork::Query { .. } | ConnectorWork::Transfer { .. } => false,
+            ConnectorWork::Query { .. }
+            | ConnectorWork::Transfer { .. }
+            | ConnectorWork::Wait { .. } => false,
         }
     }
 }

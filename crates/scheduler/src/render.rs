@@ -13,7 +13,7 @@ use ferry_dag::template::{RunContext, TemplateProblem, Templates};
 use ferry_dag::timetable::DataInterval;
 use ferry_executor::command::{CommandSpec, Program};
 use ferry_executor::connector::{
-    ColumnType, ConnectorWork, ObjectFormat, RowSource, TableWrite, WriteMode,
+    CloudWait, ColumnType, ConnectorWork, ObjectFormat, RowSource, TableWrite, WriteMode,
 };
 use ferry_executor::http::HttpSpec;
 use ferry_store::RunRecord;
@@ -278,6 +278,75 @@ pub fn prepare(
                     batch_size: transfer.batch_size.map_or(10_000, |b| b as usize),
                     schema,
                     timeout,
+                }),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::S3Object(wait) => {
+            let bucket = render(&wait.bucket)?;
+            let key = render(&wait.key)?;
+            let newer_than = wait
+                .newer_than_interval_end
+                .then(|| std::time::SystemTime::from(from_millis(run.interval_end)));
+            let shown = format!("wait on {} for s3://{bucket}/{key}", wait.connection);
+            Prepared {
+                work: Work::Connector(ConnectorWork::Wait {
+                    connection: wait.connection.clone(),
+                    wait: CloudWait::S3Object {
+                        bucket,
+                        key,
+                        newer_than,
+                    },
+                    poll: wait.poll_interval.map_or(Duration::from_secs(60), |p| p.0),
+                    timeout: timeout.unwrap_or(ferry_dag::tasks::DEFAULT_WAIT_TIMEOUT),
+                }),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::BigqueryPartition(wait) => {
+            let table = render(&wait.table)?;
+            let value = render(wait.partition_value.as_deref().unwrap_or("{{ ds }}"))?;
+            let shown = format!(
+                "wait on {} for rows of {table} where {} = '{value}'",
+                wait.connection, wait.partition_column
+            );
+            Prepared {
+                work: Work::Connector(ConnectorWork::Wait {
+                    connection: wait.connection.clone(),
+                    wait: CloudWait::BigqueryPartition {
+                        table,
+                        column: wait.partition_column.clone(),
+                        value,
+                    },
+                    poll: wait.poll_interval.map_or(Duration::from_secs(300), |p| p.0),
+                    timeout: timeout.unwrap_or(ferry_dag::tasks::DEFAULT_WAIT_TIMEOUT),
+                }),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::GlueRun(wait) => {
+            let job_name = render(&wait.job_name)?;
+            let state = serde_json::to_value(wait.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "SUCCEEDED".to_string());
+            let shown = format!(
+                "wait on {} for a run of Glue job {job_name} started after the interval: {state}",
+                wait.connection
+            );
+            Prepared {
+                work: Work::Connector(ConnectorWork::Wait {
+                    connection: wait.connection.clone(),
+                    wait: CloudWait::GlueRun {
+                        job_name,
+                        state,
+                        started_after: std::time::SystemTime::from(from_millis(run.interval_end)),
+                    },
+                    poll: wait.poll_interval.map_or(Duration::from_secs(60), |p| p.0),
+                    timeout: timeout.unwrap_or(ferry_dag::tasks::DEFAULT_WAIT_TIMEOUT),
                 }),
                 shown: redactor.redact(&shown),
                 redactor,

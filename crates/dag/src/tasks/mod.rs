@@ -1,6 +1,7 @@
 //! The task types: a closed, documented set. Each type is one module with its typed fields,
 //! their checks and the fields that hold templates; the executor adds each type's runner.
 
+mod cloud_waits;
 mod command;
 mod glue_job;
 mod http;
@@ -13,6 +14,7 @@ mod wait_for_dag;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use cloud_waits::{BigqueryPartitionWait, GlueRunState, GlueRunWait, S3ObjectWait};
 pub use command::CommandTask;
 pub use glue_job::{ATTEMPT_ARGUMENT, GlueJobTask};
 pub use http::{HttpMethod, HttpTask};
@@ -28,16 +30,22 @@ use crate::diagnostic::Code;
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TaskKind {
+    /// Waits for a BigQuery table's partition of the data interval.
+    BigqueryPartition(BigqueryPartitionWait),
     /// Runs a program or shell command; its exit code decides.
     Command(CommandTask),
     /// Starts an AWS Glue job run and waits until it ends.
     GlueJob(GlueJobTask),
+    /// Waits for a run of a Glue job started outside ferry to reach a state.
+    GlueRun(GlueRunWait),
     /// Sends one HTTP request; the response status decides.
     Http(HttpTask),
     /// Does nothing and succeeds: a join point or placeholder.
     Noop(NoopTask),
     /// Runs SQL on a named connection.
     Query(QueryTask),
+    /// Waits for an S3 object or prefix.
+    S3Object(S3ObjectWait),
     /// Starts an AWS Step Functions execution and waits until it ends.
     Stepfunctions(StepFunctionsTask),
     /// Moves rows from a query or S3 objects into a table on another connection.
@@ -47,12 +55,15 @@ pub enum TaskKind {
 }
 
 /// Every task type's name, as written in `type:`.
-pub const TASK_TYPES: [&str; 8] = [
+pub const TASK_TYPES: [&str; 11] = [
+    "bigquery_partition",
     "command",
     "glue_job",
+    "glue_run",
     "http",
     "noop",
     "query",
+    "s3_object",
     "stepfunctions",
     "transfer",
     "wait_for_dag",
@@ -62,6 +73,8 @@ pub const TASK_TYPES: [&str; 8] = [
 pub const SQL_KINDS: &[&str] = &["sqlite", "postgres", "mysql"];
 /// The connection kinds a `query` runs on.
 pub const QUERY_KINDS: &[&str] = &["sqlite", "postgres", "mysql", "bigquery"];
+/// The connection kinds of BigQuery waits.
+pub const BIGQUERY_KINDS: &[&str] = &["bigquery"];
 /// The connection kinds of AWS tasks.
 pub const AWS_KINDS: &[&str] = &["aws"];
 
@@ -109,11 +122,14 @@ impl TaskKind {
     /// The name written in `type:`.
     pub fn type_name(&self) -> &'static str {
         match self {
+            TaskKind::BigqueryPartition(_) => "bigquery_partition",
             TaskKind::Command(_) => "command",
             TaskKind::GlueJob(_) => "glue_job",
+            TaskKind::GlueRun(_) => "glue_run",
             TaskKind::Http(_) => "http",
             TaskKind::Noop(_) => "noop",
             TaskKind::Query(_) => "query",
+            TaskKind::S3Object(_) => "s3_object",
             TaskKind::Stepfunctions(_) => "stepfunctions",
             TaskKind::Transfer(_) => "transfer",
             TaskKind::WaitForDag(_) => "wait_for_dag",
@@ -122,11 +138,14 @@ impl TaskKind {
 
     fn as_task_type(&self) -> &dyn TaskType {
         match self {
+            TaskKind::BigqueryPartition(task) => task,
             TaskKind::Command(task) => task,
             TaskKind::GlueJob(task) => task,
+            TaskKind::GlueRun(task) => task,
             TaskKind::Http(task) => task,
             TaskKind::Noop(task) => task,
             TaskKind::Query(task) => task,
+            TaskKind::S3Object(task) => task,
             TaskKind::Stepfunctions(task) => task,
             TaskKind::Transfer(task) => task,
             TaskKind::WaitForDag(task) => task,
@@ -149,6 +168,11 @@ impl TaskKind {
             TaskKind::Query(task) => vec![("connection", &task.connection, QUERY_KINDS)],
             TaskKind::GlueJob(task) => vec![("connection", &task.connection, AWS_KINDS)],
             TaskKind::Stepfunctions(task) => vec![("connection", &task.connection, AWS_KINDS)],
+            TaskKind::S3Object(task) => vec![("connection", &task.connection, AWS_KINDS)],
+            TaskKind::GlueRun(task) => vec![("connection", &task.connection, AWS_KINDS)],
+            TaskKind::BigqueryPartition(task) => {
+                vec![("connection", &task.connection, BIGQUERY_KINDS)]
+            }
             TaskKind::Transfer(task) => {
                 let mut used = vec![(
                     "source.connection",

@@ -173,9 +173,61 @@ impl Engine {
                             .store
                             .attempt(&run.run_id, &record.task_id, Some(record.try_number))
                             .await?;
-                        if let Some(attempt) = attempt {
-                            self.check_wait(pk, index, record.lease, attempt.id, &prepared)
-                                .await?;
+                        match (attempt, prepared.work) {
+                            // A wait on something outside ferry: one look beside the loop.
+                            (Some(attempt), Work::Connector(work))
+                                if !self.running.contains_key(&record.id) =>
+                            {
+                                let now = millis(self.clock.now());
+                                let slot = |control| Slot {
+                                    run_pk: pk,
+                                    lease: record.lease,
+                                    run_id: run.run_id.clone(),
+                                    dag_id: run.dag_id.clone(),
+                                    pool: record.pool.clone(),
+                                    control,
+                                    stop_reason: None,
+                                };
+                                let message = Finished {
+                                    run_pk: pk,
+                                    task_instance: record.id,
+                                    lease: record.lease,
+                                    attempt_id: attempt.id,
+                                    end: AttemptEnd::default(),
+                                };
+                                let key = ferry_executor::connector::AttemptKey {
+                                    dag: run.dag_id.clone(),
+                                    task: record.task_id.clone(),
+                                    run_id: run.run_id.clone(),
+                                    try_number: record.try_number,
+                                };
+                                let resume = super::tasks::Resume {
+                                    resuming: false,
+                                    job: None,
+                                    elapsed: std::time::Duration::from_millis(
+                                        u64::try_from(now - attempt.started_at).unwrap_or(0),
+                                    ),
+                                };
+                                self.spawn_connector(
+                                    record.id,
+                                    slot,
+                                    work,
+                                    prepared.redactor,
+                                    message,
+                                    key,
+                                    resume,
+                                );
+                            }
+                            (Some(attempt), work) => {
+                                let prepared = Prepared {
+                                    work,
+                                    shown: prepared.shown,
+                                    redactor: prepared.redactor,
+                                };
+                                self.check_wait(pk, index, record.lease, attempt.id, &prepared)
+                                    .await?;
+                            }
+                            (None, _) => {}
                         }
                     }
                 }

@@ -1,0 +1,149 @@
+//! The waits on cloud state (`s3_object`, `bigquery_partition`, `glue_run`) on the emulators:
+//! deferred (no slot held) until what they wait for appears, then succeeded; given up after
+//! their timeout.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::emulators::{
+    AWS_ENV, aws, bigquery_call, bigquery_dataset, cloud_project, emulators, shown, task, unique,
+};
+use crate::util::{ferry_in, spawn_ferry_with, stderr, stdout, wait_until};
+
+/// The state of task `id` of the DAG's newest run, if there is a run.
+fn state_of(dir: &std::path::Path, dag: &str, id: &str) -> Option<String> {
+    let output = ferry_in(
+        dir,
+        &["runs", "show", &format!("{dag}__"), "--format", "json"],
+        &[],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&output)).ok()?;
+    shown["tasks"]
+        .as_array()?
+        .iter()
+        .find(|t| t["task_id"] == id)
+        .and_then(|t| t["state"].as_str().map(str::to_string))
+}
+
+/// Puts an object into a moto S3 bucket (created if needed).
+fn put_object(moto: &str, bucket: &str, key: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let client = reqwest::Client::new();
+            let _ = client.put(format!("{moto}/{bucket}")).send().await;
+            let put = client
+                .put(format!("{moto}/{bucket}/{key}"))
+                .body("id\n1\n")
+                .send()
+                .await
+                .expect("moto answers");
+            assert!(put.status().is_success());
+        });
+}
+
+#[test]
+fn issue8_waits_defer_until_the_object_partition_and_glue_run_are_there() {
+    let Some(emulators) = emulators() else { return };
+    let bucket = unique("landing").replace('_', "-");
+    put_object(&emulators.moto, &bucket, "other/file.csv");
+    let ds = unique("ferry_waits");
+    bigquery_dataset(&emulators.bigquery, &ds);
+    let job = unique("upstream_export");
+    aws(
+        &emulators.moto,
+        "glue",
+        "AWSGlue.CreateJob",
+        json!({"Name": job, "Role": "arn:aws:iam::123456789012:role/glue", "Command": {"Name": "glueetl", "ScriptLocation": "s3://scripts/x.py"}}),
+    );
+    let dag = format!(
+        r#"tasks:
+  - {{id: landed, type: s3_object, connection: aws, bucket: {bucket}, key: "events/{{{{ ds }}}}/", poll_interval: 200ms}}
+  - {{id: loaded, type: bigquery_partition, connection: warehouse, table: {ds}.daily, partition_column: day, poll_interval: 200ms}}
+  - {{id: exported, type: glue_run, connection: aws, job_name: {job}, poll_interval: 200ms}}
+  - {{id: after, type: noop, depends_on: [landed, loaded, exported]}}
+"#
+    );
+    let dir = cloud_project(
+        &emulators.moto,
+        &emulators.bigquery,
+        &[("waits.yaml", &dag)],
+    );
+    let run = spawn_ferry_with(dir.path(), &["run", "waits"], &AWS_ENV);
+    // All three wait without a slot.
+    wait_until(Duration::from_secs(30), || {
+        ["landed", "loaded", "exported"]
+            .iter()
+            .all(|id| state_of(dir.path(), "waits", id).as_deref() == Some("deferred"))
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        state_of(dir.path(), "waits", "landed").as_deref(),
+        Some("deferred")
+    );
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    put_object(
+        &emulators.moto,
+        &bucket,
+        &format!("events/{day}/part-1.csv"),
+    );
+    bigquery_call(
+        &emulators.bigquery,
+        "queries",
+        json!({"query": format!("CREATE TABLE {ds}.daily AS SELECT '{day}' AS day, 1 AS n"), "useLegacySql": false}),
+    );
+    aws(
+        &emulators.moto,
+        "glue",
+        "AWSGlue.StartJobRun",
+        json!({"JobName": job}),
+    );
+    let output = run.wait_with_output().expect("ferry run ends");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = shown(dir.path(), "waits__");
+    for id in ["landed", "loaded", "exported", "after"] {
+        assert_eq!(task(&shown, id)["state"], "success", "{id}: {shown}");
+    }
+    let log = stdout(&ferry_in(dir.path(), &["logs", "waits__", "landed"], &[]));
+    assert!(
+        log.contains(&format!("events/{day}/part-1.csv is there")),
+        "{log}"
+    );
+}
+
+#[test]
+fn issue8_a_wait_gives_up_after_its_timeout() {
+    let Some(emulators) = emulators() else { return };
+    let bucket = unique("never").replace('_', "-");
+    put_object(&emulators.moto, &bucket, "other/file.csv");
+    let dag = format!(
+        "tasks:\n  - {{id: landed, type: s3_object, connection: aws, bucket: {bucket}, key: missing.csv, poll_interval: 200ms, timeout: 1s, retries: 3}}\n"
+    );
+    let dir = cloud_project(
+        &emulators.moto,
+        &emulators.bigquery,
+        &[("never.yaml", &dag)],
+    );
+    let run = ferry_in(dir.path(), &["run", "never"], &AWS_ENV);
+    assert!(!run.status.success(), "{}", stderr(&run));
+    let log = stdout(&ferry_in(dir.path(), &["logs", "never__", "landed"], &[]));
+    assert!(
+        log.contains(&format!(
+            "gave up waiting for s3://{bucket}/missing.csv after 1s"
+        )),
+        "{log}"
+    );
+    // Giving up is final: no retry waits another day.
+    assert_eq!(
+        task(&shown(dir.path(), "never__"), "landed")["try_number"],
+        1
+    );
+}

@@ -701,7 +701,7 @@ fn issue7_the_readmes_examples_pass_on_a_fresh_copy() {
         .expect("the README's example block");
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = std::process::Command::new("cp")
-        .args(["-r", "dags", "ferry.toml"])
+        .args(["-r", "dags", "dev", "ferry.toml"])
         .arg(dir.path())
         .current_dir(&repo)
         .status()
@@ -709,6 +709,21 @@ fn issue7_the_readmes_examples_pass_on_a_fresh_copy() {
     assert!(copy.success());
     let serve = spawn_ferry(dir.path(), &["serve"]);
     let run = wait_for_success_of(dir.path(), "warehouse_housekeeping");
+    // The Forward example moves the seeded application database's events of each day into
+    // the dev warehouse.
+    let forward = wait_for_success_of(dir.path(), "forward_app_events");
+    let shown: Value = serde_json::from_str(&stdout(&ferry_in(
+        dir.path(),
+        &["runs", "show", &forward, "--format", "json"],
+        &[],
+    )))
+    .expect("JSON");
+    let moved = shown["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["task_id"] == "forward_events"))
+        .and_then(|t| t["metrics"]["rows_written"].as_i64())
+        .expect("rows written are recorded");
+    assert!(moved > 0, "{shown}");
     for line in section.lines().filter(|l| !l.trim().is_empty()) {
         let command = line.split(" # ").next().expect("command").trim();
         let args: Vec<String> = command

@@ -103,14 +103,18 @@ pub(crate) async fn try_own(store: &Store, command: &str) -> Result<Result<Owner
     }
 }
 
-/// An engine with the configured limits; `observer` hears of every change.
-pub(crate) fn engine(
+/// An engine with the configured limits; `observer` hears of every change. The SQLite
+/// databases of the environment that have a seed script and do not exist yet are made first.
+pub(crate) async fn engine(
     config: &Config,
     store: Store,
     clock: Arc<dyn Clock>,
     observer: Observer,
     stop: &StopArgs,
 ) -> Result<Engine> {
+    for made in ferry_connectors::seed(config.connections()).await? {
+        say!("ferry: {made}");
+    }
     let settings = engine_config(config, &store, stop)?;
     Ok(Engine::new(store, clock, settings, observer))
 }

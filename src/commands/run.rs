@@ -39,7 +39,8 @@ pub(crate) fn run(config: &Config, args: &RunArgs) -> Result<ExitCode> {
             clock,
             crate::progress::for_run(tasks),
             &args.stop,
-        )?;
+        )
+        .await?;
         load_all(&mut engine, &catalog).await?;
         let Some(run) = engine
             .create_run(&dag.id, interval, "manual", &conf)
@@ -161,7 +162,8 @@ pub(crate) fn backfill(config: &Config, args: &BackfillArgs) -> Result<ExitCode>
             Arc::new(SystemClock::real()),
             crate::progress::lines(),
             &args.stop,
-        )?;
+        )
+        .await?;
         load_all(&mut engine, &catalog).await?;
         if let Some(parallel) = parallel {
             engine.limit_active_runs(&dag.id, parallel);

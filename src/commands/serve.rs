@@ -33,7 +33,8 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             Arc::new(SystemClock::real()),
             crate::progress::lines(),
             &args.stop,
-        )?;
+        )
+        .await?;
         engine.set_owner(owner);
         let catalog = read(config);
         report(&catalog, None);

@@ -31,6 +31,16 @@ pub enum Connection {
     Sqlite {
         /// The file (relative to the working directory).
         path: PathBuf,
+        /// A SQL script that makes the database when the file does not exist (a local
+        /// stand-in for the application's database in `dev`), relative to the working
+        /// directory. ferry runs it when an engine starts (`serve`, `run`, `backfill`).
+        #[serde(default)]
+        seed: Option<PathBuf>,
+        /// Names usable as `schema.table` (stand-ins for BigQuery datasets or PostgreSQL
+        /// schemas): each a SQLite file beside `path` (`warehouse.analytics.sqlite`),
+        /// attached to every connection ferry opens.
+        #[serde(default)]
+        schemas: Vec<String>,
     },
     /// A PostgreSQL database: `postgres://user:password@host:port/db` (a secret).
     Postgres {
@@ -97,7 +107,7 @@ impl Connection {
     /// Where it points, for people: passwords masked.
     pub fn target(&self) -> String {
         match self {
-            Connection::Sqlite { path } => path.display().to_string(),
+            Connection::Sqlite { path, .. } => path.display().to_string(),
             Connection::Postgres { url } | Connection::Mysql { url } => match url.unset() {
                 Some(name) => format!("<unset: ${{{name}}}>"),
                 None => {

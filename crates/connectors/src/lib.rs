@@ -13,6 +13,7 @@ mod jobs;
 mod live;
 mod query;
 mod sfn;
+mod sqlite;
 mod transfer;
 mod waits;
 mod write;
@@ -74,7 +75,7 @@ pub async fn test(name: &str, connection: &Connection) -> Result<String, Connect
     };
     let round_trip = async {
         match connection {
-            Connection::Sqlite { path } => {
+            Connection::Sqlite { path, schemas, .. } => {
                 if !path.is_file() {
                     return Err(failed(
                         "open",
@@ -82,14 +83,9 @@ pub async fn test(name: &str, connection: &Connection) -> Result<String, Connect
                         "check the path (relative to the folder ferry runs in)",
                     ));
                 }
-                let options = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(path)
-                    .read_only(true);
-                let mut db = sqlx::SqliteConnection::connect_with(&options)
-                    .await
-                    .map_err(|e| {
-                        failed("open", e.to_string(), "check that it is a SQLite database")
-                    })?;
+                let mut db = sqlite::open(path, schemas, true).await.map_err(|e| {
+                    failed("open", e.to_string(), "check that it is a SQLite database")
+                })?;
                 let version: String = sqlx::query_scalar("SELECT sqlite_version()")
                     .fetch_one(&mut db)
                     .await
@@ -196,6 +192,66 @@ pub async fn test(name: &str, connection: &Connection) -> Result<String, Connect
     }
 }
 
+/// Makes the SQLite databases of `connections` that have a `seed` script and whose file does
+/// not exist yet: each from its script, in one transaction (a script that fails leaves no
+/// file, so the next start tries again). Returns what it made, for people.
+pub async fn seed(
+    connections: &std::collections::BTreeMap<String, Connection>,
+) -> Result<Vec<String>, ConnectorError> {
+    let mut made = Vec::new();
+    for (name, connection) in connections {
+        let Connection::Sqlite {
+            path,
+            seed: Some(script),
+            ..
+        } = connection
+        else {
+            continue;
+        };
+        if path.exists() {
+            continue;
+        }
+        let failed = |what: &'static str, cause: String| ConnectorError::Failed {
+            name: name.clone(),
+            kind: "sqlite",
+            target: path.display().to_string(),
+            what,
+            cause,
+            advice: "check the seed script; the database is made again at the next start",
+        };
+        let sql = std::fs::read_to_string(script)
+            .map_err(|e| failed("read the seed script", format!("{}: {e}", script.display())))?;
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| failed("make its folder", format!("{}: {e}", folder.display())))?;
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let result = async {
+            let mut db = sqlx::SqliteConnection::connect_with(&options).await?;
+            let mut tx = db.begin().await?;
+            sqlx::raw_sql(sql.as_str()).execute(&mut *tx).await?;
+            tx.commit().await?;
+            db.close().await
+        }
+        .await;
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(path);
+            return Err(failed(
+                "run the seed script",
+                format!("{}: {error}", script.display()),
+            ));
+        }
+        made.push(format!(
+            "connection {name}: made {} from {}",
+            path.display(),
+            script.display()
+        ));
+    }
+    Ok(made)
+}
+
 /// The URL of a connection, or the error naming the unset variable it refers to.
 fn exposed<'a>(
     name: &str,
@@ -229,7 +285,14 @@ mod tests {
         let path = dir.path().join("app.db");
         let runtime = runtime();
         let missing = runtime
-            .block_on(test("app", &Connection::Sqlite { path: path.clone() }))
+            .block_on(test(
+                "app",
+                &Connection::Sqlite {
+                    path: path.clone(),
+                    seed: None,
+                    schemas: Vec::new(),
+                },
+            ))
             .expect_err("no file");
         assert!(
             missing
@@ -240,7 +303,14 @@ mod tests {
         );
         std::fs::write(&path, "").expect("empty file");
         let said = runtime
-            .block_on(test("app", &Connection::Sqlite { path }))
+            .block_on(test(
+                "app",
+                &Connection::Sqlite {
+                    path,
+                    seed: None,
+                    schemas: Vec::new(),
+                },
+            ))
             .expect("an empty file is an empty database");
         assert!(said.starts_with("SQLite 3."), "{said}");
     }

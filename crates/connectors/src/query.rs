@@ -111,11 +111,8 @@ async fn run_sql(
 ) -> Option<Outcome> {
     let writes = plan.writes;
     let result = match target {
-        Connection::Sqlite { path } => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .busy_timeout(Duration::from_secs(30));
-            match sqlx::SqliteConnection::connect_with(&options).await {
+        Connection::Sqlite { path, schemas, .. } => {
+            match crate::sqlite::open(path, schemas, false).await {
                 // SQLite ends the statement under way before the transaction is rolled back.
                 Ok(mut db) => tokio::select! {
                     result = sqlite_transaction(&mut db, plan) => result,

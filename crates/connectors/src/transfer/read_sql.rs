@@ -1,7 +1,5 @@
 //! Reading a SELECT's rows on a SQL connection in batches.
 
-use std::time::Duration;
-
 use ferry_config::Connection;
 use ferry_executor::connector::ColumnType;
 use futures_util::TryStreamExt as _;
@@ -86,12 +84,8 @@ async fn read(
     sender: &mpsc::Sender<Read>,
 ) -> Result<(), String> {
     match connection {
-        Connection::Sqlite { path, .. } => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true)
-                .busy_timeout(Duration::from_secs(30));
-            let mut db = sqlx::SqliteConnection::connect_with(&options)
+        Connection::Sqlite { path, schemas, .. } => {
+            let mut db = crate::sqlite::open(path, schemas, true)
                 .await
                 .map_err(|e| format!("open {}: {e}", path.display()))?;
             stream_rows!(db, sql, batch_size, sender, sqlite_value, sqlite_type)

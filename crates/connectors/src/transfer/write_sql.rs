@@ -2,8 +2,6 @@
 //! temporary table (PostgreSQL: with COPY; the others: multi-row INSERTs), then written into
 //! the table by the write mode in one transaction.
 
-use std::time::Duration;
-
 use ferry_config::Connection;
 use ferry_executor::connector::{AttemptScope, ColumnType, TableWrite};
 use sqlx::Connection as _;
@@ -64,11 +62,8 @@ pub(super) async fn write(
         }};
     }
     match target {
-        Connection::Sqlite { path, .. } => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .busy_timeout(Duration::from_secs(30));
-            let mut db = sqlx::SqliteConnection::connect_with(&options)
+        Connection::Sqlite { path, schemas, .. } => {
+            let mut db = crate::sqlite::open(path, schemas, false)
                 .await
                 .map_err(sql_error)?;
             sqlx::Executor::execute(&mut db, create.as_str())

@@ -93,6 +93,10 @@ pub(crate) struct ValidateArgs {
     /// meets in the next year and what ferry will do.
     #[arg(long)]
     pub(crate) dst: bool,
+    /// Also check what only the connections can: BigQuery dry-runs every `query` task's SQL,
+    /// rendered for the DAG's latest interval (errors fail validation; bytes are printed).
+    #[arg(long)]
+    pub(crate) connect: bool,
     #[command(flatten)]
     pub(crate) source: DagSource,
 }
@@ -202,6 +206,24 @@ pub(crate) enum BenchCommand {
         /// Print the findings as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Move generated rows from PostgreSQL into PostgreSQL (and BigQuery) with the transfer
+    /// task's code; print rows per second and peak memory per size.
+    Transfer {
+        /// The PostgreSQL database to use (it gets tables `ferry_bench_source` and
+        /// `ferry_bench_target`).
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        postgres: String,
+        /// A BigQuery endpoint (an emulator) to transfer into as well.
+        #[arg(long, value_name = "URL")]
+        bigquery: Option<String>,
+        /// Row counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
+        rows: Vec<usize>,
     },
     /// Run the engine workloads W1–W5 and print a table.
     Engine {

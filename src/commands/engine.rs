@@ -363,3 +363,19 @@ pub(crate) async fn follow(
         }
     }
 }
+
+/// A byte count for people: `12.3 GB`.
+pub(crate) fn human_bytes(bytes: i64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_chaos;
 mod bench_engine;
+mod bench_transfer;
 mod connections;
 mod dags;
 mod engine;
@@ -64,6 +65,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             database_url,
             json,
         }) => bench_chaos::run(kills, runs, database_url.as_deref(), json),
+        Command::Bench(BenchCommand::Transfer {
+            postgres,
+            bigquery,
+            rows,
+        }) => bench_transfer::run(&postgres, bigquery.as_deref(), &rows),
         Command::Bench(BenchCommand::Engine { database_url }) => {
             bench_engine::run(&config()?, database_url.as_deref())
         }

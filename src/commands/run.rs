@@ -241,7 +241,11 @@ fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
 
 /// The data interval for `--date` (or the latest complete one); for a manual-only DAG, the
 /// instant itself.
-fn interval_for(dag: &Dag, date: Option<&str>, now: chrono::DateTime<Utc>) -> Result<DataInterval> {
+pub(crate) fn interval_for(
+    dag: &Dag,
+    date: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Result<DataInterval> {
     let at = match date {
         Some(text) => Some(
             parse_instant(text, dag.timezone)

@@ -33,6 +33,97 @@ fn print_dst_report(catalog: &Catalog, now: DateTime<Utc>) {
     out!();
 }
 
+/// `--connect`: BigQuery dry-runs the SQL of every `query` task on a `bigquery` connection,
+/// rendered for the DAG's latest interval; prints one line per task and returns how many
+/// BigQuery refused.
+fn dry_runs(config: &Config, catalog: &Catalog, now: DateTime<Utc>) -> Result<usize> {
+    let connections = config.connections();
+    let templates = ferry_dag::template::Templates::new();
+    let secrets = config.secrets();
+    let mut refused = 0;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for dag in catalog.dags.values() {
+        for task in &dag.tasks {
+            let ferry_dag::tasks::TaskKind::Query(query) = &task.kind else {
+                continue;
+            };
+            let Some(connection) = connections
+                .get(&query.connection)
+                .filter(|c| c.kind() == "bigquery")
+            else {
+                continue;
+            };
+            let interval = super::run::interval_for(dag, None, now)?;
+            let run = ferry_store::RunRecord {
+                id: 0,
+                dag_id: dag.id.clone(),
+                run_id: "validate__connect".to_string(),
+                logical_date: interval.start.timestamp_millis(),
+                interval_start: interval.start.timestamp_millis(),
+                interval_end: interval.end.timestamp_millis(),
+                run_type: "manual".to_string(),
+                conf: "{}".to_string(),
+                state: "queued".to_string(),
+                dag_version_id: 0,
+                queued_at: now.timestamp_millis(),
+                started_at: None,
+                ended_at: None,
+            };
+            let context = ferry_scheduler::render::AttemptContext {
+                try_number: 1,
+                inherited_env: &[],
+                secrets: &secrets,
+                previous_success: None,
+            };
+            let place = format!(
+                "{}: dag `{}`, task `{}`",
+                dag.file.display(),
+                dag.id,
+                task.id
+            );
+            let sql = match ferry_scheduler::render::prepare(dag, task, &run, &templates, &context)
+            {
+                Ok(ferry_scheduler::render::Prepared {
+                    work:
+                        ferry_scheduler::render::Work::Connector(
+                            ferry_executor::connector::ConnectorWork::Query { sql, .. },
+                        ),
+                    ..
+                }) => sql,
+                Ok(_) => continue,
+                Err(problem) => {
+                    refused += 1;
+                    out!(
+                        "{place}: error[dry-run]: the SQL does not render: {}",
+                        problem.message
+                    );
+                    continue;
+                }
+            };
+            match runtime.block_on(ferry_connectors::dry_run(
+                &query.connection,
+                connection,
+                &sql,
+            )) {
+                Ok(bytes) => out!(
+                    "{place}: BigQuery dry run ok: would process {bytes} bytes ({})",
+                    super::engine::human_bytes(bytes)
+                ),
+                Err(error) => {
+                    refused += 1;
+                    out!(
+                        "{place}: error[dry-run]: {}",
+                        secrets.redact(&error.to_string())
+                    );
+                }
+            }
+        }
+    }
+    Ok(refused)
+}
+
 pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
     let catalog = super::load_catalog(config, &args.paths, &args.source);
     let errors = catalog.count(Severity::Error);
@@ -86,7 +177,12 @@ pub(crate) fn run(config: &Config, args: &ValidateArgs) -> Result<ExitCode> {
             );
         }
     }
-    let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    let refused = if args.connect {
+        dry_runs(config, &catalog, args.source.now.unwrap_or_else(Utc::now))?
+    } else {
+        0
+    };
+    let failed = errors > 0 || refused > 0 || (args.deny_warnings && warnings > 0);
     Ok(if failed {
         ExitCode::from(1)
     } else {

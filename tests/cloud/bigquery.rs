@@ -157,3 +157,45 @@ fn issue8_a_bigquery_job_is_retried_when_refused_for_now_and_cancelled_past_the_
         stub.calls()
     );
 }
+
+#[test]
+fn issue8_validate_connect_dry_runs_bigquery_queries() {
+    let Some(emulators) = emulators() else { return };
+    let ds = unique("ferry_dry");
+    bigquery_dataset(&emulators.bigquery, &ds);
+    super::emulators::bigquery_call(
+        &emulators.bigquery,
+        "queries",
+        json!({"query": format!("CREATE TABLE {ds}.daily AS SELECT '2026-11-28' AS day, 1 AS points"), "useLegacySql": false}),
+    );
+    let good = format!(
+        "tasks:\n  - {{id: fine, type: query, connection: warehouse, sql: \"SELECT points FROM {ds}.daily WHERE day = '{{{{ ds }}}}'\"}}\n"
+    );
+    let dir = cloud_project(
+        &emulators.moto,
+        &emulators.bigquery,
+        &[("good.yaml", &good)],
+    );
+    let output = ferry_in(dir.path(), &["validate", "--connect"], &[]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("dag `good`, task `fine`: BigQuery dry run ok: would process"),
+        "{}",
+        stdout(&output)
+    );
+    let bad = format!(
+        "tasks:\n  - {{id: broken, type: query, connection: warehouse, sql: \"SELECT no_such_column FROM {ds}.daily\"}}\n"
+    );
+    std::fs::write(dir.path().join("dags/internal/bad.yaml"), bad).expect("DAG");
+    let output = ferry_in(dir.path(), &["validate", "--connect"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output)
+            .contains("dag `bad`, task `broken`: error[dry-run]: connection `warehouse` (bigquery")
+            && stdout(&output).contains("no_such_column"),
+        "{}",
+        stdout(&output)
+    );
+    // Without --connect nothing is asked of BigQuery: the file is valid.
+    assert!(ferry_in(dir.path(), &["validate"], &[]).status.success());
+}

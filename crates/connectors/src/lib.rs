@@ -192,6 +192,75 @@ pub async fn test(name: &str, connection: &Connection) -> Result<String, Connect
     }
 }
 
+/// Dry-runs `sql` on BigQuery connection `name` (`ferry validate --connect`): BigQuery parses
+/// and plans it without running it. Returns the bytes it would process; an error says why
+/// BigQuery refused it.
+pub async fn dry_run(
+    name: &str,
+    connection: &Connection,
+    sql: &str,
+) -> Result<i64, ConnectorError> {
+    let Connection::Bigquery {
+        project,
+        location,
+        credentials,
+        endpoint,
+    } = connection
+    else {
+        return Err(ConnectorError::Failed {
+            name: name.to_string(),
+            kind: connection.kind(),
+            target: connection.target(),
+            what: "dry run",
+            cause: "only BigQuery connections have dry runs".to_string(),
+            advice: "",
+        });
+    };
+    let failed = |cause: String, advice: &'static str| ConnectorError::Failed {
+        name: name.to_string(),
+        kind: "bigquery",
+        target: connection.target(),
+        what: "dry run",
+        cause: ferry_secrets::redact_text(&cause),
+        advice,
+    };
+    let target = bigquery::Target {
+        project,
+        location: location.as_deref(),
+        credentials,
+        endpoint: endpoint.as_deref(),
+    };
+    let client = bigquery::client(&target)
+        .await
+        .map_err(|e| failed(e, "check the credentials"))?;
+    let mut request = gcp_bigquery_client::model::query_request::QueryRequest::new(sql);
+    request.use_legacy_sql = false;
+    request.dry_run = Some(true);
+    request.location = location.clone();
+    let answer =
+        match tokio::time::timeout(TEST_TIMEOUT, client.job().query(project, request)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return Err(failed(bigquery::describe(&error), "fix the SQL")),
+            Err(_) => {
+                return Err(failed(
+                    format!("no answer within {} s", TEST_TIMEOUT.as_secs()),
+                    "check the endpoint",
+                ));
+            }
+        };
+    if let Some(error) = answer.errors.as_ref().and_then(|e| e.first()) {
+        return Err(failed(
+            error.message.clone().unwrap_or_default(),
+            "fix the SQL",
+        ));
+    }
+    Ok(answer
+        .total_bytes_processed
+        .as_deref()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0))
+}
+
 /// Makes the SQLite databases of `connections` that have a `seed` script and whose file does
 /// not exist yet: each from its script, in one transaction (a script that fails leaves no
 /// file, so the next start tries again). Returns what it made, for people.

@@ -152,7 +152,7 @@ async fn fill_source(url: &str, rows: usize) -> Result<()> {
          CREATE TABLE ferry_bench_source AS
          SELECT i::bigint AS id, (i % 1000)::int AS user_id,
                 CASE i % 3 WHEN 0 THEN 'login' ELSE 'answer' END AS kind,
-                (i % 97) * 0.5 AS points,
+                ((i % 97) * 0.5)::float8 AS points,
                 TIMESTAMPTZ '2026-11-28 00:00:00+09' + (i % 86400) * INTERVAL '1 second' AS created_at
          FROM generate_series(1, {rows}) AS i"
     ))

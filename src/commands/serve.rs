@@ -19,9 +19,9 @@ use super::engine::{
 use crate::cli::ServeArgs;
 
 pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
-    for (place, variable) in config.unset_secrets() {
+    for (place, missing) in config.unset_secrets() {
         say!(
-            "ferry: warning: `{place}` refers to the environment variable {variable}, which is not set: it stays empty until ferry is started with it"
+            "ferry: warning: `{place}` refers to {missing}: it stays empty until ferry is started with it"
         );
     }
     block_on(async {

@@ -73,6 +73,7 @@ fn glue_stub(throttled: usize, state: &'static str) -> Stub {
                 "ErrorMessage": (state == "FAILED").then_some("An error occurred while calling o87.pyWriteDynamicFrame. Spark executor ran out of memory in stage 3")}})
             .to_string(),
         ),
+        "AWSGlue.GetJobRuns" => (200, json!({"JobRuns": []}).to_string()),
         "AWSGlue.BatchStopJobRun" => (
             200,
             json!({"SuccessfulSubmissions": [{"JobName": "stubbed", "JobRunId": "jr_stub"}], "Errors": []}).to_string(),
@@ -128,7 +129,8 @@ fn issue8_a_glue_run_past_the_timeout_is_stopped() {
 
 #[test]
 fn issue8_glue_throttling_is_retried_with_backoff() {
-    // The SDK tries three times itself; ferry's own backoff takes the fourth refusal.
+    // Glue has no idempotency token: ferry (not the SDK) tries again, after looking for a run
+    // that carries its attempt token (a start whose answer was lost).
     let stub = glue_stub(4, "SUCCEEDED");
     let dir = cloud_project(
         &stub.url,
@@ -138,6 +140,7 @@ fn issue8_glue_throttling_is_retried_with_backoff() {
     let run = ferry_in(dir.path(), &["run", "glue"], &AWS_ENV);
     assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
     assert_eq!(stub.count("AWSGlue.StartJobRun"), 5, "{:?}", stub.calls());
+    assert_eq!(stub.count("AWSGlue.GetJobRuns"), 4, "{:?}", stub.calls());
     let log = stdout(&ferry_in(dir.path(), &["logs", "glue__", "forward"], &[]));
     assert!(
         log.contains("starting the Glue run: ThrottlingException: Rate exceeded (transient; trying again in 1 s)"),

@@ -143,3 +143,100 @@ fn aws_config(moto: &str, body: serde_json::Value) {
             assert!(response.status().is_success());
         });
 }
+
+#[test]
+fn issue8_clearing_a_task_stops_its_execution_and_starts_a_new_one() {
+    let Some(emulators) = emulators() else { return };
+    let arn = state_machine(
+        &emulators.moto,
+        &unique("writeback_cleared"),
+        json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 120, "End": true}}}),
+    );
+    let dag = sfn_dag(&arn, "");
+    let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("sfn.yaml", &dag)]);
+    let mut serve = spawn_ferry_with(dir.path(), &["serve"], &AWS_ENV);
+    let run = spawn_ferry_with(dir.path(), &["run", "sfn"], &AWS_ENV);
+    crate::util::wait_until(Duration::from_secs(30), || {
+        executions(&emulators.moto, &arn).len() == 1
+    });
+    let output = ferry_in(
+        dir.path(),
+        &[
+            "tasks",
+            "clear",
+            "sfn__",
+            "writeback",
+            "--reason",
+            "wrong input",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    // The first execution is stopped, and the task's next try starts its own.
+    crate::util::wait_until(Duration::from_secs(30), || {
+        let all = executions(&emulators.moto, &arn);
+        all.len() == 2 && all.iter().any(|e| e["status"] == "ABORTED")
+    });
+    let all = executions(&emulators.moto, &arn);
+    let aborted = all
+        .iter()
+        .find(|e| e["status"] == "ABORTED")
+        .expect("aborted");
+    assert!(
+        aborted["name"].as_str().is_some_and(|n| n.ends_with("-1")),
+        "{all:?}"
+    );
+    let running = all
+        .iter()
+        .find(|e| e["status"] == "RUNNING")
+        .expect("a new one");
+    assert!(
+        running["name"].as_str().is_some_and(|n| n.ends_with("-2")),
+        "{all:?}"
+    );
+    nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    drop(run);
+}
+
+#[test]
+fn issue8_a_shutdown_leaves_the_execution_and_a_clear_meanwhile_stops_it_at_the_next_start() {
+    let Some(emulators) = emulators() else { return };
+    let arn = state_machine(
+        &emulators.moto,
+        &unique("writeback_detached"),
+        json!({"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 120, "End": true}}}),
+    );
+    let dag = sfn_dag(&arn, "");
+    let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("sfn.yaml", &dag)]);
+    let mut run = spawn_ferry_with(dir.path(), &["run", "sfn"], &AWS_ENV);
+    crate::util::wait_until(Duration::from_secs(30), || {
+        executions(&emulators.moto, &arn).len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM: ferry stops, the execution goes on, the attempt stays running for the next start.
+    nix_kill(&run, "TERM");
+    let _ = run.wait();
+    assert_eq!(executions(&emulators.moto, &arn)[0]["status"], "RUNNING");
+    let shown = shown(dir.path(), "sfn__");
+    assert_eq!(task(&shown, "writeback")["state"], "running", "{shown}");
+    // Cleared while no ferry runs: the next start stops that execution before the next try.
+    let cleared = ferry_in(dir.path(), &["tasks", "clear", "sfn__", "writeback"], &[]);
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    let mut serve = spawn_ferry_with(dir.path(), &["serve"], &AWS_ENV);
+    crate::util::wait_until(Duration::from_secs(30), || {
+        let all = executions(&emulators.moto, &arn);
+        all.iter().any(|e| e["status"] == "ABORTED") && all.len() == 2
+    });
+    let all = executions(&emulators.moto, &arn);
+    let aborted = all
+        .iter()
+        .find(|e| e["status"] == "ABORTED")
+        .expect("aborted");
+    assert!(
+        aborted["name"].as_str().is_some_and(|n| n.ends_with("-1")),
+        "{all:?}"
+    );
+    nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+}

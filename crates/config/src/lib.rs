@@ -393,12 +393,13 @@ impl Config {
         secrets
     }
 
-    /// The secrets that refer to an environment variable that is not set: (where, variable).
+    /// The secrets that refer to an environment variable that is not set (or a file that
+    /// cannot be read): (where, what it refers to, for a sentence).
     pub fn unset_secrets(&self) -> Vec<(String, String)> {
         let mut unset = Vec::new();
         let mut note = |place: String, secret: &Secret| {
-            if let Some(name) = secret.unset() {
-                unset.push((place, name.to_string()));
+            if let Some(missing) = secret.missing() {
+                unset.push((place, missing));
             }
         };
         if let Some(url) = &self.engine.database_url {

@@ -8,9 +8,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// [`Secret::expose`] gives the value, to the code that sends it.
 ///
 /// In a file, a secret is best written as a reference to an environment variable,
-/// `"${SLACK_WEBHOOK_URL}"`, resolved when the configuration is loaded: any shell can set such a
-/// name, and the file holds no secret. A reference to a variable that is not set leaves the
-/// secret *unset*, and it is shown as such (`<unset: ${SLACK_WEBHOOK_URL}>`), not masked.
+/// `"${SLACK_WEBHOOK_URL}"`, or to a file holding it, `"${file:/run/secrets/app_db_url}"`
+/// (Docker and Kubernetes secrets; one trailing newline is dropped), resolved when the
+/// configuration is loaded: the configuration file holds no secret. A reference to a variable
+/// that is not set (or a file that cannot be read) leaves the secret *unset*, and it is shown as
+/// such (`<unset: ${SLACK_WEBHOOK_URL}>`), not masked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
     value: String,
@@ -37,9 +39,13 @@ impl Secret {
             .strip_prefix("${")
             .and_then(|rest| rest.strip_suffix('}'))
             .filter(|name| {
-                !name.is_empty()
+                let variable = !name.is_empty()
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !name.starts_with(|c: char| c.is_ascii_digit())
+                    && !name.starts_with(|c: char| c.is_ascii_digit());
+                let file = name
+                    .strip_prefix("file:")
+                    .is_some_and(|path| !path.is_empty());
+                variable || file
             });
         match reference {
             Some(name) => Self {
@@ -50,9 +56,20 @@ impl Secret {
         }
     }
 
-    /// Takes the value of the environment variable this secret refers to, if any.
+    /// Takes the value of the environment variable (or file) this secret refers to, if any.
     pub fn resolve(&mut self, environment: &[(String, String)]) {
-        if let Some(name) = &self.reference {
+        if let Some(path) = self
+            .reference
+            .as_deref()
+            .and_then(|r| r.strip_prefix("file:"))
+        {
+            self.value = std::fs::read_to_string(path)
+                .map(|text| {
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    text.strip_suffix('\r').unwrap_or(text).to_string()
+                })
+                .unwrap_or_default();
+        } else if let Some(name) = &self.reference {
             self.value = environment
                 .iter()
                 .find(|(variable, _)| variable == name)
@@ -67,9 +84,20 @@ impl Secret {
         &self.value
     }
 
-    /// The environment variable of a secret that refers to one that is not set.
+    /// The reference of a secret whose variable is not set (or whose file cannot be read or
+    /// is empty): `NAME` or `file:/path`.
     pub fn unset(&self) -> Option<&str> {
         self.reference.as_deref().filter(|_| self.value.is_empty())
+    }
+
+    /// What an unset secret refers to, for a sentence: "the environment variable NAME, which
+    /// is not set" or "the file /path, which cannot be read or is empty".
+    pub fn missing(&self) -> Option<String> {
+        self.unset()
+            .map(|reference| match reference.strip_prefix("file:") {
+                Some(path) => format!("the file {path}, which cannot be read or is empty"),
+                None => format!("the environment variable {reference}, which is not set"),
+            })
     }
 
     fn shown(&self) -> String {
@@ -129,5 +157,22 @@ mod tests {
         assert_eq!(missing.to_string(), "<unset: ${NOT_THERE}>");
         assert_eq!(missing.unset(), Some("NOT_THERE"));
         assert_eq!(Secret::written("${not a name}").expose(), "${not a name}");
+    }
+
+    #[test]
+    fn file_references_are_read_and_a_missing_file_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db_url");
+        std::fs::write(&path, "postgres://app:s3cret@db/app\n").expect("file");
+        let mut secret = Secret::written(&format!("${{file:{}}}", path.display()));
+        secret.resolve(&[]);
+        assert_eq!(secret.expose(), "postgres://app:s3cret@db/app");
+        assert_eq!(secret.to_string(), MASK);
+        let mut missing = Secret::written("${file:/nonexistent/secret}");
+        missing.resolve(&[]);
+        assert_eq!(
+            missing.missing().as_deref(),
+            Some("the file /nonexistent/secret, which cannot be read or is empty")
+        );
     }
 }

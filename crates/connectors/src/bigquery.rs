@@ -178,6 +178,12 @@ pub(crate) async fn run_query(
             .await;
             match inserted {
                 None => {
+                    // The submission may have reached BigQuery: the job of this id is
+                    // cancelled.
+                    let _ = client
+                        .job()
+                        .cancel_job(target.project, &job_id, target.location)
+                        .await;
                     return Outcome::failed(None, "stopped before the BigQuery job was submitted");
                 }
                 // BigQuery answers a second submission of the same id with 409: that job is

@@ -117,7 +117,10 @@ pub(crate) async fn run(client: &Client, run: &GlueRun<'_>, scope: &AttemptScope
     }
 }
 
-/// Starts the run, with the attempt token as an argument; its id, or the failure.
+/// Starts the run, with the attempt token as an argument; its id, or the failure. Glue has no
+/// idempotency token: before trying again after an error that may have hidden a start (a
+/// timeout, a lost connection, a 5xx), ferry looks for a run carrying its token and takes it.
+/// A stop during the start stops a run that started anyway.
 async fn start(
     client: &Client,
     run: &GlueRun<'_>,
@@ -129,30 +132,76 @@ async fn start(
         request = request.arguments(name, value);
     }
     request = request.arguments(ATTEMPT_ARGUMENT, token);
-    let started = retrying(
-        "starting the Glue run",
-        scope,
-        is_transient,
-        describe,
-        || request.clone().send(),
-    )
-    .await;
-    match started {
-        None => Err(Outcome::failed(None, "stopped before the Glue run started")),
-        Some(Err(error)) => Err(failure(
-            &error,
-            &format!("could not start a run of Glue job {}", run.job_name),
-        )),
-        Some(Ok(output)) => match output.job_run_id {
-            Some(id) => {
-                scope
-                    .log
-                    .note(&format!("started Glue run {id} of job {}", run.job_name));
-                Ok(id)
-            }
-            None => Err(Outcome::failed(None, "Glue started a run but gave no id")),
-        },
+    if scope.cancel.is_cancelled() {
+        // Taken over only to be stopped (an operator cleared the task): start nothing.
+        return Err(Outcome::failed(None, "stopped before the Glue run started"));
     }
+    let mut delay = std::time::Duration::from_secs(1);
+    for attempt in 1..=6 {
+        let started = tokio::select! {
+            started = request.clone().send() => Some(started),
+            () = scope.cancel.cancelled() => None,
+            () = scope.shutting_down.cancelled() => None,
+        };
+        let error = match started {
+            Some(Ok(output)) => {
+                return match output.job_run_id {
+                    Some(id) => {
+                        scope
+                            .log
+                            .note(&format!("started Glue run {id} of job {}", run.job_name));
+                        Ok(id)
+                    }
+                    None => Err(Outcome::failed(None, "Glue started a run but gave no id")),
+                };
+            }
+            Some(Err(error)) => error,
+            None => {
+                // The request may have reached Glue: a run of this attempt is stopped (a
+                // shutdown leaves it to the next start, which finds it by its token).
+                if !scope.shutting_down.is_cancelled()
+                    && let Ok(Some(id)) = find_run(client, run.job_name, token, scope).await
+                {
+                    let _ = client
+                        .batch_stop_job_run()
+                        .job_name(run.job_name)
+                        .job_run_ids(&id)
+                        .send()
+                        .await;
+                    scope
+                        .log
+                        .note(&format!("stopped Glue run {id}, started as ferry stopped"));
+                }
+                return Err(Outcome::failed(None, "stopped before the Glue run started"));
+            }
+        };
+        if attempt == 6 || !is_transient(&error) {
+            return Err(failure(
+                &error,
+                &format!("could not start a run of Glue job {}", run.job_name),
+            ));
+        }
+        scope.log.note(&format!(
+            "starting the Glue run: {} (transient; trying again in {} s)",
+            describe(&error),
+            delay.as_secs()
+        ));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = scope.cancel.cancelled() => return Err(Outcome::failed(None, "stopped before the Glue run started")),
+            () = scope.shutting_down.cancelled() => return Err(Outcome::failed(None, "stopped before the Glue run started")),
+        }
+        delay *= 2;
+        // A start whose answer was lost may have made the run.
+        if let Ok(Some(id)) = find_run(client, run.job_name, token, scope).await {
+            scope.log.note(&format!(
+                "found Glue run {id} of job {}, started by the try whose answer was lost",
+                run.job_name
+            ));
+            return Ok(id);
+        }
+    }
+    Err(Outcome::failed(None, "could not start the Glue run"))
 }
 
 /// The argument that carries the attempt token (the DAG checker keeps it out of a task's
@@ -167,33 +216,57 @@ async fn find_run(
     token: &str,
     scope: &AttemptScope<'_>,
 ) -> Result<Option<String>, Outcome> {
-    let listed = retrying(
-        "looking for this attempt's Glue run",
-        scope,
-        is_transient,
-        describe,
-        || client.get_job_runs().job_name(job).max_results(200).send(),
-    )
-    .await;
-    match listed {
-        None => Err(Outcome::failed(None, "stopped")),
-        Some(Err(error)) => Err(failure(
-            &error,
-            &format!("could not list the runs of Glue job {job}"),
-        )),
-        Some(Ok(output)) => Ok(output
-            .job_runs
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|r| {
-                let ours = r
-                    .arguments
-                    .as_ref()
-                    .and_then(|a| a.get(ATTEMPT_ARGUMENT))
-                    .is_some_and(|t| t == token);
-                ours.then_some(r.id).flatten()
-            })),
+    // The run is among the job's newest: up to five pages of 200.
+    let mut next: Option<String> = None;
+    for _ in 0..5 {
+        let request = || {
+            client
+                .get_job_runs()
+                .job_name(job)
+                .max_results(200)
+                .set_next_token(next.clone())
+                .send()
+        };
+        // Once stopped, one plain look (to stop a run that started as ferry stopped).
+        let listed = if scope.cancel.is_cancelled() {
+            Some(request().await)
+        } else {
+            retrying(
+                "looking for this attempt's Glue run",
+                scope,
+                is_transient,
+                describe,
+                request,
+            )
+            .await
+        };
+        let page = match listed {
+            None => return Err(Outcome::failed(None, "stopped")),
+            Some(Err(error)) => {
+                return Err(failure(
+                    &error,
+                    &format!("could not list the runs of Glue job {job}"),
+                ));
+            }
+            Some(Ok(page)) => page,
+        };
+        let found = page.job_runs.unwrap_or_default().into_iter().find_map(|r| {
+            let ours = r
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get(ATTEMPT_ARGUMENT))
+                .is_some_and(|t| t == token);
+            ours.then_some(r.id).flatten()
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        next = page.next_token;
+        if next.is_none() {
+            break;
+        }
     }
+    Ok(None)
 }
 
 /// Ends the wait: stops the run unless ferry shuts down (then it is left for the next ferry).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferry_executor::connector::AttemptScope;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Why waiting on a job ended early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,5 +92,47 @@ pub(crate) fn stop_reason(scope: &AttemptScope<'_>) -> Stop {
         Stop::Detached
     } else {
         Stop::Cancelled
+    }
+}
+
+/// A token that fires when the attempt is stopped (a cancel, a shutdown) or its timeout
+/// passes; its watcher ends with it (the guard fires it when the work is done).
+pub(crate) struct Stopper {
+    /// Fires on a stop or the timeout.
+    pub token: CancellationToken,
+    /// Set when the timeout fired it.
+    pub timed_out: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _done: DropGuard,
+}
+
+/// The [`Stopper`] of `scope` with `timeout`.
+pub(crate) fn stopper(scope: &AttemptScope<'_>, timeout: Option<Duration>) -> Stopper {
+    let token = scope.cancel.child_token();
+    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (watched, shutdown, flag) = (
+        token.clone(),
+        scope.shutting_down.clone(),
+        timed_out.clone(),
+    );
+    tokio::spawn(async move {
+        let limit = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => watched.cancel(),
+            () = limit => {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                watched.cancel();
+            }
+            () = watched.cancelled() => {}
+        }
+    });
+    Stopper {
+        _done: token.clone().drop_guard(),
+        token,
+        timed_out,
     }
 }

@@ -30,16 +30,14 @@ pub use live::LiveConnectors;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// The connection refers to a secret that is not set.
-    #[error(
-        "connection `{name}` ({kind}): its URL refers to the environment variable {variable}, which is not set"
-    )]
+    #[error("connection `{name}` ({kind}): its URL refers to {missing}")]
     Unset {
         /// The connection.
         name: String,
         /// Its kind.
         kind: &'static str,
-        /// The variable.
-        variable: String,
+        /// What it refers to: "the environment variable NAME, which is not set".
+        missing: String,
     },
     /// The database could not be reached or refused the query.
     #[error("connection `{name}` ({kind}, {target}): {what}: {cause}; {advice}")]
@@ -327,11 +325,11 @@ fn exposed<'a>(
     connection: &Connection,
     url: &'a ferry_config::Secret,
 ) -> Result<&'a str, ConnectorError> {
-    match url.unset() {
-        Some(variable) => Err(ConnectorError::Unset {
+    match url.missing() {
+        Some(missing) => Err(ConnectorError::Unset {
             name: name.to_string(),
             kind: connection.kind(),
-            variable: variable.to_string(),
+            missing,
         }),
         None => Ok(url.expose()),
     }

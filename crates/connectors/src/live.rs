@@ -41,6 +41,9 @@ impl Connectors for LiveConnectors {
             let Some(target) = self.connections.get(name) else {
                 return Outcome::fatal(format!("no connection `{name}` in this environment"));
             };
+            if let Some(problem) = unset(name, target) {
+                return problem;
+            }
             match (work, target) {
                 (
                     ConnectorWork::Wait {
@@ -72,6 +75,17 @@ impl Connectors for LiveConnectors {
                             "no connection `{source_name}` in this environment"
                         ));
                     };
+                    if let Some(problem) = unset(source_name, source_connection) {
+                        return problem;
+                    }
+                    // A stop (or the timeout) drops a transfer into a SQL database, which rolls
+                    // its transaction back; a transfer into BigQuery watches it itself, to
+                    // cancel its write job.
+                    let stopper = crate::jobs::stopper(&scope, *timeout);
+                    let watched = AttemptScope {
+                        cancel: &stopper.token,
+                        ..scope
+                    };
                     let transfer = crate::transfer::run(
                         source,
                         source_connection,
@@ -80,24 +94,27 @@ impl Connectors for LiveConnectors {
                         write,
                         (*batch_size).max(1),
                         schema,
-                        &scope,
+                        &watched,
                     );
-                    // Dropping the transfer rolls its transaction back and drops its staged
-                    // rows: nothing of it is written.
-                    let timer = async {
-                        match timeout {
-                            Some(limit) => tokio::time::sleep(*limit).await,
-                            None => std::future::pending().await,
+                    let outcome = if matches!(destination, Connection::Bigquery { .. }) {
+                        transfer.await
+                    } else {
+                        tokio::select! {
+                            outcome = transfer => outcome,
+                            () = stopper.token.cancelled() => Outcome::failed(None, "stopped; nothing was written"),
                         }
                     };
-                    tokio::select! {
-                        outcome = transfer => outcome,
-                        () = scope.cancel.cancelled() => Outcome::failed(None, "stopped; nothing was written"),
-                        () = scope.shutting_down.cancelled() => Outcome::failed(None, "stopped; nothing was written"),
-                        () = timer => Outcome::failed(None, format!(
+                    if stopper.timed_out.load(std::sync::atomic::Ordering::SeqCst)
+                        && !matches!(outcome, Outcome::Succeeded { .. })
+                    {
+                        let reason = format!(
                             "timed out after {}s; nothing was written",
                             timeout.unwrap_or_default().as_secs()
-                        )),
+                        );
+                        watched.log.note(&reason);
+                        Outcome::failed(None, reason)
+                    } else {
+                        outcome
                     }
                 }
                 (
@@ -198,7 +215,12 @@ impl Connectors for LiveConnectors {
                 ) => {
                     let config =
                         aws::sdk_config(region, role_arn.as_deref(), endpoint.as_deref()).await;
-                    let client = aws_sdk_glue::Client::new(&config);
+                    // No retries inside the SDK: ferry's own find a run whose start answer was
+                    // lost before trying again (Glue has no idempotency token).
+                    let glue_config = aws_sdk_glue::config::Builder::from(&config)
+                        .retry_config(aws_sdk_glue::config::retry::RetryConfig::disabled())
+                        .build();
+                    let client = aws_sdk_glue::Client::from_conf(glue_config);
                     let run = glue::GlueRun {
                         job_name,
                         arguments,
@@ -246,6 +268,19 @@ impl Connectors for LiveConnectors {
             }
         })
     }
+}
+
+/// The failure of a connection whose URL refers to a variable that is not set (or a file
+/// that cannot be read) where ferry runs.
+fn unset(name: &str, connection: &Connection) -> Option<Outcome> {
+    let (Connection::Postgres { url } | Connection::Mysql { url }) = connection else {
+        return None;
+    };
+    url.missing().map(|missing| {
+        Outcome::fatal(format!(
+            "connection `{name}`'s URL refers to {missing} where ferry runs"
+        ))
+    })
 }
 
 /// The BigQuery script that writes the rows of `select` by `write`: the rows into a

@@ -71,23 +71,10 @@ pub(crate) async fn run(
 ) -> Outcome {
     // Stopped by the engine (a shutdown, a run timeout, a clear) or by the task's timeout: the
     // statement is stopped on the server too, and the transaction rolls back.
-    let stop = scope.cancel.child_token();
-    let shutdown = scope.shutting_down.clone();
-    let on_shutdown = stop.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        on_shutdown.cancel();
-    });
-    if let Some(limit) = timeout {
-        let timer = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(limit).await;
-            timer.cancel();
-        });
-    }
-    match run_sql(name, target, plan, scope, &stop).await {
+    let stopper = crate::jobs::stopper(scope, timeout);
+    match run_sql(name, target, plan, scope, &stopper.token).await {
         Some(outcome) => outcome,
-        None if scope.cancel.is_cancelled() || scope.shutting_down.is_cancelled() => {
+        None if !stopper.timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
             Outcome::failed(None, "stopped; rolled back")
         }
         None => Outcome::failed(
@@ -120,12 +107,6 @@ async fn run_sql(
                 },
                 Err(error) => Err(error),
             }
-        }
-        Connection::Postgres { url } | Connection::Mysql { url } if url.unset().is_some() => {
-            return Some(Outcome::fatal(format!(
-                "connection `{name}`'s URL refers to the environment variable {}, which is not set where ferry runs",
-                url.unset().unwrap_or_default()
-            )));
         }
         Connection::Postgres { url } => match sqlx::PgConnection::connect(url.expose()).await {
             Ok(mut db) => {

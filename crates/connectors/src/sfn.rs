@@ -105,26 +105,51 @@ async fn start(
     name: &str,
     scope: &AttemptScope<'_>,
 ) -> Result<String, Outcome> {
-    let started = retrying(
-        "starting the execution",
-        scope,
-        is_transient,
-        describe,
-        || {
-            client
-                .start_execution()
-                .state_machine_arn(execution.state_machine_arn)
-                .name(name)
-                .input(execution.input)
-                .send()
-        },
-    )
-    .await;
+    // Taken over only to be stopped (an operator cleared the task): start nothing.
+    let started = if scope.cancel.is_cancelled() {
+        None
+    } else {
+        retrying(
+            "starting the execution",
+            scope,
+            is_transient,
+            describe,
+            || {
+                client
+                    .start_execution()
+                    .state_machine_arn(execution.state_machine_arn)
+                    .name(name)
+                    .input(execution.input)
+                    .send()
+            },
+        )
+        .await
+    };
     match started {
-        None => Err(Outcome::failed(
-            None,
-            "stopped before the execution started",
-        )),
+        None => {
+            // The request may have reached Step Functions: the execution of this name is
+            // stopped (a shutdown leaves it to the next start, which starts the same name).
+            if !scope.shutting_down.is_cancelled() {
+                let arn = execution_arn(execution.state_machine_arn, name);
+                if client
+                    .stop_execution()
+                    .execution_arn(&arn)
+                    .error("ferry.Stopped")
+                    .cause("the ferry task was stopped as it started the execution")
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    scope.log.note(&format!(
+                        "stopped execution {arn}, started as ferry stopped"
+                    ));
+                }
+            }
+            Err(Outcome::failed(
+                None,
+                "stopped before the execution started",
+            ))
+        }
         Some(Ok(output)) => {
             let arn = output.execution_arn().to_string();
             scope.log.note(&format!("started execution {arn}"));

@@ -43,9 +43,16 @@ pub(crate) async fn look(
         scope.log.note(&reason);
         return Outcome::fatal(reason);
     }
-    let looked = match tokio::time::timeout(LOOK_TIMEOUT, look_once(target, wait)).await {
-        Ok(looked) => looked,
-        Err(_) => Looked::Transient(format!("no answer within {} s", LOOK_TIMEOUT.as_secs())),
+    let looked = tokio::select! {
+        looked = tokio::time::timeout(LOOK_TIMEOUT, look_once(target, wait)) => match looked {
+            Ok(looked) => looked,
+            Err(_) => Looked::Transient(format!("no answer within {} s", LOOK_TIMEOUT.as_secs())),
+        },
+        // A shutdown leaves the wait to the next start; another stop ends it.
+        () = scope.shutting_down.cancelled() => {
+            return Outcome::failed(None, "ferry shut down during a look");
+        }
+        () = scope.cancel.cancelled() => return Outcome::failed(None, "stopped"),
     };
     let recheck_after = poll.min(timeout.saturating_sub(scope.elapsed));
     match looked {
@@ -297,6 +304,11 @@ async fn bigquery_partition(
     value: &str,
 ) -> Looked {
     use crate::write::{Dialect, quote};
+    if !crate::write::is_table_name(table) || !crate::write::is_table_name(column) {
+        return Looked::Failed(format!(
+            "`{table}` or `{column}` is not a name (letters, digits, `_` and `-`, dotted parts)"
+        ));
+    }
     if !crate::write::is_safe_value(value) {
         return Looked::Failed(format!(
             "partition value `{value}` holds characters other than letters, digits and ` :_.+-/`"

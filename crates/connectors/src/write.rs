@@ -160,7 +160,7 @@ pub(crate) fn quote(dialect: Dialect, name: &str) -> String {
 }
 
 /// A table name: dotted parts of letters, digits, `_` and `-` (BigQuery project ids).
-fn is_table_name(name: &str) -> bool {
+pub(crate) fn is_table_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             part.chars()

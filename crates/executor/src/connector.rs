@@ -161,14 +161,15 @@ pub enum ColumnType {
 }
 
 impl ConnectorWork {
-    /// Whether the work starts a job outside ferry that a restarted ferry waits on again
-    /// rather than starting it twice.
+    /// Whether a restarted ferry takes the work over in the same attempt: it waits on a job
+    /// outside ferry (which it must not start twice), or it only looks (a wait). A shutdown
+    /// leaves such work to the next start instead of failing it.
     pub fn is_resumable(&self) -> bool {
         match self {
-            ConnectorWork::GlueJob { .. } | ConnectorWork::StepFunctions { .. } => true,
-            ConnectorWork::Query { .. }
-            | ConnectorWork::Transfer { .. }
-            | ConnectorWork::Wait { .. } => false,
+            ConnectorWork::GlueJob { .. }
+            | ConnectorWork::StepFunctions { .. }
+            | ConnectorWork::Wait { .. } => true,
+            ConnectorWork::Query { .. } | ConnectorWork::Transfer { .. } => false,
         }
     }
 }

@@ -98,11 +98,12 @@ macro_rules! clear_in {
             if !changed {
                 continue;
             }
-            // A supervised command still running stays open: the engine stops it and records
-            // its end (see `Store::fenced_attempts`).
+            // A supervised command or a job outside ferry (a Glue run, an execution) still
+            // running stays open: the engine stops it and records its end (see
+            // `Store::fenced_attempts`).
             sqlx::query(
                 "UPDATE attempts SET ended_at = $1, outcome = 'cleared' WHERE task_instance_id = $2 \
-                 AND ended_at IS NULL AND (supervisor IS NULL OR $3 <> 'running')",
+                 AND ended_at IS NULL AND ((supervisor IS NULL AND external_job_id IS NULL) OR $3 <> 'running')",
             )
             .bind($who.at)
             .bind(task.id)

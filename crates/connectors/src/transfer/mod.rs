@@ -97,14 +97,45 @@ impl Value {
 pub(crate) type Batch = Vec<Vec<Value>>;
 
 /// What a reader sends: the columns first (names, and types where the source knows them),
-/// then batches, or a failure.
+/// then batches, then the end, or a failure.
 pub(crate) enum Read {
     /// The columns.
     Columns(Vec<(String, Option<ColumnType>)>),
     /// Rows.
     Rows(Batch),
-    /// Reading failed; the message names what.
-    Failed(String),
+    /// Every row was sent.
+    End,
+    /// Reading failed.
+    Failed(Problem),
+}
+
+/// Why reading failed, and whether another try may pass (the network, a server restarting).
+#[derive(Debug)]
+pub(crate) struct Problem {
+    /// What failed (names the object, the column).
+    pub text: String,
+    /// Whether another try may pass.
+    pub transient: bool,
+}
+
+impl From<String> for Problem {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            transient: false,
+        }
+    }
+}
+
+impl Problem {
+    fn into_failure(self) -> Failure {
+        let text = format!("reading the source: {}", self.text);
+        if self.transient {
+            Failure::Transient(text)
+        } else {
+            Failure::Fatal(text)
+        }
+    }
 }
 
 /// A column name that can be written into SQL as it is.
@@ -188,22 +219,25 @@ pub(crate) async fn run(
     };
     // The reader stops when the receiver goes (a failure, a stop).
     let _reader = AbortOnDrop(reader);
+    let failed = |problem: Problem| match problem.into_failure() {
+        Failure::Fatal(reason) => Outcome::fatal(ferry_secrets::redact_text(&reason)),
+        Failure::Transient(reason) => Outcome::failed(None, ferry_secrets::redact_text(&reason)),
+    };
     let columns = match receiver.recv().await {
         Some(Read::Columns(columns)) => columns,
-        Some(Read::Failed(problem)) => {
-            return Outcome::fatal(format!("reading the source: {problem}"));
-        }
-        Some(Read::Rows(_)) | None => {
+        Some(Read::Failed(problem)) => return failed(problem),
+        Some(Read::Rows(_) | Read::End) | None => {
             return Outcome::failed(None, "the source ended before its columns were known");
         }
     };
     // The first batch helps infer types; it is written like the others.
-    let first = match receiver.recv().await {
-        Some(Read::Rows(rows)) => Some(rows),
-        Some(Read::Failed(problem)) => {
-            return Outcome::fatal(format!("reading the source: {problem}"));
+    let (first, ended) = match receiver.recv().await {
+        Some(Read::Rows(rows)) => (Some(rows), false),
+        Some(Read::Failed(problem)) => return failed(problem),
+        Some(Read::End) => (None, true),
+        Some(Read::Columns(_)) | None => {
+            return Outcome::failed(None, "the source stopped before its end");
         }
-        Some(Read::Columns(_)) | None => None,
     };
     let schema = match settle_schema(declared, &columns, first.as_ref()) {
         Ok(schema) => schema,
@@ -211,6 +245,7 @@ pub(crate) async fn run(
     };
     let batches = Batches {
         first,
+        ended,
         receiver,
         schema: schema.clone(),
         rows_read: 0,
@@ -303,6 +338,8 @@ pub(crate) struct Counts {
 /// The batches of a transfer, converted to the schema's types, for a writer.
 pub(crate) struct Batches {
     first: Option<Batch>,
+    /// The reader said it sent every row.
+    ended: bool,
     receiver: mpsc::Receiver<Read>,
     schema: Vec<(String, ColumnType)>,
     /// Rows handed out so far.
@@ -314,12 +351,21 @@ impl Batches {
     pub(crate) async fn next(&mut self) -> Result<Option<Batch>, Failure> {
         let rows = match self.first.take() {
             Some(rows) => rows,
+            None if self.ended => return Ok(None),
             None => match self.receiver.recv().await {
                 Some(Read::Rows(rows)) => rows,
-                Some(Read::Failed(problem)) => {
-                    return Err(Failure::Fatal(format!("reading the source: {problem}")));
+                Some(Read::End) => {
+                    self.ended = true;
+                    return Ok(None);
                 }
-                Some(Read::Columns(_)) | None => return Ok(None),
+                Some(Read::Failed(problem)) => return Err(problem.into_failure()),
+                // A reader that stops without saying it is done (it panicked) must not pass
+                // for the end of the data.
+                Some(Read::Columns(_)) | None => {
+                    return Err(Failure::Transient(
+                        "the source stopped before its end".to_string(),
+                    ));
+                }
             },
         };
         let mut converted = Vec::with_capacity(rows.len());

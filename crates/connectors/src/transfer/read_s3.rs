@@ -8,7 +8,7 @@ use futures_util::StreamExt as _;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::mpsc;
 
-use super::{Batch, Read, Value};
+use super::{Batch, Problem, Read, Value};
 use crate::aws;
 
 /// Starts reading the objects under `prefix` into `sender`.
@@ -28,10 +28,9 @@ pub(super) fn spawn(
         } = &connection
         else {
             let _ = sender
-                .send(Read::Failed(format!(
-                    "a {} connection is not an aws one",
-                    connection.kind()
-                )))
+                .send(Read::Failed(
+                    format!("a {} connection is not an aws one", connection.kind()).into(),
+                ))
                 .await;
             return;
         };
@@ -45,13 +44,17 @@ pub(super) fn spawn(
         };
         let result = reader.read_all(&client, &bucket, &prefix, format).await;
         let result = match result {
-            Ok(()) => reader.flush().await,
+            Ok(()) => reader.flush().await.map_err(Problem::from),
             Err(problem) => Err(problem),
         };
-        if let Err(problem) = result {
-            let _ = sender
-                .send(Read::Failed(ferry_secrets::redact_text(&problem)))
-                .await;
+        match result {
+            Ok(()) => {
+                let _ = sender.send(Read::End).await;
+            }
+            Err(mut problem) => {
+                problem.text = ferry_secrets::redact_text(&problem.text);
+                let _ = sender.send(Read::Failed(problem)).await;
+            }
         }
     })
 }
@@ -71,7 +74,7 @@ impl Reader<'_> {
         bucket: &str,
         prefix: &str,
         format: ObjectFormat,
-    ) -> Result<(), String> {
+    ) -> Result<(), Problem> {
         let mut keys = Vec::new();
         let mut pages = client
             .list_objects_v2()
@@ -91,7 +94,7 @@ impl Reader<'_> {
         }
         keys.sort();
         if keys.is_empty() {
-            return Err(format!("no object under s3://{bucket}/{prefix}"));
+            return Err(format!("no object under s3://{bucket}/{prefix}").into());
         }
         for key in keys {
             let object = client
@@ -100,7 +103,10 @@ impl Reader<'_> {
                 .key(&key)
                 .send()
                 .await
-                .map_err(|e| format!("reading s3://{bucket}/{key}: {}", aws::describe(&e)))?;
+                .map_err(|e| Problem {
+                    text: format!("reading s3://{bucket}/{key}: {}", aws::describe(&e)),
+                    transient: aws::is_transient(&e),
+                })?;
             let body = tokio::io::BufReader::new(object.body.into_async_read());
             match format {
                 ObjectFormat::Csv => self.csv(body, bucket, &key).await?,

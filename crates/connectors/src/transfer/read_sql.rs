@@ -6,7 +6,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::{Column as _, Connection as _, Row as _, TypeInfo as _, ValueRef as _};
 use tokio::sync::mpsc;
 
-use super::{Read, Value};
+use super::{Problem, Read, Value};
 
 /// Starts reading `sql` on `connection` into `sender`.
 pub(super) fn spawn(
@@ -16,10 +16,10 @@ pub(super) fn spawn(
     sender: mpsc::Sender<Read>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(problem) = read(&connection, &sql, batch_size, &sender).await {
-            let _ = sender
-                .send(Read::Failed(ferry_secrets::redact_text(&problem)))
-                .await;
+        let read = read(&connection, &sql, batch_size, &sender).await;
+        if let Err(mut problem) = read {
+            problem.text = ferry_secrets::redact_text(&problem.text);
+            let _ = sender.send(Read::Failed(problem)).await;
         }
     })
 }
@@ -32,7 +32,7 @@ macro_rules! stream_rows {
         {
             let mut rows = sqlx::query($sql).fetch(&mut $db);
             let mut batch = Vec::with_capacity($batch_size);
-            while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+            while let Some(row) = rows.try_next().await.map_err(sql_problem)? {
                 if !sent_columns {
                     let columns = row
                         .columns()
@@ -65,7 +65,7 @@ macro_rules! stream_rows {
         if !sent_columns {
             let described = sqlx::Executor::describe(&mut $db, $sql)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(sql_problem)?;
             let columns = described
                 .columns()
                 .iter()
@@ -73,6 +73,7 @@ macro_rules! stream_rows {
                 .collect();
             send($sender, Read::Columns(columns)).await?;
         }
+        send($sender, Read::End).await?;
         Ok(())
     }};
 }
@@ -82,30 +83,42 @@ async fn read(
     sql: &str,
     batch_size: usize,
     sender: &mpsc::Sender<Read>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     match connection {
         Connection::Sqlite { path, schemas, .. } => {
             let mut db = crate::sqlite::open(path, schemas, true)
                 .await
-                .map_err(|e| format!("open {}: {e}", path.display()))?;
+                .map_err(|e| Problem {
+                    text: format!("open {}: {e}", path.display()),
+                    transient: crate::query::is_transient(&e),
+                })?;
             stream_rows!(db, sql, batch_size, sender, sqlite_value, sqlite_type)
         }
         Connection::Postgres { url } => {
             let mut db = sqlx::PgConnection::connect(url.expose())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(sql_problem)?;
             stream_rows!(db, sql, batch_size, sender, postgres_value, postgres_type)
         }
         Connection::Mysql { url } => {
             let mut db = sqlx::MySqlConnection::connect(url.expose())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(sql_problem)?;
             stream_rows!(db, sql, batch_size, sender, mysql_value, mysql_type)
         }
         Connection::Bigquery { .. } | Connection::Aws { .. } => Err(format!(
             "a {} connection is not a SQL database a transfer reads",
             connection.kind()
-        )),
+        )
+        .into()),
+    }
+}
+
+/// A database error, transient or not.
+fn sql_problem(error: sqlx::Error) -> Problem {
+    Problem {
+        transient: crate::query::is_transient(&error),
+        text: error.to_string(),
     }
 }
 

@@ -188,6 +188,10 @@ impl Engine {
                     }
                     elsewhere.insert(task.id);
                 }
+                // A job outside ferry (a Glue run, an execution) that a shutdown left going:
+                // this engine takes the attempt over only to stop the job.
+                None if !self.running.contains_key(&task.id)
+                    && self.stop_external(&attempt, &task).await? => {}
                 // No supervisor (a request or wait of an engine that is gone), or one that died
                 // with an earlier boot: nothing of it runs.
                 _ => {
@@ -227,6 +231,73 @@ impl Engine {
                 |prepared| prepared.redactor,
             ),
         )
+    }
+
+    /// Stops the job outside ferry of a fenced attempt (its task was cleared or marked while no
+    /// engine watched it): the attempt is run again with its stop already asked for, which
+    /// stops the job by its recorded id or its token and starts nothing. False if the
+    /// attempt's work is not such a job.
+    async fn stop_external(
+        &mut self,
+        attempt: &ferry_store::AttemptRecord,
+        task: &TaskInstanceRecord,
+    ) -> Result<bool, EngineError> {
+        if self.config.connectors.is_none() {
+            return Ok(false);
+        }
+        let Some(run) = self.store.run_by_pk(task.run_pk).await? else {
+            return Ok(false);
+        };
+        let Some(loaded) = self.version_of(&run).await? else {
+            return Ok(false);
+        };
+        let Some(definition) = loaded.dag.task(&task.task_id) else {
+            return Ok(false);
+        };
+        let context = self.attempt_context(run.id, attempt.try_number);
+        let Ok(prepared) = prepare(&loaded.dag, definition, &run, &self.templates, &context) else {
+            return Ok(false);
+        };
+        let Work::Connector(work) = prepared.work else {
+            return Ok(false);
+        };
+        if !matches!(
+            work,
+            ferry_executor::connector::ConnectorWork::GlueJob { .. }
+                | ferry_executor::connector::ConnectorWork::StepFunctions { .. }
+        ) {
+            return Ok(false);
+        }
+        let slot = |control| Slot {
+            run_pk: run.id,
+            lease: attempt.lease,
+            run_id: run.run_id.clone(),
+            dag_id: run.dag_id.clone(),
+            pool: task.pool.clone(),
+            control,
+            stop_reason: Some(StopReason::Intervention),
+        };
+        let message = Finished {
+            run_pk: run.id,
+            task_instance: task.id,
+            lease: attempt.lease,
+            attempt_id: attempt.id,
+            end: AttemptEnd::default(),
+        };
+        let key = ferry_executor::connector::AttemptKey {
+            dag: run.dag_id.clone(),
+            task: task.task_id.clone(),
+            run_id: run.run_id.clone(),
+            try_number: attempt.try_number,
+        };
+        let resume = super::tasks::Resume {
+            resuming: true,
+            job: attempt.external_job_id.clone(),
+            elapsed: Duration::ZERO,
+            stop_only: true,
+        };
+        self.spawn_connector(task.id, slot, work, prepared.redactor, message, key, resume);
+        Ok(true)
     }
 
     /// Takes over an attempt that waits on a job outside ferry, left by an engine that died or
@@ -302,6 +373,7 @@ impl Engine {
             resuming: true,
             job: attempt.external_job_id.clone(),
             elapsed: Duration::from_millis(u64::try_from(now - attempt.started_at).unwrap_or(0)),
+            stop_only: false,
         };
         self.spawn_connector(task.id, slot, work, prepared.redactor, message, key, resume);
         Ok(true)

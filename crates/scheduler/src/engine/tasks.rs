@@ -15,6 +15,8 @@ pub(super) struct Resume {
     pub(super) job: Option<String>,
     /// How long ago the attempt began.
     pub(super) elapsed: Duration,
+    /// Stopped before it begins: it only stops the job it may have started.
+    pub(super) stop_only: bool,
 }
 
 /// Records what connector work reports on its attempt in the store, fenced by the claim's
@@ -35,13 +37,16 @@ impl AttemptRecorder for StoreRecorder {
         id: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            let id = self.redactor.redact(id);
+            // Kept as the service gave it (a resume waits on it); shown masked.
             if let Err(error) = self
                 .store
-                .record_external_job(self.task_instance, self.lease, self.attempt_id, &id)
+                .record_external_job(self.task_instance, self.lease, self.attempt_id, id)
                 .await
             {
-                warn(&format!("could not record external job {id}: {error}"));
+                warn(&format!(
+                    "could not record external job {}: {error}",
+                    self.redactor.redact(id)
+                ));
             }
         })
     }
@@ -495,6 +500,7 @@ impl Engine {
                     resuming: false,
                     job: None,
                     elapsed: Duration::ZERO,
+                    stop_only: false,
                 };
                 self.spawn_connector(claimed.id, slot, work, redactor, finished, key, fresh);
             }
@@ -516,6 +522,9 @@ impl Engine {
         resume: Resume,
     ) {
         let cancel = CancellationToken::new();
+        if resume.stop_only {
+            cancel.cancel();
+        }
         let detach = CancellationToken::new();
         let control = if work.is_resumable() {
             Control::External {

@@ -207,6 +207,7 @@ impl Engine {
                                     elapsed: std::time::Duration::from_millis(
                                         u64::try_from(now - attempt.started_at).unwrap_or(0),
                                     ),
+                                    stop_only: false,
                                 };
                                 self.spawn_connector(
                                     record.id,

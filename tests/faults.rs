@@ -28,15 +28,16 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         .block_on(future)
 }
 
-/// The task instances of the first run of `dag` (none while ferry is still making the store).
+/// The task instances of the first run of `dag` (none while ferry is still making the store,
+/// or while the store cannot be opened).
 fn tasks_of(url: &str, dag: &str) -> Vec<ferry_store::TaskInstanceRecord> {
     block_on(async {
         let store = match ferry_store::Store::open_with(url, ferry_store::OpenMode::Existing).await
         {
             Ok(store) => store,
-            // Made but not yet migrated by the ferry under test.
-            Err(ferry_store::StoreError::Outdated { .. }) => return Vec::new(),
-            Err(error) => panic!("store: {error:?}"),
+            // Made but not yet (fully) migrated by the ferry under test: callers wait and
+            // look again.
+            Err(_) => return Vec::new(),
         };
         let runs = store
             .runs(&ferry_store::RunFilter {

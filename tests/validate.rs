@@ -106,7 +106,7 @@ fn the_example_dags_are_valid() {
     let output = ferry_in(&repo(), &["validate", "--deny-warnings"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(
-        stdout(&output).contains("4 DAG(s) valid, 0 file(s) with errors"),
+        stdout(&output).contains("5 DAG(s) valid, 0 file(s) with errors"),
         "{}",
         stdout(&output)
     );

@@ -509,3 +509,63 @@ fn issue8_bigquery_streaming_is_retried_when_refused_for_now() {
         "the same rows with the same insert ids"
     );
 }
+
+/// Puts the bytes of a fixture file into a moto S3 bucket (created if needed).
+fn put_file(moto: &str, bucket: &str, key: &str, body: Vec<u8>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let client = reqwest::Client::new();
+            let _ = client.put(format!("{moto}/{bucket}")).send().await;
+            let put = client
+                .put(format!("{moto}/{bucket}/{key}"))
+                .body(body)
+                .send()
+                .await
+                .expect("moto answers");
+            assert!(put.status().is_success());
+        });
+}
+
+#[test]
+fn issue8_transfer_reads_parquet_objects() {
+    let Some(emulators) = emulators() else { return };
+    let bucket = unique("parquet").replace('_', "-");
+    let fixture =
+        std::fs::read(crate::util::fixtures().join("objects/events.parquet")).expect("fixture");
+    put_file(
+        &emulators.moto,
+        &bucket,
+        "events/part-0.parquet",
+        fixture.clone(),
+    );
+    put_file(&emulators.moto, &bucket, "events/part-1.parquet", fixture);
+    let dag = format!(
+        "tasks:\n  - {{id: load, type: transfer, source: {{connection: aws, bucket: {bucket}, prefix: events/, format: parquet}}, destination: {{connection: local, table: events, write: append}}, batch_size: 2}}\n"
+    );
+    let dir =
+        super::emulators::cloud_project(&emulators.moto, &emulators.bigquery, &[("pq.yaml", &dag)]);
+    let config = std::fs::read_to_string(dir.path().join("ferry.toml")).expect("config");
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        config + "\n[environments.dev.connections.local]\nkind = \"sqlite\"\npath = \"local.db\"\n",
+    )
+    .expect("config");
+    let local = format!("sqlite:{}", dir.path().join("local.db").display());
+    execute(&local, "SELECT 1");
+    let run = ferry_in(dir.path(), &["run", "pq"], &AWS_ENV);
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    assert_eq!(
+        scalar(&local, "SELECT CAST(COUNT(*) AS TEXT) FROM events"),
+        "6"
+    );
+    assert_eq!(
+        scalar(
+            &local,
+            "SELECT group_concat(kind || ':' || IFNULL(points, 'null') || ':' || day || ':' || IFNULL(correct, 'null'), ',') FROM (SELECT * FROM events ORDER BY id LIMIT 3)"
+        ),
+        "answer:2.5:2026-11-28:1,answer:2.5:2026-11-28:1,login:null:2026-11-28:0"
+    );
+}

@@ -145,6 +145,8 @@ pub enum ObjectFormat {
     Csv,
     /// One JSON object per line.
     Ndjson,
+    /// Parquet.
+    Parquet,
 }
 
 /// The type of a transferred column.

@@ -242,7 +242,8 @@ pub fn prepare(
                     prefix: render(transfer.source.prefix.as_deref().unwrap_or_default())?,
                     format: match transfer.source.format {
                         Some(Format::Ndjson) => ObjectFormat::Ndjson,
-                        _ => ObjectFormat::Csv,
+                        Some(Format::Parquet) => ObjectFormat::Parquet,
+                        Some(Format::Csv) | None => ObjectFormat::Csv,
                     },
                 },
             };

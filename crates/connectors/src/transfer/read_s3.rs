@@ -59,6 +59,30 @@ pub(super) fn spawn(
     })
 }
 
+/// A Parquet value: integers, floats, booleans and text as they are; dates, times, decimals,
+/// bytes and nested values as their text.
+fn parquet_value(field: &parquet::record::Field) -> Value {
+    use parquet::record::Field;
+    match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(n) => Value::Int((*n).into()),
+        Field::Short(n) => Value::Int((*n).into()),
+        Field::Int(n) => Value::Int((*n).into()),
+        Field::Long(n) => Value::Int(*n),
+        Field::UByte(n) => Value::Int((*n).into()),
+        Field::UShort(n) => Value::Int((*n).into()),
+        Field::UInt(n) => Value::Int((*n).into()),
+        Field::ULong(n) => {
+            i64::try_from(*n).map_or_else(|_| Value::Text(n.to_string()), Value::Int)
+        }
+        Field::Float(n) => Value::Float((*n).into()),
+        Field::Double(n) => Value::Float(*n),
+        Field::Str(text) => Value::Text(text.clone()),
+        other => Value::Text(other.to_string().trim_matches('"').to_string()),
+    }
+}
+
 struct Reader<'a> {
     sender: &'a mpsc::Sender<Read>,
     batch: Batch,
@@ -107,10 +131,16 @@ impl Reader<'_> {
                     text: format!("reading s3://{bucket}/{key}: {}", aws::describe(&e)),
                     transient: aws::is_transient(&e),
                 })?;
-            let body = tokio::io::BufReader::new(object.body.into_async_read());
             match format {
-                ObjectFormat::Csv => self.csv(body, bucket, &key).await?,
-                ObjectFormat::Ndjson => self.ndjson(body, bucket, &key).await?,
+                ObjectFormat::Csv => {
+                    let body = tokio::io::BufReader::new(object.body.into_async_read());
+                    self.csv(body, bucket, &key).await?;
+                }
+                ObjectFormat::Ndjson => {
+                    let body = tokio::io::BufReader::new(object.body.into_async_read());
+                    self.ndjson(body, bucket, &key).await?;
+                }
+                ObjectFormat::Parquet => self.parquet(object.body, bucket, &key).await?,
             }
         }
         Ok(())
@@ -193,6 +223,77 @@ impl Reader<'_> {
             self.push(row).await?;
         }
         Ok(())
+    }
+
+    /// Reads a Parquet object: written to a temporary file first (Parquet is read from its
+    /// footer, and the object may be larger than memory), then read row by row beside the
+    /// async threads.
+    async fn parquet(
+        &mut self,
+        mut body: aws_sdk_s3::primitives::ByteStream,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), Problem> {
+        use std::io::{Seek as _, Write as _};
+        let place = format!("s3://{bucket}/{key}");
+        let mut file =
+            tempfile::tempfile().map_err(|e| format!("{place}: a temporary file: {e}"))?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Problem {
+                text: format!("reading {place}: {e}"),
+                transient: true,
+            })?;
+            file.write_all(&chunk)
+                .map_err(|e| format!("{place}: writing a temporary file: {e}"))?;
+        }
+        file.rewind()
+            .map_err(|e| format!("{place}: a temporary file: {e}"))?;
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+            .map_err(|e| format!("{place}: not a Parquet file: {e}"))?;
+        let names: Vec<String> = {
+            use parquet::file::reader::FileReader as _;
+            reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .root_schema()
+                .get_fields()
+                .iter()
+                .map(|field| field.name().to_string())
+                .collect()
+        };
+        self.set_columns(names.clone(), bucket, key).await?;
+        self.flush().await?;
+        let sender = self.sender.clone();
+        let batch_size = self.batch_size;
+        let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut batch = Vec::with_capacity(batch_size);
+            for row in reader {
+                let row = row.map_err(|e| format!("{place}: {e}"))?;
+                let mut values = vec![Value::Null; names.len()];
+                for (name, field) in row.get_column_iter() {
+                    if let Some(index) = names.iter().position(|n| n == name) {
+                        values[index] = parquet_value(field);
+                    }
+                }
+                batch.push(values);
+                if batch.len() >= batch_size {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                    sender
+                        .blocking_send(Read::Rows(full))
+                        .map_err(|_| "the writer stopped".to_string())?;
+                }
+            }
+            if !batch.is_empty() {
+                sender
+                    .blocking_send(Read::Rows(batch))
+                    .map_err(|_| "the writer stopped".to_string())?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("reading Parquet: {e}"))?;
+        read.map_err(Problem::from)
     }
 
     /// Takes the columns of the first object; a later object must have the same.

@@ -54,6 +54,8 @@ pub enum ObjectFormat {
     Csv,
     /// One JSON object per line.
     Ndjson,
+    /// Parquet (read from a temporary file: the object is not held in memory).
+    Parquet,
 }
 
 /// A column of a declared schema.
@@ -116,7 +118,7 @@ impl TaskType for TransferTask {
                 if source.format.is_none() {
                     problems.push(
                         FieldProblem::invalid("source.format", "an S3 source needs a `format`")
-                            .with_help("`format: csv` or `format: ndjson`"),
+                            .with_help("`format: csv`, `format: ndjson` or `format: parquet`"),
                     );
                 }
             }

@@ -147,3 +147,43 @@ fn issue8_glue_throttling_is_retried_with_backoff() {
         "{log}"
     );
 }
+
+#[test]
+fn issue8_clearing_a_running_glue_task_stops_its_run() {
+    let stub = glue_stub(0, "RUNNING");
+    let dir = cloud_project(
+        &stub.url,
+        "http://127.0.0.1:9",
+        &[("glue.yaml", &glue_dag("stubbed", ""))],
+    );
+    let mut serve = crate::util::spawn_ferry_with(dir.path(), &["serve"], &AWS_ENV);
+    let run = crate::util::spawn_ferry_with(dir.path(), &["run", "glue"], &AWS_ENV);
+    crate::util::wait_until(std::time::Duration::from_secs(30), || {
+        stub.count("AWSGlue.GetJobRun") > 0
+    });
+    let cleared = ferry_in(
+        dir.path(),
+        &[
+            "tasks",
+            "clear",
+            "glue__",
+            "forward",
+            "--reason",
+            "wrong day",
+        ],
+        &[],
+    );
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    crate::util::wait_until(std::time::Duration::from_secs(30), || {
+        stub.count("AWSGlue.BatchStopJobRun") > 0
+    });
+    let stops: Vec<_> = stub
+        .calls()
+        .into_iter()
+        .filter(|c| c.what == "AWSGlue.BatchStopJobRun")
+        .collect();
+    assert!(stops[0].body.contains("jr_stub"), "{stops:?}");
+    crate::util::nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    drop(run);
+}

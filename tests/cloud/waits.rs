@@ -147,3 +147,50 @@ fn issue8_a_wait_gives_up_after_its_timeout() {
         1
     );
 }
+
+#[test]
+fn issue8_a_wait_that_cannot_work_fails_at_once_with_the_services_message() {
+    let Some(emulators) = emulators() else { return };
+    let bucket = unique("no-such-bucket").replace('_', "-");
+    let dag = format!(
+        "tasks:\n  - {{id: landed, type: s3_object, connection: aws, bucket: {bucket}, key: events/, poll_interval: 200ms}}\n"
+    );
+    let dir = cloud_project(
+        &emulators.moto,
+        &emulators.bigquery,
+        &[("missing.yaml", &dag)],
+    );
+    let run = ferry_in(dir.path(), &["run", "missing"], &AWS_ENV);
+    assert!(!run.status.success());
+    let log = stdout(&ferry_in(dir.path(), &["logs", "missing__", "landed"], &[]));
+    assert!(
+        log.contains(&format!("looking for s3://{bucket}/events/: NoSuchBucket")),
+        "{log}"
+    );
+}
+
+#[test]
+fn issue8_a_wait_looks_again_after_throttling() {
+    let started = chrono::Utc::now().timestamp() + 5;
+    let stub = super::stub::Stub::start(move |call, before| {
+        match call.what.as_str() {
+        "AWSGlue.GetJobRuns" if before < 4 => (
+            400,
+            json!({"__type": "ThrottlingException", "message": "Rate exceeded"}).to_string(),
+        ),
+        "AWSGlue.GetJobRuns" => (
+            200,
+            json!({"JobRuns": [{"Id": "jr_outside", "JobName": "export", "JobRunState": "SUCCEEDED", "StartedOn": started}]}).to_string(),
+        ),
+        other => (400, json!({"__type": "InvalidInputException", "message": format!("unexpected {other}")}).to_string()),
+    }
+    });
+    let dag = "tasks:\n  - {id: exported, type: glue_run, connection: aws, job_name: export, poll_interval: 200ms}\n";
+    let dir = cloud_project(&stub.url, "http://127.0.0.1:9", &[("glue.yaml", dag)]);
+    let run = ferry_in(dir.path(), &["run", "glue"], &AWS_ENV);
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    let log = stdout(&ferry_in(dir.path(), &["logs", "glue__", "exported"], &[]));
+    assert!(log.contains("run jr_outside is SUCCEEDED"), "{log}");
+    // The first look's three tries (the SDK's) were refused, so it looked again later.
+    assert_eq!(stub.count("AWSGlue.GetJobRuns"), 5, "{:?}", stub.calls());
+}

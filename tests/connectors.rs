@@ -1,21 +1,7 @@
 //! Issue 8: connections per environment, tested by a real round trip to the machine's
 //! PostgreSQL and MariaDB.
 
-use crate::util::{ferry_in, project, stderr, stdout};
-
-/// Whether a TCP server answers on `port` of this machine; when it does not, the test fails
-/// with `FERRY_REQUIRE_SERVICES=1` and says that it skipped otherwise.
-fn service(name: &str, port: u16) -> bool {
-    let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-    if !up {
-        assert!(
-            std::env::var("FERRY_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "{name} on 127.0.0.1:{port} is required but unreachable"
-        );
-        eprintln!("SKIPPED the {name} part of this test: 127.0.0.1:{port} unreachable");
-    }
-    up
-}
+use crate::util::{ferry_in, project, service, sql_scalar as scalar, stderr, stdout};
 
 const CONFIG: &str = r#"
 [environments.dev.connections.app]
@@ -205,38 +191,6 @@ fn issue8_query_tasks_run_sql_on_their_connection_in_one_transaction() {
         ),
         "0"
     );
-}
-
-/// The first column of the first row of `sql` on the database at `url`, as text.
-fn scalar(url: &str, sql: &str) -> String {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            use sqlx::Connection as _;
-            if url.starts_with("sqlite:") {
-                let mut db = sqlx::SqliteConnection::connect(url)
-                    .await
-                    .expect("connects");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            } else if url.starts_with("postgres:") {
-                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            } else {
-                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            }
-        })
 }
 
 #[test]

@@ -271,3 +271,76 @@ pub(crate) fn fresh_postgres(name: &str) -> Option<String> {
         }
     }
 }
+
+/// Runs `sql` (several statements) on the database at `url` (`sqlite:`, `postgres:` or
+/// `mysql:`; a SQLite file is made if missing).
+pub(crate) fn sql_execute(url: &str, sql: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection as _;
+            if url.starts_with("sqlite:") {
+                let options: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("a URL");
+                let mut db = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
+                    .await
+                    .expect("connects");
+                sqlx::raw_sql(sql).execute(&mut db).await.expect("runs");
+            } else if url.starts_with("postgres:") {
+                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
+                sqlx::raw_sql(sql).execute(&mut db).await.expect("runs");
+            } else {
+                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
+                sqlx::raw_sql(sql).execute(&mut db).await.expect("runs");
+            }
+        });
+}
+
+/// The first column of the first row of `sql` on the database at `url`, as trimmed text.
+pub(crate) fn sql_scalar(url: &str, sql: &str) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection as _;
+            if url.starts_with("sqlite:") {
+                let mut db = sqlx::SqliteConnection::connect(url)
+                    .await
+                    .expect("connects");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_one(&mut db)
+                    .await
+                    .expect("query")
+            } else if url.starts_with("postgres:") {
+                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_one(&mut db)
+                    .await
+                    .expect("query")
+            } else {
+                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_one(&mut db)
+                    .await
+                    .expect("query")
+            }
+        })
+        .trim()
+        .to_string()
+}
+
+/// Whether a TCP server answers on `port` of this machine; when it does not, the test fails
+/// with `FERRY_REQUIRE_SERVICES=1` and says that it skipped otherwise.
+pub(crate) fn service(name: &str, port: u16) -> bool {
+    let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    if !up {
+        assert!(
+            std::env::var("FERRY_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "{name} on 127.0.0.1:{port} is required but unreachable"
+        );
+        eprintln!("SKIPPED the {name} part of this test: 127.0.0.1:{port} unreachable");
+    }
+    up
+}

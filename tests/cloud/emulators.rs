@@ -192,3 +192,18 @@ pub(crate) fn task<'a>(shown: &'a Value, id: &str) -> &'a Value {
         .and_then(|tasks| tasks.iter().find(|t| t["task_id"] == id))
         .unwrap_or_else(|| panic!("no task {id} in {shown}"))
 }
+
+/// Puts an object into a moto S3 bucket (made if needed).
+pub(crate) fn put_object(moto: &str, bucket: &str, key: &str, body: impl Into<reqwest::Body>) {
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        let _ = client.put(format!("{moto}/{bucket}")).send().await;
+        let put = client
+            .put(format!("{moto}/{bucket}/{key}"))
+            .body(body)
+            .send()
+            .await
+            .expect("moto answers");
+        assert!(put.status().is_success());
+    });
+}

@@ -7,81 +7,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::emulators::{AWS_ENV, bigquery_dataset, bigquery_rows, emulators, shown, task, unique};
+use super::emulators::{
+    AWS_ENV, bigquery_dataset, bigquery_rows, emulators, put_object, shown, task, unique,
+};
 use super::stub::Stub;
 use crate::util::{
-    ferry_in, nix_kill, project, spawn_ferry_with, stderr, stdout, wait_for_runs_of,
+    ferry_in, nix_kill, project, service, spawn_ferry_with, sql_execute as execute,
+    sql_scalar as scalar, stderr, stdout, wait_for_runs_of,
 };
-
-/// Runs `sql` (several statements) on the database at `url`.
-fn execute(url: &str, sql: &str) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            use sqlx::Connection as _;
-            if url.starts_with("sqlite:") {
-                let options: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("a URL");
-                let mut db = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
-                    .await
-                    .expect("connects");
-                sqlx::raw_sql(sql).execute(&mut db).await.expect("runs");
-            } else if url.starts_with("postgres:") {
-                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
-                sqlx::raw_sql(sql).execute(&mut db).await.expect("runs");
-            } else {
-                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
-                sqlx::raw_sql(sql).execute(&mut db).await.expect("runs");
-            }
-        });
-}
-
-/// The first column of the first row of `sql`, as text.
-fn scalar(url: &str, sql: &str) -> String {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            use sqlx::Connection as _;
-            if url.starts_with("sqlite:") {
-                let mut db = sqlx::SqliteConnection::connect(url)
-                    .await
-                    .expect("connects");
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            } else if url.starts_with("postgres:") {
-                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            } else {
-                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            }
-        })
-        .trim()
-        .to_string()
-}
-
-fn service(name: &str, port: u16) -> bool {
-    let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-    if !up {
-        assert!(
-            std::env::var("FERRY_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "{name} on 127.0.0.1:{port} is required but unreachable"
-        );
-        eprintln!("SKIPPED the {name} part of this test: 127.0.0.1:{port} unreachable");
-    }
-    up
-}
 
 /// A project with an `app` SQLite database of `rows` events and the given connections.
 fn app_project(rows: usize, connections: &str, dags: &[(&str, &str)]) -> tempfile::TempDir {
@@ -337,29 +270,6 @@ fn issue8_a_killed_transfer_never_leaves_half_a_write() {
     }
 }
 
-/// Puts an object into a moto S3 bucket (created if needed).
-fn put_object(moto: &str, bucket: &str, key: &str, body: &str) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let client = reqwest::Client::new();
-            let _ = client.put(format!("{moto}/{bucket}")).send().await;
-            let put = client
-                .put(format!("{moto}/{bucket}/{key}"))
-                .body(body.to_string())
-                .send()
-                .await
-                .expect("moto answers");
-            assert!(
-                put.status().is_success(),
-                "{}",
-                put.text().await.unwrap_or_default()
-            );
-        });
-}
-
 #[test]
 fn issue8_transfer_reads_s3_csv_and_newline_json_into_bigquery_and_sqlite() {
     let Some(emulators) = emulators() else { return };
@@ -510,38 +420,19 @@ fn issue8_bigquery_streaming_is_retried_when_refused_for_now() {
     );
 }
 
-/// Puts the bytes of a fixture file into a moto S3 bucket (created if needed).
-fn put_file(moto: &str, bucket: &str, key: &str, body: Vec<u8>) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let client = reqwest::Client::new();
-            let _ = client.put(format!("{moto}/{bucket}")).send().await;
-            let put = client
-                .put(format!("{moto}/{bucket}/{key}"))
-                .body(body)
-                .send()
-                .await
-                .expect("moto answers");
-            assert!(put.status().is_success());
-        });
-}
-
 #[test]
 fn issue8_transfer_reads_parquet_objects() {
     let Some(emulators) = emulators() else { return };
     let bucket = unique("parquet").replace('_', "-");
     let fixture =
         std::fs::read(crate::util::fixtures().join("objects/events.parquet")).expect("fixture");
-    put_file(
+    put_object(
         &emulators.moto,
         &bucket,
         "events/part-0.parquet",
         fixture.clone(),
     );
-    put_file(&emulators.moto, &bucket, "events/part-1.parquet", fixture);
+    put_object(&emulators.moto, &bucket, "events/part-1.parquet", fixture);
     let dag = format!(
         "tasks:\n  - {{id: load, type: transfer, source: {{connection: aws, bucket: {bucket}, prefix: events/, format: parquet}}, destination: {{connection: local, table: events, write: append}}, batch_size: 2}}\n"
     );

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::emulators::{
-    AWS_ENV, aws, bigquery_call, bigquery_dataset, cloud_project, emulators, shown, task, unique,
+    AWS_ENV, aws, bigquery_call, bigquery_dataset, cloud_project, emulators, put_object, shown,
+    task, unique,
 };
 use crate::util::{ferry_in, spawn_ferry_with, stderr, stdout, wait_until};
 
@@ -26,30 +27,11 @@ fn state_of(dir: &std::path::Path, dag: &str, id: &str) -> Option<String> {
         .and_then(|t| t["state"].as_str().map(str::to_string))
 }
 
-/// Puts an object into a moto S3 bucket (created if needed).
-fn put_object(moto: &str, bucket: &str, key: &str) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let client = reqwest::Client::new();
-            let _ = client.put(format!("{moto}/{bucket}")).send().await;
-            let put = client
-                .put(format!("{moto}/{bucket}/{key}"))
-                .body("id\n1\n")
-                .send()
-                .await
-                .expect("moto answers");
-            assert!(put.status().is_success());
-        });
-}
-
 #[test]
 fn issue8_waits_defer_until_the_object_partition_and_glue_run_are_there() {
     let Some(emulators) = emulators() else { return };
     let bucket = unique("landing").replace('_', "-");
-    put_object(&emulators.moto, &bucket, "other/file.csv");
+    put_object(&emulators.moto, &bucket, "other/file.csv", "id\n1\n");
     let ds = unique("ferry_waits");
     bigquery_dataset(&emulators.bigquery, &ds);
     let job = unique("upstream_export");
@@ -89,6 +71,7 @@ fn issue8_waits_defer_until_the_object_partition_and_glue_run_are_there() {
         &emulators.moto,
         &bucket,
         &format!("events/{day}/part-1.csv"),
+        "id\n1\n",
     );
     bigquery_call(
         &emulators.bigquery,
@@ -123,7 +106,7 @@ fn issue8_waits_defer_until_the_object_partition_and_glue_run_are_there() {
 fn issue8_a_wait_gives_up_after_its_timeout() {
     let Some(emulators) = emulators() else { return };
     let bucket = unique("never").replace('_', "-");
-    put_object(&emulators.moto, &bucket, "other/file.csv");
+    put_object(&emulators.moto, &bucket, "other/file.csv", "id\n1\n");
     let dag = format!(
         "tasks:\n  - {{id: landed, type: s3_object, connection: aws, bucket: {bucket}, key: missing.csv, poll_interval: 200ms, timeout: 1s, retries: 3}}\n"
     );

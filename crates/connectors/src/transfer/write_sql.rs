@@ -61,26 +61,27 @@ pub(super) async fn write(
             });
         }};
     }
+    // SQLite and MySQL: the rows staged by multi-row INSERTs, then written.
+    macro_rules! stage_by_inserts {
+        ($db:expr, $insert:ident) => {{
+            sqlx::Executor::execute(&mut $db, create.as_str())
+                .await
+                .map_err(sql_error)?;
+            let (staged, listed) = (quote(dialect, &rows), quoted(dialect, &columns));
+            while let Some(batch) = batches.next().await? {
+                $insert(&mut $db, &staged, &listed, columns.len(), batch)
+                    .await
+                    .map_err(sql_error)?;
+            }
+            finish!($db);
+        }};
+    }
     match target {
         Connection::Sqlite { path, schemas, .. } => {
             let mut db = crate::sqlite::open(path, schemas, false)
                 .await
                 .map_err(sql_error)?;
-            sqlx::Executor::execute(&mut db, create.as_str())
-                .await
-                .map_err(sql_error)?;
-            while let Some(batch) = batches.next().await? {
-                insert_sqlite(
-                    &mut db,
-                    &quote(dialect, &rows),
-                    &quoted(dialect, &columns),
-                    columns.len(),
-                    batch,
-                )
-                .await
-                .map_err(sql_error)?;
-            }
-            finish!(db);
+            stage_by_inserts!(db, insert_sqlite);
         }
         Connection::Postgres { url } => {
             let mut db = sqlx::PgConnection::connect(url.expose())
@@ -110,21 +111,7 @@ pub(super) async fn write(
             let mut db = sqlx::MySqlConnection::connect(url.expose())
                 .await
                 .map_err(sql_error)?;
-            sqlx::Executor::execute(&mut db, create.as_str())
-                .await
-                .map_err(sql_error)?;
-            while let Some(batch) = batches.next().await? {
-                insert_mysql(
-                    &mut db,
-                    &quote(dialect, &rows),
-                    &quoted(dialect, &columns),
-                    columns.len(),
-                    batch,
-                )
-                .await
-                .map_err(sql_error)?;
-            }
-            finish!(db);
+            stage_by_inserts!(db, insert_mysql);
         }
         Connection::Bigquery { .. } | Connection::Aws { .. } => {
             return Err(Failure::Fatal(format!(

@@ -240,3 +240,90 @@ fn issue8_a_shutdown_leaves_the_execution_and_a_clear_meanwhile_stops_it_at_the_
     nix_kill(&serve, "TERM");
     let _ = serve.wait();
 }
+
+#[test]
+fn issue8_a_killed_ferry_waits_again_on_the_same_bigquery_job() {
+    let Some(emulators) = emulators() else { return };
+    let mut resumed = 0;
+    for kill in 0..KILLS {
+        let ds = unique(&format!("ferry_resume_{kill}"));
+        super::emulators::bigquery_dataset(&emulators.bigquery, &ds);
+        super::emulators::bigquery_call(
+            &emulators.bigquery,
+            "queries",
+            json!({"query": format!("CREATE TABLE {ds}.ledger (n INT64)"), "useLegacySql": false}),
+        );
+        let dag = format!(
+            "tasks:\n  - {{id: load, type: query, connection: warehouse, sql: \"INSERT INTO {ds}.ledger SELECT 1 AS n\", retries: 0}}\n"
+        );
+        let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("bq.yaml", &dag)]);
+        // The emulator's jobs end at once: kills within the attempt's first 150 ms.
+        kill_then_finish(
+            dir.path(),
+            "bq",
+            Duration::from_millis(150),
+            6151 * kill as u64 + 3,
+        );
+        // The statement ran once, whatever the moment of the kill.
+        let rows = super::emulators::bigquery_rows(
+            &emulators.bigquery,
+            &format!("SELECT COUNT(*) AS n FROM {ds}.ledger"),
+        );
+        assert_eq!(rows, [["1"]], "kill {kill}");
+        let log = stdout(&ferry_in(dir.path(), &["logs", "bq__", "load"], &[]));
+        if log.contains("waiting again on BigQuery job") {
+            resumed += 1;
+        }
+    }
+    eprintln!(
+        "{resumed} of {KILLS} kills landed after the job was submitted and before its end was recorded"
+    );
+}
+
+#[test]
+fn issue8_a_killed_ferry_looks_again_for_what_a_wait_waits_for() {
+    let Some(emulators) = emulators() else { return };
+    for kill in 0..3u64 {
+        let bucket = unique(&format!("resume-wait-{kill}")).replace('_', "-");
+        super::emulators::put_object(&emulators.moto, &bucket, "other.csv", "id\n1\n");
+        let dag = format!(
+            "tasks:\n  - {{id: landed, type: s3_object, connection: aws, bucket: {bucket}, key: ready.csv, poll_interval: 200ms, retries: 0}}\n"
+        );
+        let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("wait.yaml", &dag)]);
+        let mut rng = fastrand::Rng::with_seed(kill * 7 + 1);
+        let run = spawn_ferry_with(dir.path(), &["run", "wait"], &AWS_ENV);
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+        nix_kill(&run, "KILL");
+        let _ = run.wait_with_output();
+        super::emulators::put_object(&emulators.moto, &bucket, "ready.csv", "id\n1\n");
+        let listed = stdout(&ferry_in(
+            dir.path(),
+            &["runs", "list", "--format", "json"],
+            &[],
+        ));
+        if serde_json::from_str::<serde_json::Value>(&listed)
+            .ok()
+            .and_then(|r| r.as_array().map(Vec::len))
+            .unwrap_or(0)
+            == 0
+        {
+            continue;
+        }
+        let mut serve = spawn_ferry_with(dir.path(), &["serve"], &AWS_ENV);
+        let runs = wait_for_runs_of(
+            dir.path(),
+            Duration::from_secs(60),
+            Some(&mut serve),
+            |runs| runs[0]["state"] == "success" || runs[0]["state"] == "failed",
+        );
+        nix_kill(&serve, "TERM");
+        let _ = serve.wait();
+        assert_eq!(runs[0]["state"], "success", "kill {kill}: {runs}");
+        // The wait went on in the same try: the kill cost no retry.
+        assert_eq!(
+            task(&shown(dir.path(), "wait__"), "landed")["try_number"],
+            1,
+            "kill {kill}"
+        );
+    }
+}

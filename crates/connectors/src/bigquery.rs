@@ -167,6 +167,11 @@ pub(crate) async fn run_query(
                 .note(&format!("waiting again on BigQuery job {job_id}"));
             found
         }
+        // Taken over only to stop what it started (an operator cleared the task): submit
+        // nothing.
+        None if scope.cancel.is_cancelled() => {
+            return Outcome::failed(None, "stopped before the BigQuery job was submitted");
+        }
         None => {
             let inserted = retrying(
                 "submitting the BigQuery job",
@@ -179,11 +184,13 @@ pub(crate) async fn run_query(
             match inserted {
                 None => {
                     // The submission may have reached BigQuery: the job of this id is
-                    // cancelled.
-                    let _ = client
-                        .job()
-                        .cancel_job(target.project, &job_id, target.location)
-                        .await;
+                    // cancelled (a shutdown leaves it to the next start, which waits on it).
+                    if !scope.shutting_down.is_cancelled() {
+                        let _ = client
+                            .job()
+                            .cancel_job(target.project, &job_id, target.location)
+                            .await;
+                    }
                     return Outcome::failed(None, "stopped before the BigQuery job was submitted");
                 }
                 // BigQuery answers a second submission of the same id with 409: that job is

@@ -25,6 +25,18 @@ impl LiveConnectors {
 }
 
 impl Connectors for LiveConnectors {
+    fn resumable(&self, work: &ConnectorWork) -> bool {
+        match work {
+            // A BigQuery query is a job named after the attempt: a restarted ferry waits on it
+            // again instead of running it a second time.
+            ConnectorWork::Query { connection, .. } => matches!(
+                self.connections.get(connection),
+                Some(Connection::Bigquery { .. })
+            ),
+            other => other.is_resumable(),
+        }
+    }
+
     fn run<'a>(
         &'a self,
         work: &'a ConnectorWork,

@@ -307,6 +307,13 @@ pub trait Connectors: Send + Sync {
         work: &'a ConnectorWork,
         scope: AttemptScope<'a>,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+    /// Whether a restarted ferry takes `work` over in the same attempt (see
+    /// [`ConnectorWork::is_resumable`]); an implementation may know more of its connections
+    /// (a query on BigQuery is a job it can wait on again).
+    fn resumable(&self, work: &ConnectorWork) -> bool {
+        work.is_resumable()
+    }
 }
 
 /// A [`Connectors`] shared by the engine and its attempts.

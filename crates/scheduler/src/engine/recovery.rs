@@ -261,11 +261,14 @@ impl Engine {
         let Work::Connector(work) = prepared.work else {
             return Ok(false);
         };
-        if !matches!(
-            work,
-            ferry_executor::connector::ConnectorWork::GlueJob { .. }
-                | ferry_executor::connector::ConnectorWork::StepFunctions { .. }
-        ) {
+        // A job to stop: a Glue run, an execution, a BigQuery query (a wait has none).
+        let stoppable = !matches!(work, ferry_executor::connector::ConnectorWork::Wait { .. })
+            && self
+                .config
+                .connectors
+                .as_ref()
+                .is_some_and(|c| c.0.resumable(&work));
+        if !stoppable {
             return Ok(false);
         }
         let slot = |control| Slot {
@@ -325,7 +328,12 @@ impl Engine {
         let Work::Connector(work) = prepared.work else {
             return Ok(false);
         };
-        if !work.is_resumable() {
+        if !self
+            .config
+            .connectors
+            .as_ref()
+            .is_some_and(|c| c.0.resumable(&work))
+        {
             return Ok(false);
         }
         let now = millis(self.clock.now());

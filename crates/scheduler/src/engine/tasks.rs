@@ -526,7 +526,12 @@ impl Engine {
             cancel.cancel();
         }
         let detach = CancellationToken::new();
-        let control = if work.is_resumable() {
+        let resumable = self
+            .config
+            .connectors
+            .as_ref()
+            .is_some_and(|c| c.0.resumable(&work));
+        let control = if resumable {
             Control::External {
                 cancel: cancel.clone(),
                 detach: detach.clone(),

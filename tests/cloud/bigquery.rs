@@ -199,3 +199,41 @@ fn issue8_validate_connect_dry_runs_bigquery_queries() {
     // Without --connect nothing is asked of BigQuery: the file is valid.
     assert!(ferry_in(dir.path(), &["validate"], &[]).status.success());
 }
+
+#[test]
+fn issue8_clearing_a_running_bigquery_query_cancels_its_job() {
+    let stub = Stub::start(|call, _| {
+        let running = json!({"jobReference": {"projectId": "test-project", "jobId": "x"}, "status": {"state": "RUNNING"}}).to_string();
+        match call.what.as_str() {
+            "POST /bigquery/v2/projects/test-project/jobs" => (200, running),
+            what if what.starts_with("GET /bigquery/v2/projects/test-project/jobs/") => (200, running),
+            what if what.ends_with("/cancel") => (200, json!({"job": {}}).to_string()),
+            other => (404, json!({"error": {"code": 404, "message": format!("unexpected {other}"), "errors": [], "status": "NOT_FOUND"}}).to_string()),
+        }
+    });
+    let dag =
+        "tasks:\n  - {id: slow, type: query, connection: warehouse, sql: \"SELECT 1 AS one\"}\n";
+    let dir = cloud_project("http://127.0.0.1:9", &stub.url, &[("bq.yaml", dag)]);
+    let mut serve = crate::util::spawn_ferry_with(dir.path(), &["serve"], &AWS_ENV);
+    let run = crate::util::spawn_ferry_with(dir.path(), &["run", "bq"], &AWS_ENV);
+    crate::util::wait_until(std::time::Duration::from_secs(30), || {
+        stub.calls().iter().any(|c| c.what.starts_with("GET "))
+    });
+    let cleared = ferry_in(dir.path(), &["tasks", "clear", "bq__", "slow"], &[]);
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    crate::util::wait_until(std::time::Duration::from_secs(30), || {
+        stub.calls().iter().any(|c| c.what.ends_with("/cancel"))
+    });
+    let cancel = stub
+        .calls()
+        .into_iter()
+        .find(|c| c.what.ends_with("/cancel"))
+        .expect("a cancel");
+    assert!(
+        cancel.what.contains("/jobs/ferry-bq-slow-") && cancel.what.contains("-1/cancel"),
+        "{cancel:?}"
+    );
+    crate::util::nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    drop(run);
+}

@@ -460,3 +460,62 @@ fn issue8_transfer_reads_parquet_objects() {
         "answer:2.5:2026-11-28:1,answer:2.5:2026-11-28:1,login:null:2026-11-28:0"
     );
 }
+
+#[test]
+fn issue8_clearing_a_running_transfer_rolls_it_back() {
+    if !service("PostgreSQL", 5432) {
+        return;
+    }
+    let table = format!("cleared_{}", std::process::id());
+    let dag = format!(
+        r#"tasks:
+  - id: slow
+    type: transfer
+    source: {{connection: pg, sql: "SELECT i AS id FROM generate_series(1, 30) AS i WHERE pg_sleep(1)::text = ''"}}
+    destination: {{connection: local, table: {table}, write: replace}}
+    batch_size: 1
+"#
+    );
+    let dir = app_project(
+        1,
+        "[environments.dev.connections.pg]\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\n",
+        &[("slow.yaml", &dag)],
+    );
+    let local = format!("sqlite:{}", dir.path().join("local.db").display());
+    execute(
+        &local,
+        &format!("CREATE TABLE {table} (id INTEGER); INSERT INTO {table} VALUES (42)"),
+    );
+    let mut serve = spawn_ferry_with(dir.path(), &["serve"], &[]);
+    let run = spawn_ferry_with(dir.path(), &["run", "slow"], &[]);
+    crate::util::wait_until(Duration::from_secs(30), || {
+        ferry_in(
+            dir.path(),
+            &["runs", "show", "slow__", "--format", "json"],
+            &[],
+        )
+        .status
+        .success()
+            && task(&shown(dir.path(), "slow__"), "slow")["state"] == "running"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let cleared = ferry_in(dir.path(), &["tasks", "clear", "slow__", "slow"], &[]);
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    // The try is stopped at once (the next one starts), and nothing of it was written.
+    crate::util::wait_until(Duration::from_secs(20), || {
+        task(&shown(dir.path(), "slow__"), "slow")["try_number"] == 2
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        scalar(&local, &format!("SELECT group_concat(id) FROM {table}")),
+        "42"
+    );
+    nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    drop(run);
+}

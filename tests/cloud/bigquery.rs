@@ -237,3 +237,25 @@ fn issue8_clearing_a_running_bigquery_query_cancels_its_job() {
     let _ = serve.wait();
     drop(run);
 }
+
+#[test]
+fn issue8_connections_test_reaches_bigquery_and_aws() {
+    let Some(emulators) = emulators() else { return };
+    let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[]);
+    let warehouse = ferry_in(dir.path(), &["connections", "test", "warehouse"], &AWS_ENV);
+    assert!(
+        stdout(&warehouse).contains(
+            "connection warehouse (bigquery): ok, BigQuery project test-project ran SELECT 1"
+        ),
+        "{}{}",
+        stdout(&warehouse),
+        stderr(&warehouse)
+    );
+    let aws = ferry_in(dir.path(), &["connections", "test", "aws"], &AWS_ENV);
+    assert!(
+        stdout(&aws).contains("connection aws (aws): ok, AWS us-east-1: S3 answered"),
+        "{}{}",
+        stdout(&aws),
+        stderr(&aws)
+    );
+}

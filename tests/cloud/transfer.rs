@@ -519,3 +519,60 @@ fn issue8_clearing_a_running_transfer_rolls_it_back() {
     let _ = serve.wait();
     drop(run);
 }
+
+#[test]
+fn issue8_a_killed_query_into_a_destination_is_written_once() {
+    if !service("PostgreSQL", 5432) {
+        return;
+    }
+    let pg = "postgres://postgres@127.0.0.1:5432/test";
+    for kill in 0..4u64 {
+        let table = format!("query_killed_{}_{kill}", std::process::id());
+        let dag = format!(
+            "tasks:\n  - {{id: daily, type: query, connection: pg, sql: \"SELECT '{{{{ ds }}}}' AS day, i AS n FROM generate_series(1, 200000) AS i\", destination: {{table: {table}, write: replace_partition, partition_column: day}}, retries: 2, retry_delay: 1s}}\n"
+        );
+        let dir = app_project(
+            1,
+            &format!("[environments.dev.connections.pg]\nkind = \"postgres\"\nurl = \"{pg}\"\n"),
+            &[("daily.yaml", &dag)],
+        );
+        execute(pg, &format!("DROP TABLE IF EXISTS {table}"));
+        let mut rng = fastrand::Rng::with_seed(kill * 13 + 7);
+        let run = spawn_ferry_with(dir.path(), &["run", "daily"], &[]);
+        std::thread::sleep(Duration::from_millis(rng.u64(0..1200)));
+        nix_kill(&run, "KILL");
+        let _ = run.wait_with_output();
+        let listed = stdout(&ferry_in(
+            dir.path(),
+            &["runs", "list", "--format", "json"],
+            &[],
+        ));
+        if serde_json::from_str::<serde_json::Value>(&listed)
+            .ok()
+            .and_then(|r| r.as_array().map(Vec::len))
+            .unwrap_or(0)
+            == 0
+        {
+            let again = ferry_in(dir.path(), &["run", "daily"], &[]);
+            assert!(again.status.success(), "{}", stderr(&again));
+        } else {
+            let mut serve = spawn_ferry_with(dir.path(), &["serve"], &[]);
+            let runs = wait_for_runs_of(
+                dir.path(),
+                Duration::from_secs(60),
+                Some(&mut serve),
+                |runs| runs[0]["state"] == "success" || runs[0]["state"] == "failed",
+            );
+            nix_kill(&serve, "TERM");
+            let _ = serve.wait();
+            assert_eq!(runs[0]["state"], "success", "kill {kill}: {runs}");
+        }
+        // Rolled back or committed whole, and written again by mode: the day's rows once.
+        assert_eq!(
+            scalar(pg, &format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}")),
+            "200000",
+            "kill {kill}"
+        );
+        execute(pg, &format!("DROP TABLE IF EXISTS {table}"));
+    }
+}

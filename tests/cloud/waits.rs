@@ -177,3 +177,31 @@ fn issue8_a_wait_looks_again_after_throttling() {
     // The first look's three tries (the SDK's) were refused, so it looked again later.
     assert_eq!(stub.count("AWSGlue.GetJobRuns"), 5, "{:?}", stub.calls());
 }
+
+#[test]
+fn issue8_clearing_a_waiting_task_starts_its_wait_again() {
+    let Some(emulators) = emulators() else { return };
+    let bucket = unique("cleared-wait").replace('_', "-");
+    put_object(&emulators.moto, &bucket, "other.csv", "id\n1\n");
+    let dag = format!(
+        "tasks:\n  - {{id: landed, type: s3_object, connection: aws, bucket: {bucket}, key: ready.csv, poll_interval: 200ms}}\n"
+    );
+    let dir = cloud_project(&emulators.moto, &emulators.bigquery, &[("wait.yaml", &dag)]);
+    let mut serve = spawn_ferry_with(dir.path(), &["serve"], &AWS_ENV);
+    let run = spawn_ferry_with(dir.path(), &["run", "wait"], &AWS_ENV);
+    wait_until(Duration::from_secs(30), || {
+        state_of(dir.path(), "wait", "landed").as_deref() == Some("deferred")
+    });
+    let cleared = ferry_in(dir.path(), &["tasks", "clear", "wait__", "landed"], &[]);
+    assert!(cleared.status.success(), "{}", stderr(&cleared));
+    wait_until(Duration::from_secs(30), || {
+        task(&shown(dir.path(), "wait__"), "landed")["try_number"] == 2
+    });
+    put_object(&emulators.moto, &bucket, "ready.csv", "id\n1\n");
+    wait_until(Duration::from_secs(30), || {
+        state_of(dir.path(), "wait", "landed").as_deref() == Some("success")
+    });
+    crate::util::nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    drop(run);
+}

@@ -576,3 +576,25 @@ fn issue8_a_killed_query_into_a_destination_is_written_once() {
         execute(pg, &format!("DROP TABLE IF EXISTS {table}"));
     }
 }
+
+#[test]
+fn issue8_a_database_that_cannot_be_reached_is_tried_again_by_the_retry_policy() {
+    // Nothing listens on port 9: a lost connection may pass on another try, a SQL error not.
+    let dag = "tasks:\n  - {id: load, type: query, connection: down, sql: 'SELECT 1', retries: 1, retry_delay: 1s}\n  - {id: forward, type: transfer, source: {connection: down, sql: 'SELECT 1 AS one'}, destination: {connection: local, table: ones}, retries: 1, retry_delay: 1s}\n";
+    let dir = app_project(
+        1,
+        "[environments.dev.connections.down]\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:9/test\"\n",
+        &[("down.yaml", dag)],
+    );
+    let run = ferry_in(dir.path(), &["run", "down"], &[]);
+    assert!(!run.status.success());
+    let shown = shown(dir.path(), "down__");
+    for id in ["load", "forward"] {
+        assert_eq!(
+            task(&shown, id)["try_number"],
+            2,
+            "{id} was tried again: {shown}"
+        );
+        assert_eq!(task(&shown, id)["state"], "failed", "{shown}");
+    }
+}

@@ -344,3 +344,35 @@ pub(crate) fn service(name: &str, port: u16) -> bool {
     }
     up
 }
+
+/// After `ferry run DAG` was killed in `dir`: runs the DAG again when the kill came before its
+/// run was made (and returns `None`), else lets `ferry serve` work until the newest run has
+/// ended and returns the runs.
+pub(crate) fn finish_after_kill(
+    dir: &Path,
+    dag: &str,
+    env: &[(&str, &str)],
+) -> Option<serde_json::Value> {
+    let listed = stdout(&ferry_in(dir, &["runs", "list", "--format", "json"], &[]));
+    let made = serde_json::from_str::<serde_json::Value>(&listed)
+        .ok()
+        .and_then(|runs| runs.as_array().map(Vec::len))
+        .unwrap_or(0);
+    if made == 0 {
+        let again = ferry_in(dir, &["run", dag], env);
+        assert!(
+            again.status.success(),
+            "{}{}",
+            stdout(&again),
+            stderr(&again)
+        );
+        return None;
+    }
+    let mut serve = spawn_ferry_with(dir, &["serve"], env);
+    let runs = wait_for_runs_of(dir, Duration::from_secs(60), Some(&mut serve), |runs| {
+        runs[0]["state"] == "success" || runs[0]["state"] == "failed"
+    });
+    nix_kill(&serve, "TERM");
+    let _ = serve.wait();
+    Some(runs)
+}

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::emulators::{AWS_ENV, aws, cloud_project, emulators, shown, task, unique};
 use super::stepfunctions::{executions, sfn_dag, state_machine};
-use crate::util::{ferry_in, nix_kill, spawn_ferry_with, stderr, stdout, wait_for_runs_of};
+use crate::util::{
+    ferry_in, finish_after_kill, nix_kill, spawn_ferry_with, stderr, stdout, wait_for_runs_of,
+};
 
 /// Kills per task type.
 const KILLS: usize = 6;
@@ -23,25 +25,9 @@ fn kill_then_finish(dir: &std::path::Path, dag: &str, within: Duration, seed: u6
     std::thread::sleep(delay);
     nix_kill(&run, "KILL");
     let output = run.wait_with_output().expect("killed");
-    let listed = stdout(&ferry_in(dir, &["runs", "list", "--format", "json"], &[]));
-    let runs: serde_json::Value = serde_json::from_str(&listed).unwrap_or(json!([]));
-    if runs.as_array().is_none_or(Vec::is_empty) {
-        // Killed before the run was made: nothing started; run it again.
-        let again = ferry_in(dir, &["run", dag], &AWS_ENV);
-        assert!(
-            again.status.success(),
-            "{}{}",
-            stdout(&again),
-            stderr(&again)
-        );
+    let Some(runs) = finish_after_kill(dir, dag, &AWS_ENV) else {
         return;
-    }
-    let mut serve = spawn_ferry_with(dir, &["serve"], &AWS_ENV);
-    let runs = wait_for_runs_of(dir, Duration::from_secs(60), Some(&mut serve), |runs| {
-        runs[0]["state"] == "success" || runs[0]["state"] == "failed"
-    });
-    nix_kill(&serve, "TERM");
-    let _ = serve.wait();
+    };
     assert_eq!(
         runs[0]["state"],
         "success",

@@ -12,8 +12,8 @@ use super::emulators::{
 };
 use super::stub::Stub;
 use crate::util::{
-    ferry_in, nix_kill, project, service, spawn_ferry_with, sql_execute as execute,
-    sql_scalar as scalar, stderr, stdout, wait_for_runs_of,
+    ferry_in, finish_after_kill, nix_kill, project, service, spawn_ferry_with,
+    sql_execute as execute, sql_scalar as scalar, stderr, stdout,
 };
 
 /// A project with an `app` SQLite database of `rows` events and the given connections.
@@ -228,29 +228,7 @@ fn issue8_a_killed_transfer_never_leaves_half_a_write() {
                 "kill {kill}: half a write: {rows} rows"
             );
         }
-        let listed = stdout(&ferry_in(
-            dir.path(),
-            &["runs", "list", "--format", "json"],
-            &[],
-        ));
-        if serde_json::from_str::<serde_json::Value>(&listed)
-            .ok()
-            .and_then(|r| r.as_array().map(Vec::len))
-            .unwrap_or(0)
-            == 0
-        {
-            let again = ferry_in(dir.path(), &["run", "forward"], &[]);
-            assert!(again.status.success(), "{}", stderr(&again));
-        } else {
-            let mut serve = spawn_ferry_with(dir.path(), &["serve"], &[]);
-            let runs = wait_for_runs_of(
-                dir.path(),
-                Duration::from_secs(60),
-                Some(&mut serve),
-                |runs| runs[0]["state"] == "success" || runs[0]["state"] == "failed",
-            );
-            nix_kill(&serve, "TERM");
-            let _ = serve.wait();
+        if let Some(runs) = finish_after_kill(dir.path(), "forward", &[]) {
             assert_eq!(runs[0]["state"], "success", "kill {kill}: {runs}");
         }
         assert_eq!(
@@ -542,29 +520,7 @@ fn issue8_a_killed_query_into_a_destination_is_written_once() {
         std::thread::sleep(Duration::from_millis(rng.u64(0..1200)));
         nix_kill(&run, "KILL");
         let _ = run.wait_with_output();
-        let listed = stdout(&ferry_in(
-            dir.path(),
-            &["runs", "list", "--format", "json"],
-            &[],
-        ));
-        if serde_json::from_str::<serde_json::Value>(&listed)
-            .ok()
-            .and_then(|r| r.as_array().map(Vec::len))
-            .unwrap_or(0)
-            == 0
-        {
-            let again = ferry_in(dir.path(), &["run", "daily"], &[]);
-            assert!(again.status.success(), "{}", stderr(&again));
-        } else {
-            let mut serve = spawn_ferry_with(dir.path(), &["serve"], &[]);
-            let runs = wait_for_runs_of(
-                dir.path(),
-                Duration::from_secs(60),
-                Some(&mut serve),
-                |runs| runs[0]["state"] == "success" || runs[0]["state"] == "failed",
-            );
-            nix_kill(&serve, "TERM");
-            let _ = serve.wait();
+        if let Some(runs) = finish_after_kill(dir.path(), "daily", &[]) {
             assert_eq!(runs[0]["state"], "success", "kill {kill}: {runs}");
         }
         // Rolled back or committed whole, and written again by mode: the day's rows once.

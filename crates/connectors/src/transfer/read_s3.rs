@@ -234,20 +234,29 @@ impl Reader<'_> {
         bucket: &str,
         key: &str,
     ) -> Result<(), Problem> {
-        use std::io::{Seek as _, Write as _};
+        use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
         let place = format!("s3://{bucket}/{key}");
-        let mut file =
-            tempfile::tempfile().map_err(|e| format!("{place}: a temporary file: {e}"))?;
+        let spool = tempfile::tempfile().map_err(|e| format!("{place}: a temporary file: {e}"))?;
+        let mut spool = tokio::fs::File::from_std(spool);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Problem {
                 text: format!("reading {place}: {e}"),
                 transient: true,
             })?;
-            file.write_all(&chunk)
+            spool
+                .write_all(&chunk)
+                .await
                 .map_err(|e| format!("{place}: writing a temporary file: {e}"))?;
         }
-        file.rewind()
+        spool
+            .flush()
+            .await
+            .map_err(|e| format!("{place}: writing a temporary file: {e}"))?;
+        spool
+            .rewind()
+            .await
             .map_err(|e| format!("{place}: a temporary file: {e}"))?;
+        let file = spool.into_std().await;
         let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
             .map_err(|e| format!("{place}: not a Parquet file: {e}"))?;
         let names: Vec<String> = {

@@ -6,6 +6,8 @@
 
 use ferry_executor::supervisor::{Supervised, SupervisorId};
 
+use ferry_executor::connector::ConnectorWork;
+
 use super::tasks::ended_now;
 use super::*;
 
@@ -233,6 +235,35 @@ impl Engine {
         )
     }
 
+    /// The connector work of `task` at try `try_number` of `run`, rendered, if a restarted
+    /// ferry takes such work over (see `Connectors::resumable`).
+    async fn resumable_work(
+        &mut self,
+        run: &RunRecord,
+        task: &TaskInstanceRecord,
+        try_number: i64,
+    ) -> Result<Option<(ConnectorWork, Redactor)>, EngineError> {
+        let Some(connectors) = self.config.connectors.clone() else {
+            return Ok(None);
+        };
+        let Some(loaded) = self.version_of(run).await? else {
+            return Ok(None);
+        };
+        let Some(definition) = loaded.dag.task(&task.task_id) else {
+            return Ok(None);
+        };
+        let context = self.attempt_context(run.id, try_number);
+        let Ok(prepared) = prepare(&loaded.dag, definition, run, &self.templates, &context) else {
+            return Ok(None);
+        };
+        Ok(match prepared.work {
+            Work::Connector(work) if connectors.0.resumable(&work) => {
+                Some((work, prepared.redactor))
+            }
+            _ => None,
+        })
+    }
+
     /// Stops the job outside ferry of a fenced attempt (its task was cleared or marked while no
     /// engine watched it): the attempt is run again with its stop already asked for, which
     /// stops the job by its recorded id or its token and starts nothing. False if the
@@ -242,56 +273,16 @@ impl Engine {
         attempt: &ferry_store::AttemptRecord,
         task: &TaskInstanceRecord,
     ) -> Result<bool, EngineError> {
-        if self.config.connectors.is_none() {
-            return Ok(false);
-        }
         let Some(run) = self.store.run_by_pk(task.run_pk).await? else {
             return Ok(false);
         };
-        let Some(loaded) = self.version_of(&run).await? else {
-            return Ok(false);
-        };
-        let Some(definition) = loaded.dag.task(&task.task_id) else {
-            return Ok(false);
-        };
-        let context = self.attempt_context(run.id, attempt.try_number);
-        let Ok(prepared) = prepare(&loaded.dag, definition, &run, &self.templates, &context) else {
-            return Ok(false);
-        };
-        let Work::Connector(work) = prepared.work else {
-            return Ok(false);
-        };
         // A job to stop: a Glue run, an execution, a BigQuery query (a wait has none).
-        let stoppable = !matches!(work, ferry_executor::connector::ConnectorWork::Wait { .. })
-            && self
-                .config
-                .connectors
-                .as_ref()
-                .is_some_and(|c| c.0.resumable(&work));
-        if !stoppable {
+        let Some((work, redactor)) = self
+            .resumable_work(&run, task, attempt.try_number)
+            .await?
+            .filter(|(work, _)| !matches!(work, ConnectorWork::Wait { .. }))
+        else {
             return Ok(false);
-        }
-        let slot = |control| Slot {
-            run_pk: run.id,
-            lease: attempt.lease,
-            run_id: run.run_id.clone(),
-            dag_id: run.dag_id.clone(),
-            pool: task.pool.clone(),
-            control,
-            stop_reason: Some(StopReason::Intervention),
-        };
-        let message = Finished {
-            run_pk: run.id,
-            task_instance: task.id,
-            lease: attempt.lease,
-            attempt_id: attempt.id,
-            end: AttemptEnd::default(),
-        };
-        let key = ferry_executor::connector::AttemptKey {
-            dag: run.dag_id.clone(),
-            task: task.task_id.clone(),
-            run_id: run.run_id.clone(),
-            try_number: attempt.try_number,
         };
         let resume = super::tasks::Resume {
             resuming: true,
@@ -299,7 +290,18 @@ impl Engine {
             elapsed: Duration::ZERO,
             stop_only: true,
         };
-        self.spawn_connector(task.id, slot, work, prepared.redactor, message, key, resume);
+        let stop_reason = Some(StopReason::Intervention);
+        let lease = attempt.lease;
+        self.relaunch_connector(
+            &run,
+            task,
+            attempt,
+            lease,
+            work,
+            redactor,
+            resume,
+            stop_reason,
+        );
         Ok(true)
     }
 
@@ -312,30 +314,9 @@ impl Engine {
         task: &TaskInstanceRecord,
         attempt: &ferry_store::AttemptRecord,
     ) -> Result<bool, EngineError> {
-        if self.config.connectors.is_none() {
-            return Ok(false);
-        }
-        let Some(loaded) = self.version_of(run).await? else {
+        let Some((work, redactor)) = self.resumable_work(run, task, task.try_number).await? else {
             return Ok(false);
         };
-        let Some(definition) = loaded.dag.task(&task.task_id) else {
-            return Ok(false);
-        };
-        let context = self.attempt_context(run.id, task.try_number);
-        let Ok(prepared) = prepare(&loaded.dag, definition, run, &self.templates, &context) else {
-            return Ok(false);
-        };
-        let Work::Connector(work) = prepared.work else {
-            return Ok(false);
-        };
-        if !self
-            .config
-            .connectors
-            .as_ref()
-            .is_some_and(|c| c.0.resumable(&work))
-        {
-            return Ok(false);
-        }
         let now = millis(self.clock.now());
         let detail = match &attempt.external_job_id {
             Some(job) => format!("resumed: waiting again on {job}"),
@@ -355,35 +336,13 @@ impl Engine {
             "running",
             &detail,
         );
-        let slot = |control| Slot {
-            run_pk: run.id,
-            lease: task.lease,
-            run_id: run.run_id.clone(),
-            dag_id: run.dag_id.clone(),
-            pool: task.pool.clone(),
-            control,
-            stop_reason: None,
-        };
-        let message = Finished {
-            run_pk: run.id,
-            task_instance: task.id,
-            lease: task.lease,
-            attempt_id: attempt.id,
-            end: AttemptEnd::default(),
-        };
-        let key = ferry_executor::connector::AttemptKey {
-            dag: run.dag_id.clone(),
-            task: task.task_id.clone(),
-            run_id: run.run_id.clone(),
-            try_number: task.try_number,
-        };
         let resume = super::tasks::Resume {
             resuming: true,
             job: attempt.external_job_id.clone(),
             elapsed: Duration::from_millis(u64::try_from(now - attempt.started_at).unwrap_or(0)),
             stop_only: false,
         };
-        self.spawn_connector(task.id, slot, work, prepared.redactor, message, key, resume);
+        self.relaunch_connector(run, task, attempt, task.lease, work, redactor, resume, None);
         Ok(true)
     }
 

@@ -575,6 +575,45 @@ impl Engine {
         });
     }
 
+    /// Runs the connector work of an attempt that already exists (a resumed, stopped or
+    /// deferred one) under its lease, holding its task's slot.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn relaunch_connector(
+        &mut self,
+        run: &RunRecord,
+        task: &TaskInstanceRecord,
+        attempt: &ferry_store::AttemptRecord,
+        lease: i64,
+        work: ConnectorWork,
+        redactor: Redactor,
+        resume: Resume,
+        stop_reason: Option<StopReason>,
+    ) {
+        let slot = |control| Slot {
+            run_pk: run.id,
+            lease,
+            run_id: run.run_id.clone(),
+            dag_id: run.dag_id.clone(),
+            pool: task.pool.clone(),
+            control,
+            stop_reason,
+        };
+        let message = Finished {
+            run_pk: run.id,
+            task_instance: task.id,
+            lease,
+            attempt_id: attempt.id,
+            end: AttemptEnd::default(),
+        };
+        let key = AttemptKey {
+            dag: run.dag_id.clone(),
+            task: task.task_id.clone(),
+            run_id: run.run_id.clone(),
+            try_number: attempt.try_number,
+        };
+        self.spawn_connector(task.id, slot, work, redactor, message, key, resume);
+    }
+
     /// Holds `slot` for a supervised attempt and waits for its end beside the loop.
     pub(super) fn watch(
         &mut self,

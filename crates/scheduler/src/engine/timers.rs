@@ -179,28 +179,6 @@ impl Engine {
                                 if !self.running.contains_key(&record.id) =>
                             {
                                 let now = millis(self.clock.now());
-                                let slot = |control| Slot {
-                                    run_pk: pk,
-                                    lease: record.lease,
-                                    run_id: run.run_id.clone(),
-                                    dag_id: run.dag_id.clone(),
-                                    pool: record.pool.clone(),
-                                    control,
-                                    stop_reason: None,
-                                };
-                                let message = Finished {
-                                    run_pk: pk,
-                                    task_instance: record.id,
-                                    lease: record.lease,
-                                    attempt_id: attempt.id,
-                                    end: AttemptEnd::default(),
-                                };
-                                let key = ferry_executor::connector::AttemptKey {
-                                    dag: run.dag_id.clone(),
-                                    task: record.task_id.clone(),
-                                    run_id: run.run_id.clone(),
-                                    try_number: record.try_number,
-                                };
                                 let resume = super::tasks::Resume {
                                     resuming: false,
                                     job: None,
@@ -209,14 +187,15 @@ impl Engine {
                                     ),
                                     stop_only: false,
                                 };
-                                self.spawn_connector(
-                                    record.id,
-                                    slot,
+                                self.relaunch_connector(
+                                    &run,
+                                    &record,
+                                    &attempt,
+                                    record.lease,
                                     work,
                                     prepared.redactor,
-                                    message,
-                                    key,
                                     resume,
+                                    None,
                                 );
                             }
                             (Some(attempt), work) => {

@@ -97,6 +97,7 @@ pub(crate) fn run(postgres: &str, bigquery: Option<&str>, sizes: &[usize]) -> Re
                     task: destination.to_string(),
                     run_id: format!("bench_{rows}"),
                     try_number: 1,
+                    lease: 1,
                 };
                 let figures = Figures::default();
                 let log = LogBuffer::new(64 * 1024);

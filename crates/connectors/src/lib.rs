@@ -14,6 +14,7 @@ mod live;
 mod query;
 mod sfn;
 mod sqlite;
+mod sync;
 mod transfer;
 mod waits;
 mod write;

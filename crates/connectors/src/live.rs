@@ -24,6 +24,21 @@ impl LiveConnectors {
     }
 }
 
+impl LiveConnectors {
+    /// The connection a task reads from, or the failure of an attempt that needs it.
+    fn source(&self, name: &str) -> Result<&Connection, Outcome> {
+        let Some(connection) = self.connections.get(name) else {
+            return Err(Outcome::fatal(format!(
+                "no connection `{name}` in this environment"
+            )));
+        };
+        match unset(name, connection) {
+            Some(problem) => Err(problem),
+            None => Ok(connection),
+        }
+    }
+}
+
 impl Connectors for LiveConnectors {
     fn resumable(&self, work: &ConnectorWork) -> bool {
         match work {
@@ -49,6 +64,7 @@ impl Connectors for LiveConnectors {
                 | ConnectorWork::StepFunctions { connection, .. }
                 | ConnectorWork::Wait { connection, .. } => connection,
                 ConnectorWork::Transfer { destination, .. } => destination,
+                ConnectorWork::ReverseSync(sync) => &sync.target,
             };
             let Some(target) = self.connections.get(name) else {
                 return Outcome::fatal(format!("no connection `{name}` in this environment"));
@@ -82,14 +98,10 @@ impl Connectors for LiveConnectors {
                             connection
                         }
                     };
-                    let Some(source_connection) = self.connections.get(source_name) else {
-                        return Outcome::fatal(format!(
-                            "no connection `{source_name}` in this environment"
-                        ));
+                    let source_connection = match self.source(source_name) {
+                        Ok(connection) => connection,
+                        Err(problem) => return problem,
                     };
-                    if let Some(problem) = unset(source_name, source_connection) {
-                        return problem;
-                    }
                     // A stop (or the timeout) drops a transfer into a SQL database, which rolls
                     // its transaction back; a transfer into BigQuery watches it itself, to
                     // cancel its write job.
@@ -124,6 +136,30 @@ impl Connectors for LiveConnectors {
                             timeout.unwrap_or_default().as_secs()
                         );
                         watched.log.note(&reason);
+                        Outcome::failed(None, reason)
+                    } else {
+                        outcome
+                    }
+                }
+                (ConnectorWork::ReverseSync(sync), target) => {
+                    let source = match self.source(&sync.source) {
+                        Ok(connection) => connection,
+                        Err(problem) => return problem,
+                    };
+                    // A stop (or the timeout) drops the sync, which rolls its transaction back.
+                    let stopper = crate::jobs::stopper(&scope, sync.timeout);
+                    let outcome = tokio::select! {
+                        outcome = crate::sync::run(sync, source, target, &scope) => outcome,
+                        () = stopper.token.cancelled() => Outcome::failed(None, "stopped; nothing was written"),
+                    };
+                    if stopper.timed_out.load(std::sync::atomic::Ordering::SeqCst)
+                        && !matches!(outcome, Outcome::Succeeded { .. })
+                    {
+                        let reason = format!(
+                            "timed out after {}s; nothing was written",
+                            sync.timeout.unwrap_or_default().as_secs()
+                        );
+                        scope.log.note(&reason);
                         Outcome::failed(None, reason)
                     } else {
                         outcome
@@ -275,6 +311,7 @@ impl Connectors for LiveConnectors {
                         ConnectorWork::StepFunctions { .. } => "stepfunctions",
                         ConnectorWork::Transfer { .. } => "transfer",
                         ConnectorWork::Wait { .. } => "wait",
+                        ConnectorWork::ReverseSync(_) => "reverse_sync",
                     }
                 )),
             }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{LogBuffer, Outcome};
 
 /// What a task asks of a connection, rendered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ConnectorWork {
     /// Run SQL in one transaction (one job on BigQuery), optionally writing a SELECT's rows
     /// into a table.
@@ -43,6 +43,9 @@ pub enum ConnectorWork {
         /// The task's `timeout`.
         timeout: Option<Duration>,
     },
+    /// Write a query's rows into an application table by key: diffed against the last synced
+    /// state, staged, and published in one transaction.
+    ReverseSync(Box<SyncWork>),
     /// Look once whether something outside ferry is there yet (a deferred wait: between
     /// looks it holds no slot).
     Wait {
@@ -81,6 +84,80 @@ pub enum ConnectorWork {
         /// The task's `timeout`.
         timeout: Option<Duration>,
     },
+}
+
+/// A reverse sync, rendered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncWork {
+    /// The connection read from (SQL or BigQuery).
+    pub source: String,
+    /// The SELECT, rendered.
+    pub sql: String,
+    /// The connection written to (SQL).
+    pub target: String,
+    /// The table, rendered.
+    pub table: String,
+    /// The key columns (target names).
+    pub key: Vec<String>,
+    /// How rows are written.
+    pub mode: SyncMode,
+    /// Target column → source column where they differ.
+    pub columns: Vec<(String, String)>,
+    /// Column → value of the target rows a mirror compares (rendered).
+    pub scope: Vec<(String, String)>,
+    /// The most rows a mirror may delete.
+    pub max_delete: RowLimit,
+    /// The most rows the target may reject.
+    pub max_rejected: RowLimit,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// The task's `timeout`.
+    pub timeout: Option<Duration>,
+    /// Only work out what would change, and write nothing (`ferry sync plan`).
+    pub plan_only: bool,
+}
+
+/// How a reverse sync writes rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Insert new keys, update changed ones.
+    Upsert,
+    /// Update changed rows only.
+    Update,
+    /// Insert new keys only.
+    Insert,
+    /// Insert every row.
+    Append,
+    /// Upsert, and delete rows in scope that left the source.
+    Mirror,
+}
+
+/// A limit on rows: a count, or a percentage of a total.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RowLimit {
+    /// At most this many.
+    Count(u64),
+    /// At most this percentage.
+    Percent(f64),
+}
+
+impl RowLimit {
+    /// The most rows allowed out of `total`.
+    pub fn allowed(self, total: u64) -> u64 {
+        match self {
+            RowLimit::Count(count) => count,
+            RowLimit::Percent(percent) => (total as f64 * percent / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for RowLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowLimit::Count(count) => write!(f, "{count} row(s)"),
+            RowLimit::Percent(percent) => write!(f, "{percent}%"),
+        }
+    }
 }
 
 /// Where a transfer reads rows.
@@ -171,7 +248,9 @@ impl ConnectorWork {
             ConnectorWork::GlueJob { .. }
             | ConnectorWork::StepFunctions { .. }
             | ConnectorWork::Wait { .. } => true,
-            ConnectorWork::Query { .. } | ConnectorWork::Transfer { .. } => false,
+            ConnectorWork::Query { .. }
+            | ConnectorWork::Transfer { .. }
+            | ConnectorWork::ReverseSync(_) => false,
         }
     }
 }
@@ -217,6 +296,9 @@ pub struct AttemptKey {
     pub run_id: String,
     /// The try.
     pub try_number: i64,
+    /// The task instance's fencing number when this attempt was claimed: a later attempt
+    /// (a retry, a clear, a takeover) holds a higher one.
+    pub lease: i64,
 }
 
 impl AttemptKey {
@@ -337,6 +419,7 @@ mod tests {
             task: "load.events".to_string(),
             run_id: "scheduled__2026-11-28T00:00:00+09:00".to_string(),
             try_number: 2,
+            lease: 2,
         };
         let token = key.token();
         assert_eq!(token, key.clone().token());

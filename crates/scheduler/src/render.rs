@@ -13,7 +13,8 @@ use ferry_dag::template::{RunContext, TemplateProblem, Templates};
 use ferry_dag::timetable::DataInterval;
 use ferry_executor::command::{CommandSpec, Program};
 use ferry_executor::connector::{
-    CloudWait, ColumnType, ConnectorWork, ObjectFormat, RowSource, TableWrite, WriteMode,
+    CloudWait, ColumnType, ConnectorWork, ObjectFormat, RowLimit, RowSource, SyncMode, SyncWork,
+    TableWrite, WriteMode,
 };
 use ferry_executor::http::HttpSpec;
 use ferry_store::RunRecord;
@@ -284,6 +285,27 @@ pub fn prepare(
                 redactor,
             }
         }
+        TaskKind::ReverseSync(sync) => {
+            let work = sync_work(sync, timeout, &render)?;
+            let shown = format!(
+                "reverse_sync from {}: {}\ninto {} on {} ({} by {})",
+                work.source,
+                work.sql,
+                work.table,
+                work.target,
+                sync.mode.as_str(),
+                if work.key.is_empty() {
+                    "no key".to_string()
+                } else {
+                    work.key.join(", ")
+                }
+            );
+            Prepared {
+                work: Work::Connector(ConnectorWork::ReverseSync(Box::new(work))),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
         TaskKind::S3Object(wait) => {
             let bucket = render(&wait.bucket)?;
             let key = render(&wait.key)?;
@@ -441,6 +463,51 @@ fn table_write(
     Ok(TableWrite {
         table: render(&destination.table)?,
         mode,
+    })
+}
+
+/// A `reverse_sync` task's work, rendered.
+fn sync_work(
+    sync: &ferry_dag::tasks::ReverseSyncTask,
+    timeout: Option<Duration>,
+    render: &impl Fn(&str) -> Result<String, TemplateProblem>,
+) -> Result<SyncWork, TemplateProblem> {
+    use ferry_dag::tasks::{DEFAULT_MAX_DELETE, SyncMode as Declared, Threshold};
+    let limit = |declared: &Option<ferry_dag::tasks::Limit>, default: Threshold| {
+        // The validator refuses a limit it cannot read, so none reaches here.
+        match declared
+            .as_ref()
+            .and_then(|l| l.threshold().ok())
+            .unwrap_or(default)
+        {
+            Threshold::Count(count) => RowLimit::Count(count),
+            Threshold::Percent(percent) => RowLimit::Percent(percent),
+        }
+    };
+    Ok(SyncWork {
+        source: sync.source.connection.clone(),
+        sql: render(&sync.source.sql)?,
+        target: sync.target.connection.clone(),
+        table: render(&sync.target.table)?,
+        key: sync.key.clone(),
+        mode: match sync.mode {
+            Declared::Upsert => SyncMode::Upsert,
+            Declared::Update => SyncMode::Update,
+            Declared::Insert => SyncMode::Insert,
+            Declared::Append => SyncMode::Append,
+            Declared::Mirror => SyncMode::Mirror,
+        },
+        columns: sync
+            .columns
+            .iter()
+            .map(|(target, source)| (target.clone(), source.clone()))
+            .collect(),
+        scope: render_pairs(&sync.scope, render)?,
+        max_delete: limit(&sync.max_delete, DEFAULT_MAX_DELETE),
+        max_rejected: limit(&sync.max_rejected, Threshold::Count(0)),
+        batch_size: sync.batch_size.map_or(10_000, |b| b as usize),
+        timeout,
+        plan_only: false,
     })
 }
 

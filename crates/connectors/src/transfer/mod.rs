@@ -4,10 +4,11 @@
 //! destination and then writes them into the destination table by its write mode, in one
 //! transaction.
 
+mod read_bigquery;
 mod read_s3;
 mod read_sql;
 mod write_bigquery;
-mod write_sql;
+pub(crate) mod write_sql;
 
 use std::collections::BTreeMap;
 
@@ -198,58 +199,11 @@ pub(crate) async fn run(
     declared: &[(String, ColumnType)],
     scope: &AttemptScope<'_>,
 ) -> Outcome {
-    let (sender, mut receiver) = mpsc::channel(IN_FLIGHT);
-    let reader = match source {
-        RowSource::Sql { sql, .. } => {
-            read_sql::spawn(source_connection.clone(), sql.clone(), batch_size, sender)
-        }
-        RowSource::S3 {
-            bucket,
-            prefix,
-            format,
-            ..
-        } => read_s3::spawn(
-            source_connection.clone(),
-            bucket.clone(),
-            prefix.clone(),
-            *format,
-            batch_size,
-            sender,
-        ),
+    let (batches, _reader) = match open(source, source_connection, batch_size, declared).await {
+        Ok(opened) => opened,
+        Err(failure) => return failure.into_outcome(),
     };
-    // The reader stops when the receiver goes (a failure, a stop).
-    let _reader = AbortOnDrop(reader);
-    let failed = |problem: Problem| match problem.into_failure() {
-        Failure::Fatal(reason) => Outcome::fatal(ferry_secrets::redact_text(&reason)),
-        Failure::Transient(reason) => Outcome::failed(None, ferry_secrets::redact_text(&reason)),
-    };
-    let columns = match receiver.recv().await {
-        Some(Read::Columns(columns)) => columns,
-        Some(Read::Failed(problem)) => return failed(problem),
-        Some(Read::Rows(_) | Read::End) | None => {
-            return Outcome::failed(None, "the source ended before its columns were known");
-        }
-    };
-    // The first batch helps infer types; it is written like the others.
-    let (first, ended) = match receiver.recv().await {
-        Some(Read::Rows(rows)) => (Some(rows), false),
-        Some(Read::Failed(problem)) => return failed(problem),
-        Some(Read::End) => (None, true),
-        Some(Read::Columns(_)) | None => {
-            return Outcome::failed(None, "the source stopped before its end");
-        }
-    };
-    let schema = match settle_schema(declared, &columns, first.as_ref()) {
-        Ok(schema) => schema,
-        Err(problem) => return Outcome::fatal(problem),
-    };
-    let batches = Batches {
-        first,
-        ended,
-        receiver,
-        schema: schema.clone(),
-        rows_read: 0,
-    };
+    let schema = batches.schema.clone();
     let written = match destination {
         Connection::Bigquery {
             project,
@@ -305,8 +259,75 @@ pub(crate) async fn run(
     }
 }
 
+/// Starts reading `source` and waits for its columns (and its first batch, which helps infer
+/// types): the batches to come, converted to the settled schema, and the reader (stopped when
+/// dropped).
+pub(crate) async fn open(
+    source: &RowSource,
+    source_connection: &Connection,
+    batch_size: usize,
+    declared: &[(String, ColumnType)],
+) -> Result<(Batches, AbortOnDrop), Failure> {
+    let (sender, mut receiver) = mpsc::channel(IN_FLIGHT);
+    let reader = match source {
+        RowSource::Sql { sql, .. } => match source_connection {
+            Connection::Bigquery { .. } => read_bigquery::spawn(
+                source_connection.clone(),
+                sql.clone(),
+                batch_size,
+                sender,
+            ),
+            _ => read_sql::spawn(source_connection.clone(), sql.clone(), batch_size, sender),
+        },
+        RowSource::S3 {
+            bucket,
+            prefix,
+            format,
+            ..
+        } => read_s3::spawn(
+            source_connection.clone(),
+            bucket.clone(),
+            prefix.clone(),
+            *format,
+            batch_size,
+            sender,
+        ),
+    };
+    // The reader stops when the receiver goes (a failure, a stop).
+    let reader = AbortOnDrop(reader);
+    let columns = match receiver.recv().await {
+        Some(Read::Columns(columns)) => columns,
+        Some(Read::Failed(problem)) => return Err(problem.into_failure()),
+        Some(Read::Rows(_) | Read::End) | None => {
+            return Err(Failure::Transient(
+                "the source ended before its columns were known".to_string(),
+            ));
+        }
+    };
+    // The first batch helps infer types; it is written like the others.
+    let (first, ended) = match receiver.recv().await {
+        Some(Read::Rows(rows)) => (Some(rows), false),
+        Some(Read::Failed(problem)) => return Err(problem.into_failure()),
+        Some(Read::End) => (None, true),
+        Some(Read::Columns(_)) | None => {
+            return Err(Failure::Transient(
+                "the source stopped before its end".to_string(),
+            ));
+        }
+    };
+    let schema = settle_schema(declared, &columns, first.as_ref()).map_err(Failure::Fatal)?;
+    let batches = Batches {
+        first,
+        ended,
+        receiver,
+        schema,
+        rows_read: 0,
+    };
+    Ok((batches, reader))
+}
+
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -322,6 +343,18 @@ pub(crate) enum Failure {
     Fatal(String),
     /// Another try may pass.
     Transient(String),
+}
+
+impl Failure {
+    /// The attempt's outcome, secrets masked.
+    pub(crate) fn into_outcome(self) -> Outcome {
+        match self {
+            Failure::Fatal(reason) => Outcome::fatal(ferry_secrets::redact_text(&reason)),
+            Failure::Transient(reason) => {
+                Outcome::failed(None, ferry_secrets::redact_text(&reason))
+            }
+        }
+    }
 }
 
 /// What a writer did.
@@ -341,7 +374,8 @@ pub(crate) struct Batches {
     /// The reader said it sent every row.
     ended: bool,
     receiver: mpsc::Receiver<Read>,
-    schema: Vec<(String, ColumnType)>,
+    /// The columns and their types.
+    pub schema: Vec<(String, ColumnType)>,
     /// Rows handed out so far.
     pub rows_read: i64,
 }

@@ -69,7 +69,7 @@ pub(super) async fn write(
                 .map_err(sql_error)?;
             let (staged, listed) = (quote(dialect, &rows), quoted(dialect, &columns));
             while let Some(batch) = batches.next().await? {
-                $insert(&mut $db, &staged, &listed, columns.len(), batch)
+                $insert(&mut $db, &staged, &listed, columns.len(), &batch)
                     .await
                     .map_err(sql_error)?;
             }
@@ -151,12 +151,12 @@ fn create_rows_table(dialect: Dialect, rows: &str, schema: &[(String, ColumnType
 /// [`MAX_BINDS`] values (concrete functions, so the futures are `Send`).
 macro_rules! insert_rows {
     ($name:ident, $db:ty, $backend:ty) => {
-        async fn $name(
+        pub(crate) async fn $name(
             db: &mut $db,
             rows: &str,
             columns: &str,
             width: usize,
-            batch: Batch,
+            batch: &Batch,
         ) -> Result<(), sqlx::Error> {
             let per_statement = (MAX_BINDS / width.max(1)).max(1);
             let head = format!("INSERT INTO {rows} ({columns}) ");
@@ -193,7 +193,7 @@ fn quoted(dialect: Dialect, columns: &[String]) -> String {
 }
 
 /// A batch in PostgreSQL's COPY text format.
-fn copy_text(batch: &Batch, out: &mut Vec<u8>) {
+pub(crate) fn copy_text(batch: &Batch, out: &mut Vec<u8>) {
     use std::io::Write as _;
     for row in batch {
         for (index, value) in row.iter().enumerate() {

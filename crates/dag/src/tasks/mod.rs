@@ -7,6 +7,7 @@ mod glue_job;
 mod http;
 mod noop;
 mod query;
+mod reverse_sync;
 mod stepfunctions;
 mod transfer;
 mod wait_for_dag;
@@ -20,6 +21,9 @@ pub use glue_job::{ATTEMPT_ARGUMENT, GlueJobTask};
 pub use http::{HttpMethod, HttpTask};
 pub use noop::NoopTask;
 pub use query::{Destination, QueryTask, WriteMode, is_valid_table_name};
+pub use reverse_sync::{
+    DEFAULT_MAX_DELETE, Limit, ReverseSyncTask, SyncMode, SyncSource, SyncTarget, Threshold,
+};
 pub use stepfunctions::StepFunctionsTask;
 pub use transfer::{Column, ColumnType, ObjectFormat, TransferSource, TransferTask};
 pub use wait_for_dag::{DEFAULT_WAIT_TIMEOUT, OnFailed, WaitForDagTask};
@@ -44,6 +48,8 @@ pub enum TaskKind {
     Noop(NoopTask),
     /// Runs SQL on a named connection.
     Query(QueryTask),
+    /// Writes a query's rows into an application table by key: diffed, staged, published at once.
+    ReverseSync(ReverseSyncTask),
     /// Waits for an S3 object or prefix.
     S3Object(S3ObjectWait),
     /// Starts an AWS Step Functions execution and waits until it ends.
@@ -55,7 +61,7 @@ pub enum TaskKind {
 }
 
 /// Every task type's name, as written in `type:`.
-pub const TASK_TYPES: [&str; 11] = [
+pub const TASK_TYPES: [&str; 12] = [
     "bigquery_partition",
     "command",
     "glue_job",
@@ -63,6 +69,7 @@ pub const TASK_TYPES: [&str; 11] = [
     "http",
     "noop",
     "query",
+    "reverse_sync",
     "s3_object",
     "stepfunctions",
     "transfer",
@@ -129,6 +136,7 @@ impl TaskKind {
             TaskKind::Http(_) => "http",
             TaskKind::Noop(_) => "noop",
             TaskKind::Query(_) => "query",
+            TaskKind::ReverseSync(_) => "reverse_sync",
             TaskKind::S3Object(_) => "s3_object",
             TaskKind::Stepfunctions(_) => "stepfunctions",
             TaskKind::Transfer(_) => "transfer",
@@ -145,6 +153,7 @@ impl TaskKind {
             TaskKind::Http(task) => task,
             TaskKind::Noop(task) => task,
             TaskKind::Query(task) => task,
+            TaskKind::ReverseSync(task) => task,
             TaskKind::S3Object(task) => task,
             TaskKind::Stepfunctions(task) => task,
             TaskKind::Transfer(task) => task,
@@ -184,6 +193,10 @@ impl TaskKind {
                 }
                 used
             }
+            TaskKind::ReverseSync(task) => vec![
+                ("source.connection", &task.source.connection, task.source_kinds()),
+                ("target.connection", &task.target.connection, task.target_kinds()),
+            ],
             TaskKind::Command(_)
             | TaskKind::Http(_)
             | TaskKind::Noop(_)

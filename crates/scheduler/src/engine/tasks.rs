@@ -495,6 +495,7 @@ impl Engine {
                     task: claimed.task_id.clone(),
                     run_id: run.run_id.clone(),
                     try_number: claimed.try_number,
+                    lease: claimed.lease,
                 };
                 let fresh = Resume {
                     resuming: false,
@@ -610,6 +611,7 @@ impl Engine {
             task: task.task_id.clone(),
             run_id: run.run_id.clone(),
             try_number: attempt.try_number,
+            lease,
         };
         self.spawn_connector(task.id, slot, work, redactor, message, key, resume);
     }

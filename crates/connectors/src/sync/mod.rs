@@ -1,0 +1,540 @@
+//! `reverse_sync`: a query's rows written into an application table by key.
+//!
+//! The rows are read in batches and staged in a temporary table of the target database (in
+//! the target's own column types, so a value the target cannot hold is found here), each with
+//! a hash of its values. Then one transaction publishes them: it checks the fence (a newer
+//! attempt of the same run makes this one's publish fail), deletes what a mirror deletes
+//! (guarded), updates the rows whose hash differs from the state ferry keeps per key, inserts
+//! the new keys, and updates the state. A row the target refuses is set aside by halving the
+//! failing range until it is alone, recorded with its key and reason, and counted against
+//! `max_rejected`. A kill at any moment rolls the transaction back: the target is as before.
+
+mod rows;
+mod statements;
+mod target;
+
+use std::collections::BTreeMap;
+
+use ferry_config::Connection;
+use ferry_executor::Outcome;
+use ferry_executor::connector::{AttemptScope, RowSource, SyncMode, SyncWork};
+use sha2::{Digest as _, Sha256};
+
+use crate::transfer::{Failure, Value, is_column_name};
+use crate::write::is_table_name;
+use rows::Shape;
+use statements::{REJECTS, RejectFields, Sql};
+use target::{TargetDb, is_rejection};
+
+/// How many rejects are kept with their key and reason (all are counted).
+const KEEP_REJECTS: usize = 1_000;
+/// How many are named in the log and in a failure.
+const NAME_REJECTS: usize = 5;
+
+/// What a sync did (or, planned, would do).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Rows the source returned.
+    pub read: i64,
+    /// Rows inserted into the target.
+    pub inserted: i64,
+    /// Rows updated.
+    pub updated: i64,
+    /// Rows deleted (a mirror's rows that left the source).
+    pub deleted: i64,
+    /// Source rows not written: the same as last synced (or, `insert`, already there).
+    pub unchanged: i64,
+    /// Source rows the target refused.
+    pub rejected: i64,
+}
+
+/// Runs a sync (or its plan) and records its counts on the attempt.
+pub(crate) async fn run(
+    work: &SyncWork,
+    source: &Connection,
+    target: &Connection,
+    scope: &AttemptScope<'_>,
+) -> Outcome {
+    match sync(work, source, target, scope).await {
+        Ok(counts) => {
+            let verb = if work.plan_only { "would be" } else { "were" };
+            scope.log.note(&format!(
+                "{} row(s) read; {} {verb} inserted, {} updated, {} deleted, {} unchanged, {} rejected",
+                counts.read,
+                counts.inserted,
+                counts.updated,
+                counts.deleted,
+                counts.unchanged,
+                counts.rejected
+            ));
+            let figures = BTreeMap::from([
+                ("rows_read".to_string(), counts.read),
+                ("rows_inserted".to_string(), counts.inserted),
+                ("rows_updated".to_string(), counts.updated),
+                ("rows_deleted".to_string(), counts.deleted),
+                ("rows_unchanged".to_string(), counts.unchanged),
+                ("rows_rejected".to_string(), counts.rejected),
+            ]);
+            scope.recorder.metrics(&figures).await;
+            Outcome::Succeeded { code: None }
+        }
+        Err(failure) => {
+            let text = match &failure {
+                Failure::Fatal(text) | Failure::Transient(text) => text,
+            };
+            scope.log.note(&ferry_secrets::redact_text(text));
+            failure.into_outcome()
+        }
+    }
+}
+
+/// A database error while doing `what`: transient (the network, a deadlock) or not.
+fn failed(what: &str) -> impl Fn(sqlx::Error) -> Failure + '_ {
+    move |error| {
+        let text = format!("{what}: {error}");
+        if crate::query::is_transient(&error) {
+            Failure::Transient(text)
+        } else {
+            Failure::Fatal(text)
+        }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `parts`.
+fn short_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Rejected rows: every one counted, the first kept with key and reason.
+#[derive(Default)]
+struct Rejects {
+    count: i64,
+    kept: Vec<(String, String)>,
+}
+
+impl Rejects {
+    fn add(&mut self, key: String, reason: String) {
+        self.count += 1;
+        if self.kept.len() < KEEP_REJECTS {
+            self.kept.push((key, reason));
+        }
+    }
+
+    /// The first few, for people.
+    fn named(&self) -> String {
+        self.kept
+            .iter()
+            .take(NAME_REJECTS)
+            .map(|(key, reason)| format!("{key}: {reason}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Why the database refused a row, secrets masked, on one line.
+fn reason(error: &sqlx::Error) -> String {
+    let text = match error {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    };
+    ferry_secrets::redact_text(&text.replace('\n', " "))
+}
+
+async fn sync(
+    work: &SyncWork,
+    source: &Connection,
+    target: &Connection,
+    scope: &AttemptScope<'_>,
+) -> Result<Counts, Failure> {
+    if !is_table_name(&work.table) {
+        return Err(Failure::Fatal(format!(
+            "`{}` is not a table name (letters, digits, `_` and `-`, dotted parts)",
+            work.table
+        )));
+    }
+    let Some(connected) = TargetDb::connect(target).await else {
+        return Err(Failure::Fatal(format!(
+            "connection `{}` is a {} connection; a reverse_sync writes into a sqlite, postgres or mysql one",
+            work.target,
+            target.kind()
+        )));
+    };
+    let mut db = connected.map_err(failed(&format!("connecting to `{}`", work.target)))?;
+    let dialect = db.dialect();
+    let rows_source = RowSource::Sql {
+        connection: work.source.clone(),
+        sql: work.sql.clone(),
+    };
+    let (mut batches, _reader) =
+        crate::transfer::open(&rows_source, source, work.batch_size.max(1), &[]).await?;
+    let shape = Shape::new(&batches.schema, &work.columns, &work.key, &work.scope)
+        .map_err(Failure::Fatal)?;
+    if let Some(bad) = shape.columns.iter().find(|c| !is_column_name(c)) {
+        return Err(Failure::Fatal(format!(
+            "column `{bad}` cannot be written into SQL as it is: alias it in the query"
+        )));
+    }
+    let mode = work.mode;
+    let sync_id = short_hash(&[
+        &scope.key.dag,
+        &scope.key.task,
+        &work.table,
+        &format!("{mode:?}"),
+        &shape.columns.join(","),
+        &work.key.join(","),
+    ]);
+    let fence_id = short_hash(&[&sync_id, &scope.key.run_id]);
+    let state_table = format!("ferry_state_{sync_id}");
+    let sql = Sql::new(
+        dialect,
+        &work.table,
+        &state_table,
+        if work.plan_only {
+            "ferry_plan_rejects"
+        } else {
+            REJECTS
+        },
+        &shape.columns,
+        &work.key,
+        &work.scope,
+    );
+    let fields = RejectFields {
+        sync_id: sync_id.clone(),
+        run_id: scope.key.run_id.clone(),
+        lease: scope.key.lease,
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    let table = work.table.as_str();
+    db.execute(&sql.probe_target())
+        .await
+        .map_err(failed(&format!("the target table {table}")))?;
+    if work.plan_only {
+        db.execute(&sql.create_plan_rejects())
+            .await
+            .map_err(failed("preparing the plan"))?;
+    } else {
+        for statement in [sql.create_fences(), sql.create_rejects()] {
+            db.execute(&statement)
+                .await
+                .map_err(failed("creating ferry's sync tables"))?;
+        }
+        // Taking the fence: from now on an older attempt of this run cannot publish.
+        let claim = failed("taking the sync's fence");
+        db.execute(&sql.add_fence(&fence_id, &fields))
+            .await
+            .map_err(&claim)?;
+        db.execute(&sql.raise_fence(&fence_id, fields.lease))
+            .await
+            .map_err(&claim)?;
+        let held = db.count(&sql.fence_lease(&fence_id)).await.map_err(&claim)?;
+        if held > fields.lease {
+            return Err(Failure::Fatal(stale(fields.lease, held)));
+        }
+    }
+    db.execute(&sql.create_stage())
+        .await
+        .map_err(failed("creating the stage"))?;
+
+    // Stage every row, setting aside the ones the target's types refuse.
+    let mut rejects = Rejects::default();
+    let (stage_table, stage_columns) = sql.stage_columns();
+    let copy = sql.copy_stage();
+    let mut number: i64 = 0;
+    while let Some(batch) = batches.next().await? {
+        let first = number + 1;
+        let mut rows = Vec::with_capacity(batch.len());
+        for mut row in batch {
+            number += 1;
+            if let Some(problem) = shape.problem(&row) {
+                return Err(Failure::Fatal(format!(
+                    "source row {number} ({}): {problem}; nothing was written",
+                    shape.key_text(&row)
+                )));
+            }
+            let hash = shape.hash(&row);
+            row.push(Value::Int(hash));
+            row.push(Value::Int(number));
+            rows.push(row);
+        }
+        let staged = db.stage(&stage_table, &stage_columns, &copy, &rows).await;
+        match staged {
+            Ok(()) => {}
+            Err(error) if is_rejection(&error) => {
+                // Part of the batch may be in (MySQL and SQLite stage in several statements):
+                // it is taken out, then the rows go in one by one.
+                db.execute(
+                    &sql.unstage_where(&Sql::rows_between(first, number + 1)),
+                )
+                .await
+                .map_err(failed("staging rows"))?;
+                for row in rows {
+                    let one = vec![row];
+                    match db.stage(&stage_table, &stage_columns, &copy, &one).await {
+                        Ok(()) => {}
+                        Err(error) if is_rejection(&error) => {
+                            rejects.add(shape.key_text(&one[0]), reason(&error));
+                        }
+                        Err(error) => return Err(failed("staging rows")(error)),
+                    }
+                }
+            }
+            Err(error) => return Err(failed("staging rows")(error)),
+        }
+    }
+    let read = batches.rows_read;
+    scope.log.note(&format!("{read} row(s) read and staged"));
+    for statement in sql.index_stage() {
+        db.execute(&statement)
+            .await
+            .map_err(failed("indexing the stage"))?;
+    }
+    if !work.key.is_empty() {
+        let duplicates = db
+            .texts(&sql.duplicates())
+            .await
+            .map_err(failed("looking for duplicate keys"))?;
+        if !duplicates.is_empty() {
+            let named = duplicates
+                .iter()
+                .map(|row| format!("{} ({} rows)", row[0], row[1]))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Failure::Fatal(format!(
+                "the source has duplicate keys, e.g. {named}; nothing was written"
+            )));
+        }
+    }
+    let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
+    if diffed {
+        prepare_state(&mut db, &sql, work.plan_only).await?;
+        scope
+            .log
+            .note(&format!("the synced state is kept in {state_table}"));
+    }
+
+    // Publish.
+    db.execute("BEGIN").await.map_err(failed("publishing"))?;
+    let published = publish(&mut db, &sql, work, &fields, &fence_id, read, rejects).await;
+    let end = match (&published, work.plan_only) {
+        (Ok(_), false) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = db.execute(end).await;
+    let counts = published?;
+    ended.map_err(failed("publishing"))?;
+    Ok(counts)
+}
+
+/// Why an attempt that lost its lease writes nothing.
+fn stale(mine: i64, held: i64) -> String {
+    format!(
+        "this attempt's fencing number is {mine} but a newer attempt of the same run holds {held}: it lost its lease and publishes nothing"
+    )
+}
+
+/// Makes sure the sync's state table is there (a plan uses an empty temporary one when the
+/// sync has none yet, and creates nothing).
+async fn prepare_state(db: &mut TargetDb, sql: &Sql, plan_only: bool) -> Result<(), Failure> {
+    if plan_only {
+        if db.execute(&sql.probe_state()).await.is_err() {
+            db.execute(&sql.create_plan_state())
+                .await
+                .map_err(failed("preparing the plan"))?;
+        }
+        return Ok(());
+    }
+    let [create, index] = sql.create_state().try_into().map_err(|_| {
+        Failure::Fatal("the state's statements are not two".to_string())
+    })?;
+    db.execute(&create)
+        .await
+        .map_err(failed("creating the sync's state table"))?;
+    match db.execute(&index).await {
+        Ok(_) => Ok(()),
+        // MySQL has no `IF NOT EXISTS` for indexes: an index already there is fine.
+        Err(sqlx::Error::Database(e))
+            if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|m| m.number() == 1061) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(failed("indexing the sync's state table")(error)),
+    }
+}
+
+/// The publishing transaction's work (begun by the caller, who commits or rolls back).
+async fn publish(
+    db: &mut TargetDb,
+    sql: &Sql,
+    work: &SyncWork,
+    fields: &RejectFields,
+    fence_id: &str,
+    read: i64,
+    mut rejects: Rejects,
+) -> Result<Counts, Failure> {
+    let publishing = failed("publishing");
+    if !work.plan_only {
+        db.execute(&sql.mark_fence(fence_id, fields.lease, &fields.at))
+            .await
+            .map_err(&publishing)?;
+        let held = db.count(&sql.fence_lease(fence_id)).await.map_err(&publishing)?;
+        if held != fields.lease {
+            return Err(Failure::Fatal(format!(
+                "publish refused: {}",
+                stale(fields.lease, held)
+            )));
+        }
+    }
+    // The rows refused while staging are kept with those refused from here on.
+    for (key, why) in &rejects.kept {
+        db.execute(&sql.reject_value(fields, key, why))
+            .await
+            .map_err(&publishing)?;
+    }
+    let mut counts = Counts {
+        read,
+        ..Counts::default()
+    };
+    let mode = work.mode;
+    if mode == SyncMode::Mirror {
+        let in_scope = db.count(&sql.count_in_scope()).await.map_err(&publishing)?;
+        let deleted = db.execute(&sql.delete_gone()).await.map_err(&publishing)?;
+        let allowed = work.max_delete.allowed(u64::try_from(in_scope).unwrap_or(0));
+        if deleted > allowed {
+            return Err(Failure::Fatal(format!(
+                "the mirror would delete {deleted} of the {in_scope} row(s) in scope, more than max_delete ({}); nothing was written",
+                work.max_delete
+            )));
+        }
+        counts.deleted = i64::try_from(deleted).unwrap_or(i64::MAX);
+        db.execute(&sql.forget_deleted()).await.map_err(&publishing)?;
+    }
+    if mode == SyncMode::Update {
+        let missing = sql.missing_condition();
+        let examples = db
+            .texts(&sql.keys_staged(&missing, KEEP_REJECTS))
+            .await
+            .map_err(&publishing)?;
+        let count = db.count(&sql.count_staged(&missing)).await.map_err(&publishing)?;
+        if count > 0 {
+            let why = "no row with this key in the target (mode: update inserts none)";
+            db.execute(&sql.reject_where(&missing, why, fields))
+                .await
+                .map_err(&publishing)?;
+            db.execute(&sql.unstage_where(&missing))
+                .await
+                .map_err(&publishing)?;
+            for example in &examples {
+                rejects.add(example.join(", "), why.to_string());
+            }
+            // Counted once each, whether kept or not.
+            rejects.count += count - examples.len() as i64;
+        }
+    }
+    let last = db.count(&sql.last_row()).await.map_err(&publishing)?;
+    let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
+    if diffed && sql.update_changed("1 = 1").is_some() {
+        counts.updated = sieve(db, sql, fields, last, &mut rejects, |range| {
+            sql.update_changed(range).unwrap_or_default()
+        })
+        .await?;
+    }
+    if mode != SyncMode::Update {
+        counts.inserted = sieve(db, sql, fields, last, &mut rejects, |range| {
+            sql.insert_new(range)
+        })
+        .await?;
+    }
+    if diffed {
+        db.execute(&sql.forget_changed()).await.map_err(&publishing)?;
+        db.execute(&sql.remember(mode == SyncMode::Update))
+            .await
+            .map_err(&publishing)?;
+    }
+    counts.rejected = rejects.count;
+    let allowed = work.max_rejected.allowed(u64::try_from(read).unwrap_or(0));
+    if u64::try_from(rejects.count).unwrap_or(0) > allowed {
+        return Err(Failure::Fatal(format!(
+            "{} row(s) rejected, more than max_rejected ({}): {}; nothing was written",
+            rejects.count,
+            work.max_rejected,
+            rejects.named()
+        )));
+    }
+    counts.unchanged = read - counts.inserted - counts.updated - counts.rejected;
+    Ok(counts)
+}
+
+/// Runs `statement` over the staged rows `1..=last`; when the target refuses a row, halves the
+/// range until the refused rows are alone, records each as rejected and takes it out of the
+/// stage. The rows written.
+async fn sieve(
+    db: &mut TargetDb,
+    sql: &Sql,
+    fields: &RejectFields,
+    last: i64,
+    rejects: &mut Rejects,
+    statement: impl Fn(&str) -> String,
+) -> Result<i64, Failure> {
+    let publishing = failed("publishing");
+    let mut written: u64 = 0;
+    let mut pending = vec![(1, last + 1)];
+    while let Some((low, high)) = pending.pop() {
+        if low >= high {
+            continue;
+        }
+        db.execute("SAVEPOINT ferry_sieve")
+            .await
+            .map_err(&publishing)?;
+        match db.execute(&statement(&Sql::rows_between(low, high))).await {
+            Ok(rows) => {
+                written += rows;
+                db.execute("RELEASE SAVEPOINT ferry_sieve")
+                    .await
+                    .map_err(&publishing)?;
+            }
+            Err(error) if is_rejection(&error) => {
+                db.execute("ROLLBACK TO SAVEPOINT ferry_sieve")
+                    .await
+                    .map_err(&publishing)?;
+                db.execute("RELEASE SAVEPOINT ferry_sieve")
+                    .await
+                    .map_err(&publishing)?;
+                if high - low == 1 {
+                    let row = Sql::rows_between(low, high);
+                    let why = reason(&error);
+                    let key = db
+                        .texts(&sql.keys_staged(&row, 1))
+                        .await
+                        .map_err(&publishing)?
+                        .first()
+                        .map(|r| r.join(", "))
+                        .unwrap_or_else(|| format!("row {low}"));
+                    db.execute(&sql.reject_where(&row, &why, fields))
+                        .await
+                        .map_err(&publishing)?;
+                    db.execute(&sql.unstage_where(&row))
+                        .await
+                        .map_err(&publishing)?;
+                    rejects.add(key, why);
+                } else {
+                    let middle = low + (high - low) / 2;
+                    pending.push((middle, high));
+                    pending.push((low, middle));
+                }
+            }
+            Err(error) => return Err(publishing(error)),
+        }
+    }
+    Ok(i64::try_from(written).unwrap_or(i64::MAX))
+}

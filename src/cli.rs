@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// The connections of the environment in effect (`--env`).
     #[command(subcommand)]
     Connections(ConnectionsCommand),
+    /// Reverse syncs: see what one would change.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Run the daemon: schedule the DAGs and run their tasks (stop with SIGTERM or Ctrl-C).
     Serve(ServeArgs),
     /// Run one DAG run in the foreground with live progress; exit 0 only on success.
@@ -180,6 +183,25 @@ pub(crate) enum ConnectionsCommand {
     Test {
         /// The connection's name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SyncCommand {
+    /// Show what a `reverse_sync` task would insert, update, delete, leave and reject in its
+    /// target, without writing anything (the sync runs in a transaction that is rolled back).
+    Plan {
+        /// The DAG's id.
+        dag: String,
+        /// The `reverse_sync` task.
+        task: String,
+        /// Logical date: the data interval starting on this date (default: the latest
+        /// complete one).
+        #[arg(long, value_name = "DATE")]
+        date: Option<String>,
+        /// Plan "as if it were" this RFC 3339 instant.
+        #[arg(long, value_name = "TIME")]
+        now: Option<DateTime<Utc>>,
     },
 }
 

@@ -4,42 +4,15 @@
 //! count. The figures are recorded in docs/benchmarks.md.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use ferry_config::{BigqueryCredentials, Connection, Secret};
-use ferry_executor::connector::{
-    AttemptKey, AttemptRecorder, AttemptScope, ConnectorWork, Connectors as _, RowSource,
-    TableWrite, WriteMode,
-};
-use ferry_executor::{LogBuffer, Outcome};
-use tokio_util::sync::CancellationToken;
+use ferry_executor::Outcome;
+use ferry_executor::connector::{AttemptKey, ConnectorWork, RowSource, TableWrite, WriteMode};
 
 use super::bench::peak_resident_memory;
-
-/// Keeps the figures a transfer reports.
-#[derive(Default)]
-struct Figures(std::sync::Mutex<BTreeMap<String, i64>>);
-
-impl AttemptRecorder for Figures {
-    fn external_job<'a>(&'a self, _id: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async {})
-    }
-
-    fn metrics<'a>(
-        &'a self,
-        figures: &'a BTreeMap<String, i64>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            if let Ok(mut all) = self.0.lock() {
-                all.extend(figures.iter().map(|(k, v)| (k.clone(), *v)));
-            }
-        })
-    }
-}
 
 /// Runs the benchmark: `sizes` rows each, PostgreSQL at `postgres`, BigQuery at `bigquery`
 /// (an emulator's address; project `test-project`, dataset `ferry_bench` made if missing).
@@ -99,31 +72,13 @@ pub(crate) fn run(postgres: &str, bigquery: Option<&str>, sizes: &[usize]) -> Re
                     try_number: 1,
                     lease: 1,
                 };
-                let figures = Figures::default();
-                let log = LogBuffer::new(64 * 1024);
-                let cancel = CancellationToken::new();
-                let shutting_down = CancellationToken::new();
                 let started = Instant::now();
-                let outcome = connectors
-                    .run(
-                        &work,
-                        AttemptScope {
-                            key: &key,
-                            resuming: false,
-                            resumed_job: None,
-                            elapsed: std::time::Duration::ZERO,
-                            recorder: &figures,
-                            log: &log,
-                            cancel: &cancel,
-                            shutting_down: &shutting_down,
-                        },
-                    )
-                    .await;
+                let done = super::outside::attempt(&connectors, &work, &key).await;
                 let seconds = started.elapsed().as_secs_f64();
-                if !matches!(outcome, Outcome::Succeeded { .. }) {
-                    bail!("the transfer into {destination} failed: {outcome:?}\n{}", log.text());
+                if !matches!(done.outcome, Outcome::Succeeded { .. }) {
+                    bail!("the transfer into {destination} failed: {:?}\n{}", done.outcome, done.log);
                 }
-                let written = figures.0.lock().map(|f| f.get("rows_written").copied().unwrap_or(0)).unwrap_or(0);
+                let written = done.figures.get("rows_written").copied().unwrap_or(0);
                 if written != i64::try_from(rows).unwrap_or(i64::MAX) {
                     bail!("{written} rows written into {destination}, not {rows}");
                 }

@@ -9,10 +9,12 @@ mod connections;
 mod dags;
 mod engine;
 mod operate;
+mod outside;
 mod run;
 mod runs;
 mod schedule;
 mod serve;
+mod sync;
 mod validate;
 
 use std::path::PathBuf;
@@ -25,7 +27,7 @@ use ferry_dag::{Catalog, CatalogOptions, Dag};
 
 use crate::cli::{
     BenchCommand, Cli, Command, ConfigCommand, ConnectionsCommand, DagSource, DagsCommand,
-    RunsCommand, TasksCommand,
+    RunsCommand, SyncCommand, TasksCommand,
 };
 
 /// Runs the command the user asked for.
@@ -79,6 +81,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Connections(ConnectionsCommand::Test { name }) => {
             connections::test(&config()?, &name)
         }
+        Command::Sync(SyncCommand::Plan {
+            dag,
+            task,
+            date,
+            now,
+        }) => sync::plan(&config()?, &dag, &task, date.as_deref(), now),
         Command::Serve(args) => serve::run(&config()?, &args),
         Command::Supervise { dir } => Ok(supervise(&dir)),
         Command::Run(args) => run::run(&config()?, &args),

@@ -57,16 +57,28 @@ pub(crate) async fn run(
 ) -> Outcome {
     match sync(work, source, target, scope).await {
         Ok(counts) => {
-            let verb = if work.plan_only { "would be" } else { "were" };
-            scope.log.note(&format!(
-                "{} row(s) read; {} {verb} inserted, {} updated, {} deleted, {} unchanged, {} rejected",
-                counts.read,
-                counts.inserted,
-                counts.updated,
-                counts.deleted,
-                counts.unchanged,
-                counts.rejected
-            ));
+            let said = if work.plan_only {
+                format!(
+                    "{} row(s) read; it would insert {}, update {}, delete {}, leave {} unchanged and reject {}",
+                    counts.read,
+                    counts.inserted,
+                    counts.updated,
+                    counts.deleted,
+                    counts.unchanged,
+                    counts.rejected
+                )
+            } else {
+                format!(
+                    "{} row(s) read; {} inserted, {} updated, {} deleted, {} unchanged, {} rejected",
+                    counts.read,
+                    counts.inserted,
+                    counts.updated,
+                    counts.deleted,
+                    counts.unchanged,
+                    counts.rejected
+                )
+            };
+            scope.log.note(&said);
             let figures = BTreeMap::from([
                 ("rows_read".to_string(), counts.read),
                 ("rows_inserted".to_string(), counts.inserted),
@@ -236,7 +248,10 @@ async fn sync(
         db.execute(&sql.raise_fence(&fence_id, fields.lease))
             .await
             .map_err(&claim)?;
-        let held = db.count(&sql.fence_lease(&fence_id)).await.map_err(&claim)?;
+        let held = db
+            .count(&sql.fence_lease(&fence_id))
+            .await
+            .map_err(&claim)?;
         if held > fields.lease {
             return Err(Failure::Fatal(stale(fields.lease, held)));
         }
@@ -272,11 +287,9 @@ async fn sync(
             Err(error) if is_rejection(&error) => {
                 // Part of the batch may be in (MySQL and SQLite stage in several statements):
                 // it is taken out, then the rows go in one by one.
-                db.execute(
-                    &sql.unstage_where(&Sql::rows_between(first, number + 1)),
-                )
-                .await
-                .map_err(failed("staging rows"))?;
+                db.execute(&sql.unstage_where(&Sql::rows_between(first, number + 1)))
+                    .await
+                    .map_err(failed("staging rows"))?;
                 for row in rows {
                     let one = vec![row];
                     match db.stage(&stage_table, &stage_columns, &copy, &one).await {
@@ -353,9 +366,10 @@ async fn prepare_state(db: &mut TargetDb, sql: &Sql, plan_only: bool) -> Result<
         }
         return Ok(());
     }
-    let [create, index] = sql.create_state().try_into().map_err(|_| {
-        Failure::Fatal("the state's statements are not two".to_string())
-    })?;
+    let [create, index] = sql
+        .create_state()
+        .try_into()
+        .map_err(|_| Failure::Fatal("the state's statements are not two".to_string()))?;
     db.execute(&create)
         .await
         .map_err(failed("creating the sync's state table"))?;
@@ -387,7 +401,10 @@ async fn publish(
         db.execute(&sql.mark_fence(fence_id, fields.lease, &fields.at))
             .await
             .map_err(&publishing)?;
-        let held = db.count(&sql.fence_lease(fence_id)).await.map_err(&publishing)?;
+        let held = db
+            .count(&sql.fence_lease(fence_id))
+            .await
+            .map_err(&publishing)?;
         if held != fields.lease {
             return Err(Failure::Fatal(format!(
                 "publish refused: {}",
@@ -409,7 +426,9 @@ async fn publish(
     if mode == SyncMode::Mirror {
         let in_scope = db.count(&sql.count_in_scope()).await.map_err(&publishing)?;
         let deleted = db.execute(&sql.delete_gone()).await.map_err(&publishing)?;
-        let allowed = work.max_delete.allowed(u64::try_from(in_scope).unwrap_or(0));
+        let allowed = work
+            .max_delete
+            .allowed(u64::try_from(in_scope).unwrap_or(0));
         if deleted > allowed {
             return Err(Failure::Fatal(format!(
                 "the mirror would delete {deleted} of the {in_scope} row(s) in scope, more than max_delete ({}); nothing was written",
@@ -417,7 +436,9 @@ async fn publish(
             )));
         }
         counts.deleted = i64::try_from(deleted).unwrap_or(i64::MAX);
-        db.execute(&sql.forget_deleted()).await.map_err(&publishing)?;
+        db.execute(&sql.forget_deleted())
+            .await
+            .map_err(&publishing)?;
     }
     if mode == SyncMode::Update {
         let missing = sql.missing_condition();
@@ -425,7 +446,10 @@ async fn publish(
             .texts(&sql.keys_staged(&missing, KEEP_REJECTS))
             .await
             .map_err(&publishing)?;
-        let count = db.count(&sql.count_staged(&missing)).await.map_err(&publishing)?;
+        let count = db
+            .count(&sql.count_staged(&missing))
+            .await
+            .map_err(&publishing)?;
         if count > 0 {
             let why = "no row with this key in the target (mode: update inserts none)";
             db.execute(&sql.reject_where(&missing, why, fields))
@@ -456,7 +480,9 @@ async fn publish(
         .await?;
     }
     if diffed {
-        db.execute(&sql.forget_changed()).await.map_err(&publishing)?;
+        db.execute(&sql.forget_changed())
+            .await
+            .map_err(&publishing)?;
         db.execute(&sql.remember(mode == SyncMode::Update))
             .await
             .map_err(&publishing)?;

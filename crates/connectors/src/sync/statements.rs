@@ -96,7 +96,11 @@ impl Sql {
         self.scope
             .iter()
             .map(|(column, value)| {
-                format!("{alias}.{} = {}", self.q(column), literal(self.dialect, value))
+                format!(
+                    "{alias}.{} = {}",
+                    self.q(column),
+                    literal(self.dialect, value)
+                )
             })
             .collect::<Vec<_>>()
             .join(" AND ")
@@ -321,7 +325,12 @@ impl Sql {
     }
 
     /// Records the staged rows matching `condition` as rejected for `reason`.
-    pub(crate) fn reject_where(&self, condition: &str, reason: &str, fields: &RejectFields) -> String {
+    pub(crate) fn reject_where(
+        &self,
+        condition: &str,
+        reason: &str,
+        fields: &RejectFields,
+    ) -> String {
         format!(
             "INSERT INTO {} (sync_id, run_id, lease, row_key, reason, rejected_at) SELECT {}, {}, {}, {}, {}, {} FROM {} AS s WHERE {condition}",
             self.rejects,
@@ -595,7 +604,8 @@ mod tests {
     fn statements_read_as_intended() {
         let pg = sql(Dialect::Postgres);
         assert_eq!(
-            pg.update_changed("s.ferry_row >= 1 AND s.ferry_row < 9").as_deref(),
+            pg.update_changed("s.ferry_row >= 1 AND s.ferry_row < 9")
+                .as_deref(),
             Some(
                 r#"UPDATE "app"."class_scores" AS t SET "avg_points" = s."avg_points" FROM "ferry_stage" AS s WHERE t."school_id" = s."school_id" AND t."class_id" = s."class_id" AND s.ferry_row >= 1 AND s.ferry_row < 9 AND NOT EXISTS (SELECT 1 FROM "ferry_state_y" AS h WHERE h."school_id" = s."school_id" AND h."class_id" = s."class_id" AND h.ferry_hash = s.ferry_hash)"#
             )
@@ -605,17 +615,19 @@ mod tests {
             r#"DELETE FROM "app"."class_scores" AS t WHERE t."school_id" = '7' AND NOT EXISTS (SELECT 1 FROM "ferry_stage" AS s WHERE s."school_id" = t."school_id" AND s."class_id" = t."class_id")"#
         );
         let mysql = sql(Dialect::Mysql);
-        assert!(mysql.delete_gone().starts_with("DELETE t FROM `app`.`class_scores` AS t WHERE"));
         assert!(
             mysql
-                .duplicates()
-                .starts_with("SELECT CONCAT('school_id=', s.`school_id`, ', class_id=', s.`class_id`), COUNT(*)")
+                .delete_gone()
+                .starts_with("DELETE t FROM `app`.`class_scores` AS t WHERE")
         );
+        assert!(mysql.duplicates().starts_with(
+            "SELECT CONCAT('school_id=', s.`school_id`, ', class_id=', s.`class_id`), COUNT(*)"
+        ));
         let sqlite = sql(Dialect::Sqlite);
         assert!(
-            sqlite
-                .duplicates()
-                .starts_with(r#"SELECT 'school_id=' || s."school_id" || ', class_id=' || s."class_id", COUNT(*)"#),
+            sqlite.duplicates().starts_with(
+                r#"SELECT 'school_id=' || s."school_id" || ', class_id=' || s."class_id", COUNT(*)"#
+            ),
             "{}",
             sqlite.duplicates()
         );

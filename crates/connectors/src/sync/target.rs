@@ -4,8 +4,8 @@
 use ferry_config::Connection;
 use sqlx::{Connection as _, Row as _};
 
-use crate::transfer::write_sql::{copy_text, insert_mysql, insert_sqlite};
 use crate::transfer::Batch;
+use crate::transfer::write_sql::{copy_text, insert_mysql, insert_sqlite};
 use crate::write::Dialect;
 
 /// A connection to the target.

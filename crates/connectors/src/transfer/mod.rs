@@ -271,12 +271,9 @@ pub(crate) async fn open(
     let (sender, mut receiver) = mpsc::channel(IN_FLIGHT);
     let reader = match source {
         RowSource::Sql { sql, .. } => match source_connection {
-            Connection::Bigquery { .. } => read_bigquery::spawn(
-                source_connection.clone(),
-                sql.clone(),
-                batch_size,
-                sender,
-            ),
+            Connection::Bigquery { .. } => {
+                read_bigquery::spawn(source_connection.clone(), sql.clone(), batch_size, sender)
+            }
             _ => read_sql::spawn(source_connection.clone(), sql.clone(), batch_size, sender),
         },
         RowSource::S3 {

@@ -194,8 +194,16 @@ impl TaskKind {
                 used
             }
             TaskKind::ReverseSync(task) => vec![
-                ("source.connection", &task.source.connection, task.source_kinds()),
-                ("target.connection", &task.target.connection, task.target_kinds()),
+                (
+                    "source.connection",
+                    &task.source.connection,
+                    task.source_kinds(),
+                ),
+                (
+                    "target.connection",
+                    &task.target.connection,
+                    task.target_kinds(),
+                ),
             ],
             TaskKind::Command(_)
             | TaskKind::Http(_)

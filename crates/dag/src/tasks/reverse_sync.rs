@@ -207,7 +207,9 @@ impl TaskType for ReverseSyncTask {
                     "key",
                     format!("`mode: {}` needs a `key`", self.mode.as_str()),
                 )
-                .with_help("list the target columns that identify a row, e.g. `key: [class_id, day]`"),
+                .with_help(
+                    "list the target columns that identify a row, e.g. `key: [class_id, day]`",
+                ),
             );
         }
         for (index, column) in self.key.iter().enumerate() {
@@ -313,7 +315,9 @@ mod tests {
             "{BASE}key: [class_id]\nmode: mirror\nscope: {{day: '{{{{ ds }}}}'}}\nmax_delete: 5%"
         ));
         assert!(fine.problems().is_empty(), "{:?}", fine.problems());
-        let misplaced = task(&format!("{BASE}key: [id]\nscope: {{day: x}}\nmax_delete: 3"));
+        let misplaced = task(&format!(
+            "{BASE}key: [id]\nscope: {{day: x}}\nmax_delete: 3"
+        ));
         let fields: Vec<_> = misplaced.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["scope", "max_delete"]);
         let append = task(&format!("{BASE}mode: append\nkey: [id]"));

@@ -25,3 +25,6 @@ mod connectors;
 
 // Issue 8: the Forward tasks against the emulators (and stubs of what they cannot do).
 mod cloud;
+
+// Issue 9: reverse sync into the application's databases.
+mod sync;

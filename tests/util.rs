@@ -376,3 +376,50 @@ pub(crate) fn finish_after_kill(
     let _ = serve.wait();
     Some(runs)
 }
+
+/// A fresh MariaDB/MySQL database for one test, or `None` (with a note) when the server is not
+/// there and `FERRY_REQUIRE_SERVICES` is not set.
+pub(crate) fn fresh_mysql(name: &str) -> Option<String> {
+    if !service("MariaDB", 3306) {
+        return None;
+    }
+    let base = "mysql://root@127.0.0.1:3306/test";
+    let database = format!("ferry_it_{name}_{}", std::process::id());
+    sql_execute(
+        base,
+        &format!("DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"),
+    );
+    Some(format!("mysql://root@127.0.0.1:3306/{database}"))
+}
+
+/// The first column of every row of `sql` on the database at `url`, as text.
+pub(crate) fn sql_column(url: &str, sql: &str) -> Vec<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection as _;
+            if url.starts_with("sqlite:") {
+                let mut db = sqlx::SqliteConnection::connect(url)
+                    .await
+                    .expect("connects");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_all(&mut db)
+                    .await
+                    .expect("query")
+            } else if url.starts_with("postgres:") {
+                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_all(&mut db)
+                    .await
+                    .expect("query")
+            } else {
+                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
+                sqlx::query_scalar::<_, String>(sql)
+                    .fetch_all(&mut db)
+                    .await
+                    .expect("query")
+            }
+        })
+}

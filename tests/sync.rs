@@ -456,10 +456,8 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
             let finished = runs
                 .as_array()
                 .is_some_and(|r| r.first().is_some_and(|run| run["state"] == "success"));
-            if !finished {
-                if let Some(runs) = finish_after_kill(dir.path(), "big", &[]) {
-                    assert_eq!(runs[0]["state"], "success", "{kind}: {runs}");
-                }
+            if !finished && let Some(runs) = finish_after_kill(dir.path(), "big", &[]) {
+                assert_eq!(runs[0]["state"], "success", "{kind}: {runs}");
             }
             // A run that finished before the kill synced version v; one that did not was
             // finished above. A rerun converges either way.

@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::transfer::{Failure, Value, is_column_name};
 use crate::write::is_table_name;
 use rows::Shape;
-use statements::{REJECTS, RejectFields, Sql};
+use statements::{Fence, REJECTS, RejectFields, Sql, create_rejects};
 use target::{TargetDb, is_rejection};
 
 /// How many rejects are kept with their key and reason (all are counted).
@@ -183,6 +183,53 @@ async fn sync(
     };
     let mut db = connected.map_err(failed(&format!("connecting to `{}`", work.target)))?;
     let dialect = db.dialect();
+    let mode = work.mode;
+    // The sync's identity: its state and fences follow it (a new key or mode starts afresh).
+    let sync_id = short_hash(&[
+        &scope.key.dag,
+        &scope.key.task,
+        &work.table,
+        &format!("{mode:?}"),
+        &work.key.join(","),
+    ]);
+    let fence_id = short_hash(&[&sync_id, &scope.key.run_id]);
+    let fence = Fence {
+        dialect,
+        id: &fence_id,
+    };
+    let fields = RejectFields {
+        sync_id: sync_id.clone(),
+        run_id: scope.key.run_id.clone(),
+        lease: scope.key.lease,
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    let rejects_table = if work.plan_only {
+        "ferry_plan_rejects"
+    } else {
+        REJECTS
+    };
+    let creating = failed("creating ferry's sync tables");
+    if work.plan_only {
+        db.execute(&create_rejects(dialect, rejects_table, true))
+            .await
+            .map_err(&creating)?;
+    } else {
+        db.execute(&fence.create_table()).await.map_err(&creating)?;
+        db.execute(&create_rejects(dialect, rejects_table, false))
+            .await
+            .map_err(&creating)?;
+        // Taking the fence before reading: from now on an older attempt of this run cannot
+        // publish.
+        let claim = failed("taking the sync's fence");
+        db.execute(&fence.add(&fields)).await.map_err(&claim)?;
+        db.execute(&fence.raise(fields.lease))
+            .await
+            .map_err(&claim)?;
+        let held = db.count(&fence.lease()).await.map_err(&claim)?;
+        if held > fields.lease {
+            return Err(Failure::Fatal(stale(fields.lease, held)));
+        }
+    }
     let rows_source = RowSource::Sql {
         connection: work.source.clone(),
         sql: work.sql.clone(),
@@ -196,66 +243,20 @@ async fn sync(
             "column `{bad}` cannot be written into SQL as it is: alias it in the query"
         )));
     }
-    let mode = work.mode;
-    let sync_id = short_hash(&[
-        &scope.key.dag,
-        &scope.key.task,
-        &work.table,
-        &format!("{mode:?}"),
-        &shape.columns.join(","),
-        &work.key.join(","),
-    ]);
-    let fence_id = short_hash(&[&sync_id, &scope.key.run_id]);
     let state_table = format!("ferry_state_{sync_id}");
     let sql = Sql::new(
         dialect,
         &work.table,
         &state_table,
-        if work.plan_only {
-            "ferry_plan_rejects"
-        } else {
-            REJECTS
-        },
+        rejects_table,
         &shape.columns,
         &work.key,
         &work.scope,
     );
-    let fields = RejectFields {
-        sync_id: sync_id.clone(),
-        run_id: scope.key.run_id.clone(),
-        lease: scope.key.lease,
-        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    };
     let table = work.table.as_str();
     db.execute(&sql.probe_target())
         .await
         .map_err(failed(&format!("the target table {table}")))?;
-    if work.plan_only {
-        db.execute(&sql.create_plan_rejects())
-            .await
-            .map_err(failed("preparing the plan"))?;
-    } else {
-        for statement in [sql.create_fences(), sql.create_rejects()] {
-            db.execute(&statement)
-                .await
-                .map_err(failed("creating ferry's sync tables"))?;
-        }
-        // Taking the fence: from now on an older attempt of this run cannot publish.
-        let claim = failed("taking the sync's fence");
-        db.execute(&sql.add_fence(&fence_id, &fields))
-            .await
-            .map_err(&claim)?;
-        db.execute(&sql.raise_fence(&fence_id, fields.lease))
-            .await
-            .map_err(&claim)?;
-        let held = db
-            .count(&sql.fence_lease(&fence_id))
-            .await
-            .map_err(&claim)?;
-        if held > fields.lease {
-            return Err(Failure::Fatal(stale(fields.lease, held)));
-        }
-    }
     db.execute(&sql.create_stage())
         .await
         .map_err(failed("creating the stage"))?;
@@ -337,7 +338,7 @@ async fn sync(
 
     // Publish.
     db.execute("BEGIN").await.map_err(failed("publishing"))?;
-    let published = publish(&mut db, &sql, work, &fields, &fence_id, read, rejects).await;
+    let published = publish(&mut db, &sql, work, &fields, &fence, read, rejects).await;
     let end = match (&published, work.plan_only) {
         (Ok(_), false) => "COMMIT",
         _ => "ROLLBACK",
@@ -392,19 +393,16 @@ async fn publish(
     sql: &Sql,
     work: &SyncWork,
     fields: &RejectFields,
-    fence_id: &str,
+    fence: &Fence<'_>,
     read: i64,
     mut rejects: Rejects,
 ) -> Result<Counts, Failure> {
     let publishing = failed("publishing");
     if !work.plan_only {
-        db.execute(&sql.mark_fence(fence_id, fields.lease, &fields.at))
+        db.execute(&fence.mark(fields.lease, &fields.at))
             .await
             .map_err(&publishing)?;
-        let held = db
-            .count(&sql.fence_lease(fence_id))
-            .await
-            .map_err(&publishing)?;
+        let held = db.count(&fence.lease()).await.map_err(&publishing)?;
         if held != fields.lease {
             return Err(Failure::Fatal(format!(
                 "publish refused: {}",
@@ -564,3 +562,6 @@ async fn sieve(
     }
     Ok(i64::try_from(written).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests;

@@ -475,22 +475,6 @@ impl Sql {
         format!("SELECT COALESCE(MAX(ferry_row), 0) FROM {}", self.stage)
     }
 
-    /// Creates the rejects table if missing.
-    pub(crate) fn create_rejects(&self) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (sync_id VARCHAR(64) NOT NULL, run_id VARCHAR(255) NOT NULL, lease BIGINT NOT NULL, row_key TEXT NOT NULL, reason TEXT NOT NULL, rejected_at VARCHAR(40) NOT NULL)",
-            self.rejects
-        )
-    }
-
-    /// Creates an empty rejects table for a plan (temporary).
-    pub(crate) fn create_plan_rejects(&self) -> String {
-        format!(
-            "CREATE TEMPORARY TABLE {} (sync_id VARCHAR(64) NOT NULL, run_id VARCHAR(255) NOT NULL, lease BIGINT NOT NULL, row_key TEXT NOT NULL, reason TEXT NOT NULL, rejected_at VARCHAR(40) NOT NULL)",
-            self.rejects
-        )
-    }
-
     /// Records a reject found while staging (not in the stage).
     pub(crate) fn reject_value(&self, fields: &RejectFields, key: &str, reason: &str) -> String {
         format!(
@@ -504,19 +488,44 @@ impl Sql {
             literal(self.dialect, &fields.at)
         )
     }
+}
+
+/// Creates the rejects table `table` if missing (a temporary one for a plan).
+pub(crate) fn create_rejects(dialect: Dialect, table: &str, temporary: bool) -> String {
+    format!(
+        "CREATE {}TABLE {}{} (sync_id VARCHAR(64) NOT NULL, run_id VARCHAR(255) NOT NULL, lease BIGINT NOT NULL, row_key TEXT NOT NULL, reason TEXT NOT NULL, rejected_at VARCHAR(40) NOT NULL)",
+        if temporary { "TEMPORARY " } else { "" },
+        if temporary { "" } else { "IF NOT EXISTS " },
+        quote(dialect, table)
+    )
+}
+
+/// The statements of one sync and run's fence: the highest fencing number of an attempt that
+/// took it. An attempt takes it before reading, and publishes only while it still holds it.
+pub(crate) struct Fence<'a> {
+    /// The target's dialect.
+    pub dialect: Dialect,
+    /// The fence (a hash of the sync and the run).
+    pub id: &'a str,
+}
+
+impl Fence<'_> {
+    fn id(&self) -> String {
+        literal(self.dialect, self.id)
+    }
 
     /// Creates the fences table if missing.
-    pub(crate) fn create_fences(&self) -> String {
+    pub(crate) fn create_table(&self) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {FENCES} (fence_id VARCHAR(64) NOT NULL PRIMARY KEY, sync_id VARCHAR(64) NOT NULL, run_id VARCHAR(255) NOT NULL, lease BIGINT NOT NULL, published_at VARCHAR(40))"
         )
     }
 
-    /// Adds the fence of a sync and run at `lease` unless it is there.
-    pub(crate) fn add_fence(&self, fence_id: &str, fields: &RejectFields) -> String {
+    /// Adds the fence at the attempt's lease unless it is there.
+    pub(crate) fn add(&self, fields: &RejectFields) -> String {
         let values = format!(
             "({}, {}, {}, {})",
-            literal(self.dialect, fence_id),
+            self.id(),
             literal(self.dialect, &fields.sync_id),
             literal(self.dialect, &fields.run_id),
             fields.lease
@@ -532,28 +541,28 @@ impl Sql {
     }
 
     /// Raises the fence to `lease` (a newer attempt takes the sync over).
-    pub(crate) fn raise_fence(&self, fence_id: &str, lease: i64) -> String {
+    pub(crate) fn raise(&self, lease: i64) -> String {
         format!(
             "UPDATE {FENCES} SET lease = {lease} WHERE fence_id = {} AND lease < {lease}",
-            literal(self.dialect, fence_id)
+            self.id()
         )
     }
 
-    /// Marks the fence published by `lease` (taking its row lock: the check that follows and
-    /// the commit see no newer attempt come in between).
-    pub(crate) fn mark_fence(&self, fence_id: &str, lease: i64, at: &str) -> String {
+    /// Marks the fence published by `lease`, taking its row lock (so the check that follows
+    /// and the commit see no newer attempt come in between).
+    pub(crate) fn mark(&self, lease: i64, at: &str) -> String {
         format!(
             "UPDATE {FENCES} SET published_at = {} WHERE fence_id = {} AND lease = {lease}",
             literal(self.dialect, at),
-            literal(self.dialect, fence_id)
+            self.id()
         )
     }
 
     /// The fence's lease.
-    pub(crate) fn fence_lease(&self, fence_id: &str) -> String {
+    pub(crate) fn lease(&self) -> String {
         format!(
             "SELECT COALESCE(MAX(lease), 0) FROM {FENCES} WHERE fence_id = {}",
-            literal(self.dialect, fence_id)
+            self.id()
         )
     }
 }

@@ -471,3 +471,67 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
         }
     }
 }
+
+#[test]
+fn issue9_sql_check_fails_on_what_is_not_as_declared_and_names_the_values() {
+    let dir = project(&[(
+        "gate.yaml",
+        "id: gate\ntasks:\n  - id: check\n    type: sql_check\n    connection: warehouse\n    checks:\n      - {name: rows, sql: \"SELECT COUNT(*) FROM agg\", min: 1, max: 100}\n      - {name: no NULL keys, sql: \"SELECT school_id, class FROM agg WHERE class IS NULL\", no_rows: true}\n      - {name: totals, sql: \"SELECT SUM(students) FROM agg\", equals_sql: \"SELECT SUM(students) FROM agg_copy\"}\n  - {id: after, type: noop, depends_on: [check]}\n",
+    )]);
+    std::fs::write(
+        dir.path().join("ferry.toml"),
+        "[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n",
+    )
+    .expect("config");
+    let warehouse = format!("sqlite:{}", dir.path().join("warehouse.db").display());
+    execute(
+        &warehouse,
+        "CREATE TABLE agg (school_id INTEGER, class INTEGER, students INTEGER); INSERT INTO agg VALUES (1, 1, 20), (1, 2, 25); CREATE TABLE agg_copy AS SELECT * FROM agg",
+    );
+    let (ok, _) = (
+        ferry_in(dir.path(), &["run", "gate"], &[]).status.success(),
+        (),
+    );
+    assert!(ok, "every check holds");
+    execute(
+        &warehouse,
+        "INSERT INTO agg VALUES (1, NULL, 5), (2, NULL, 6)",
+    );
+    let run = ferry_in(dir.path(), &["run", "gate"], &[]);
+    assert!(!run.status.success());
+    let listed = stdout(&ferry_in(
+        dir.path(),
+        &["runs", "list", "--format", "json"],
+        &[],
+    ));
+    let runs: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let run_id = runs[0]["run_id"].as_str().expect("a run");
+    let log = stdout(&ferry_in(dir.path(), &["logs", run_id, "check"], &[]));
+    for expected in [
+        "check `rows`: ok (4, expected between 1 and 100)",
+        "check `no NULL keys`: FAILED: expected no rows, got: school_id=1, class=NULL; school_id=2, class=NULL",
+        "check `totals`: FAILED: 56 and 45 differ (tolerance 0)",
+    ] {
+        assert!(log.contains(expected), "missing {expected} in:\n{log}");
+    }
+    let shown = stdout(&ferry_in(dir.path(), &["runs", "show", run_id], &[]));
+    assert!(
+        shown.contains("upstream_failed"),
+        "the gate holds back what follows: {shown}"
+    );
+    if let Some(url) = fresh_postgres("sync_check") {
+        execute(
+            &url,
+            "CREATE TABLE agg (school_id INTEGER, class INTEGER, students INTEGER); INSERT INTO agg VALUES (1, 1, 20); CREATE TABLE agg_copy AS SELECT * FROM agg",
+        );
+        std::fs::write(
+            dir.path().join("ferry.toml"),
+            format!(
+                "[environments.dev.connections.warehouse]\nkind = \"postgres\"\nurl = \"{url}\"\n"
+            ),
+        )
+        .expect("config");
+        let run = ferry_in(dir.path(), &["run", "gate"], &[]);
+        assert!(run.status.success(), "{}", stdout(&run));
+    }
+}

@@ -8,6 +8,7 @@
 
 mod aws;
 mod bigquery;
+mod check;
 mod glue;
 mod jobs;
 mod live;

@@ -62,7 +62,8 @@ impl Connectors for LiveConnectors {
                 ConnectorWork::Query { connection, .. }
                 | ConnectorWork::GlueJob { connection, .. }
                 | ConnectorWork::StepFunctions { connection, .. }
-                | ConnectorWork::Wait { connection, .. } => connection,
+                | ConnectorWork::Wait { connection, .. }
+                | ConnectorWork::Check { connection, .. } => connection,
                 ConnectorWork::Transfer { destination, .. } => destination,
                 ConnectorWork::ReverseSync(sync) => &sync.target,
             };
@@ -139,6 +140,18 @@ impl Connectors for LiveConnectors {
                         Outcome::failed(None, reason)
                     } else {
                         outcome
+                    }
+                }
+                (
+                    ConnectorWork::Check {
+                        checks, timeout, ..
+                    },
+                    target,
+                ) => {
+                    let stopper = crate::jobs::stopper(&scope, *timeout);
+                    tokio::select! {
+                        outcome = crate::check::run(checks, target, &scope) => outcome,
+                        () = stopper.token.cancelled() => Outcome::failed(None, "stopped (or timed out) before the checks ended"),
                     }
                 }
                 (ConnectorWork::ReverseSync(sync), target) => {
@@ -312,6 +325,7 @@ impl Connectors for LiveConnectors {
                         ConnectorWork::Transfer { .. } => "transfer",
                         ConnectorWork::Wait { .. } => "wait",
                         ConnectorWork::ReverseSync(_) => "reverse_sync",
+                        ConnectorWork::Check { .. } => "sql_check",
                     }
                 )),
             }

@@ -1129,7 +1129,7 @@ mod tests {
         assert_eq!(
             parsed.diagnostics[1].help.as_deref(),
             Some(
-                "known task types: bigquery_partition, command, glue_job, glue_run, http, noop, query, reverse_sync, s3_object, stepfunctions, transfer, wait_for_dag"
+                "known task types: bigquery_partition, command, glue_job, glue_run, http, noop, query, reverse_sync, s3_object, sql_check, stepfunctions, transfer, wait_for_dag"
             )
         );
         assert!(parsed.dag.is_none());

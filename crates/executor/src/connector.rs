@@ -46,6 +46,15 @@ pub enum ConnectorWork {
     /// Write a query's rows into an application table by key: diffed against the last synced
     /// state, staged, and published in one transaction.
     ReverseSync(Box<SyncWork>),
+    /// Run data-quality checks on a connection; fail unless every one holds.
+    Check {
+        /// The connection.
+        connection: String,
+        /// The checks, rendered.
+        checks: Vec<DataCheck>,
+        /// The task's `timeout`.
+        timeout: Option<Duration>,
+    },
     /// Look once whether something outside ferry is there yet (a deferred wait: between
     /// looks it holds no slot).
     Wait {
@@ -115,6 +124,38 @@ pub struct SyncWork {
     pub timeout: Option<Duration>,
     /// Only work out what would change, and write nothing (`ferry sync plan`).
     pub plan_only: bool,
+}
+
+/// A data-quality check, rendered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataCheck {
+    /// Its name, for the log.
+    pub name: String,
+    /// The query.
+    pub sql: String,
+    /// What its answer must be.
+    pub expect: Expectation,
+}
+
+/// What a check's query must answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expectation {
+    /// The first value of the first row within these bounds.
+    Between {
+        /// At least.
+        min: Option<f64>,
+        /// At most.
+        max: Option<f64>,
+    },
+    /// No row at all.
+    NoRows,
+    /// The first value of the first row equal (within `tolerance`) to that of another query.
+    Equals {
+        /// The other query.
+        sql: String,
+        /// The largest difference counted as equal.
+        tolerance: f64,
+    },
 }
 
 /// How a reverse sync writes rows.
@@ -250,7 +291,8 @@ impl ConnectorWork {
             | ConnectorWork::Wait { .. } => true,
             ConnectorWork::Query { .. }
             | ConnectorWork::Transfer { .. }
-            | ConnectorWork::ReverseSync(_) => false,
+            | ConnectorWork::ReverseSync(_)
+            | ConnectorWork::Check { .. } => false,
         }
     }
 }

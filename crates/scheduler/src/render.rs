@@ -13,8 +13,8 @@ use ferry_dag::template::{RunContext, TemplateProblem, Templates};
 use ferry_dag::timetable::DataInterval;
 use ferry_executor::command::{CommandSpec, Program};
 use ferry_executor::connector::{
-    CloudWait, ColumnType, ConnectorWork, ObjectFormat, RowLimit, RowSource, SyncMode, SyncWork,
-    TableWrite, WriteMode,
+    CloudWait, ColumnType, ConnectorWork, DataCheck, Expectation, ObjectFormat, RowLimit,
+    RowSource, SyncMode, SyncWork, TableWrite, WriteMode,
 };
 use ferry_executor::http::HttpSpec;
 use ferry_store::RunRecord;
@@ -302,6 +302,50 @@ pub fn prepare(
             );
             Prepared {
                 work: Work::Connector(ConnectorWork::ReverseSync(Box::new(work))),
+                shown: redactor.redact(&shown),
+                redactor,
+            }
+        }
+        TaskKind::SqlCheck(check) => {
+            let mut checks = Vec::new();
+            for (index, declared) in check.checks.iter().enumerate() {
+                let expect = if declared.no_rows {
+                    Expectation::NoRows
+                } else if let Some(other) = &declared.equals_sql {
+                    Expectation::Equals {
+                        sql: render(other)?,
+                        tolerance: declared.tolerance.unwrap_or(0.0),
+                    }
+                } else {
+                    Expectation::Between {
+                        min: declared.min,
+                        max: declared.max,
+                    }
+                };
+                checks.push(DataCheck {
+                    name: declared
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("check {}", index + 1)),
+                    sql: render(&declared.sql)?,
+                    expect,
+                });
+            }
+            let shown = format!(
+                "sql_check on {}: {}",
+                check.connection,
+                checks
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Prepared {
+                work: Work::Connector(ConnectorWork::Check {
+                    connection: check.connection.clone(),
+                    checks,
+                    timeout,
+                }),
                 shown: redactor.redact(&shown),
                 redactor,
             }

@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::transfer::{Failure, Value, is_column_name};
 use crate::write::is_table_name;
 use rows::Shape;
+pub(crate) use rows::shown;
 use statements::{Fence, REJECTS, RejectFields, Sql, create_rejects};
 use target::{TargetDb, is_rejection};
 

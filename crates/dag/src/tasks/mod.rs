@@ -8,6 +8,7 @@ mod http;
 mod noop;
 mod query;
 mod reverse_sync;
+mod sql_check;
 mod stepfunctions;
 mod transfer;
 mod wait_for_dag;
@@ -24,6 +25,7 @@ pub use query::{Destination, QueryTask, WriteMode, is_valid_table_name};
 pub use reverse_sync::{
     DEFAULT_MAX_DELETE, Limit, ReverseSyncTask, SyncMode, SyncSource, SyncTarget, Threshold,
 };
+pub use sql_check::{Check, SqlCheckTask};
 pub use stepfunctions::StepFunctionsTask;
 pub use transfer::{Column, ColumnType, ObjectFormat, TransferSource, TransferTask};
 pub use wait_for_dag::{DEFAULT_WAIT_TIMEOUT, OnFailed, WaitForDagTask};
@@ -52,6 +54,8 @@ pub enum TaskKind {
     ReverseSync(ReverseSyncTask),
     /// Waits for an S3 object or prefix.
     S3Object(S3ObjectWait),
+    /// Fails unless queries answer as declared: a data-quality gate.
+    SqlCheck(SqlCheckTask),
     /// Starts an AWS Step Functions execution and waits until it ends.
     Stepfunctions(StepFunctionsTask),
     /// Moves rows from a query or S3 objects into a table on another connection.
@@ -61,7 +65,7 @@ pub enum TaskKind {
 }
 
 /// Every task type's name, as written in `type:`.
-pub const TASK_TYPES: [&str; 12] = [
+pub const TASK_TYPES: [&str; 13] = [
     "bigquery_partition",
     "command",
     "glue_job",
@@ -71,6 +75,7 @@ pub const TASK_TYPES: [&str; 12] = [
     "query",
     "reverse_sync",
     "s3_object",
+    "sql_check",
     "stepfunctions",
     "transfer",
     "wait_for_dag",
@@ -138,6 +143,7 @@ impl TaskKind {
             TaskKind::Query(_) => "query",
             TaskKind::ReverseSync(_) => "reverse_sync",
             TaskKind::S3Object(_) => "s3_object",
+            TaskKind::SqlCheck(_) => "sql_check",
             TaskKind::Stepfunctions(_) => "stepfunctions",
             TaskKind::Transfer(_) => "transfer",
             TaskKind::WaitForDag(_) => "wait_for_dag",
@@ -155,6 +161,7 @@ impl TaskKind {
             TaskKind::Query(task) => task,
             TaskKind::ReverseSync(task) => task,
             TaskKind::S3Object(task) => task,
+            TaskKind::SqlCheck(task) => task,
             TaskKind::Stepfunctions(task) => task,
             TaskKind::Transfer(task) => task,
             TaskKind::WaitForDag(task) => task,
@@ -175,6 +182,7 @@ impl TaskKind {
     pub fn connections(&self) -> Vec<(&'static str, &str, &'static [&'static str])> {
         match self {
             TaskKind::Query(task) => vec![("connection", &task.connection, QUERY_KINDS)],
+            TaskKind::SqlCheck(task) => vec![("connection", &task.connection, QUERY_KINDS)],
             TaskKind::GlueJob(task) => vec![("connection", &task.connection, AWS_KINDS)],
             TaskKind::Stepfunctions(task) => vec![("connection", &task.connection, AWS_KINDS)],
             TaskKind::S3Object(task) => vec![("connection", &task.connection, AWS_KINDS)],

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AWS_KINDS, Destination, FieldProblem, SQL_KINDS, TaskType, is_valid_id};
+use super::{AWS_KINDS, Destination, FieldProblem, QUERY_KINDS, TaskType, is_valid_id};
 
 /// Moves rows from `source` into `destination.table` on `destination.connection`, streamed in
 /// batches (memory stays flat however many rows there are), by the destination's write mode.
@@ -30,7 +30,7 @@ pub struct TransferTask {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferSource {
-    /// The connection read from: a SQL one for `sql`, an `aws` one for `bucket`.
+    /// The connection read from: a SQL or BigQuery one for `sql`, an `aws` one for `bucket`.
     pub connection: String,
     /// A SELECT (templated).
     #[serde(default)]
@@ -178,7 +178,7 @@ impl TransferTask {
         if self.source.bucket.is_some() {
             AWS_KINDS
         } else {
-            SQL_KINDS
+            QUERY_KINDS
         }
     }
 }

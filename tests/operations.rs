@@ -707,7 +707,7 @@ fn issue7_the_readmes_examples_pass_on_a_fresh_copy() {
         .status()
         .expect("cp runs");
     assert!(copy.success());
-    let serve = spawn_ferry(dir.path(), &["serve"]);
+    let serve = crate::util::spawn_ferry_logged(dir.path(), &["serve"]);
     let run = wait_for_success_of(dir.path(), "warehouse_housekeeping");
     // The Forward example moves the seeded application database's events of each day into
     // the dev warehouse.
@@ -724,6 +724,26 @@ fn issue7_the_readmes_examples_pass_on_a_fresh_copy() {
         .and_then(|t| t["metrics"]["rows_written"].as_i64())
         .expect("rows written are recorded");
     assert!(moved > 0, "{shown}");
+    // The dashboard pipeline publishes its aggregates into the seeded application database.
+    let dashboard = wait_for_success_of(dir.path(), "dashboard_daily");
+    let shown: Value = serde_json::from_str(&stdout(&ferry_in(
+        dir.path(),
+        &["runs", "show", &dashboard, "--format", "json"],
+        &[],
+    )))
+    .expect("JSON");
+    let published = shown["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["task_id"] == "publish"))
+        .map(|t| t["metrics"].clone())
+        .expect("the publish task");
+    assert_eq!(published["rows_read"], 3600, "a row per class: {shown}");
+    assert_eq!(published["rows_inserted"], 3600, "{shown}");
+    let app = format!("sqlite:{}", dir.path().join(".ferry/dev/app_db.sqlite").display());
+    assert_eq!(
+        crate::util::sql_scalar(&app, "SELECT CAST(COUNT(*) AS TEXT) FROM dashboard_class_daily"),
+        "3600"
+    );
     for line in section.lines().filter(|l| !l.trim().is_empty()) {
         let command = line.split(" # ").next().expect("command").trim();
         let args: Vec<String> = command

@@ -130,6 +130,22 @@ impl Spawned {
     }
 }
 
+/// The same, its output going into `serve.log` in `dir` (for a daemon that talks more than a
+/// pipe holds while nobody reads it).
+pub(crate) fn spawn_ferry_logged(dir: &Path, args: &[&str]) -> Spawned {
+    let log = std::fs::File::create(dir.join("serve.log")).expect("a log file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdout(log.try_clone().expect("the log file"))
+        .stderr(log);
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
+        command.env_remove(name);
+    }
+    Spawned::from(command.spawn().expect("ferry starts"))
+}
+
 /// The same, with these environment variables too.
 pub(crate) fn spawn_ferry_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));

@@ -739,9 +739,15 @@ fn issue7_the_readmes_examples_pass_on_a_fresh_copy() {
         .expect("the publish task");
     assert_eq!(published["rows_read"], 3600, "a row per class: {shown}");
     assert_eq!(published["rows_inserted"], 3600, "{shown}");
-    let app = format!("sqlite:{}", dir.path().join(".ferry/dev/app_db.sqlite").display());
+    let app = format!(
+        "sqlite:{}",
+        dir.path().join(".ferry/dev/app_db.sqlite").display()
+    );
     assert_eq!(
-        crate::util::sql_scalar(&app, "SELECT CAST(COUNT(*) AS TEXT) FROM dashboard_class_daily"),
+        crate::util::sql_scalar(
+            &app,
+            "SELECT CAST(COUNT(*) AS TEXT) FROM dashboard_class_daily"
+        ),
         "3600"
     );
     for line in section.lines().filter(|l| !l.trim().is_empty()) {

@@ -6,6 +6,7 @@ mod emulators;
 mod stub;
 
 mod bigquery;
+mod dashboard;
 mod glue;
 mod resume;
 mod stepfunctions;

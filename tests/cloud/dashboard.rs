@@ -114,12 +114,12 @@ fn expected(app: &App) -> Vec<String> {
 fn load(url: &str, app: &App) {
     execute(
         url,
-        &"CREATE TABLE students (id INTEGER PRIMARY KEY, school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL);
+        "CREATE TABLE students (id INTEGER PRIMARY KEY, school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL);
              CREATE TABLE usage_events (id INTEGER PRIMARY KEY, student_id INTEGER NOT NULL, minutes INTEGER NOT NULL, started_at VARCHAR(32) NOT NULL);
              CREATE TABLE score_events (id INTEGER PRIMARY KEY, student_id INTEGER NOT NULL, points INTEGER NOT NULL, answered_at VARCHAR(32) NOT NULL);
              CREATE TABLE dashboard_class_daily (school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL, day DATE NOT NULL,
                active_students INTEGER NOT NULL, sessions INTEGER NOT NULL, minutes INTEGER NOT NULL, answers INTEGER NOT NULL, points INTEGER NOT NULL,
-               PRIMARY KEY (school_id, grade, class_id, day));".to_string(),
+               PRIMARY KEY (school_id, grade, class_id, day));",
     );
     let students: Vec<String> = app
         .students

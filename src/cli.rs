@@ -247,6 +247,24 @@ pub(crate) enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
         rows: Vec<usize>,
     },
+    /// Time `reverse_sync`: a first full load of generated rows into PostgreSQL (beside
+    /// PostgreSQL's own COPY of them) and MariaDB, a rerun after 1% changed, peak memory.
+    Sync {
+        /// The PostgreSQL database to use (tables `ferry_bench_sync_source` and
+        /// `ferry_bench_sync_target`, and ferry's sync tables).
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        postgres: String,
+        /// A MariaDB/MySQL database to sync into as well.
+        #[arg(long, value_name = "URL")]
+        mysql: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
     /// Run the engine workloads W1–W5 and print a table.
     Engine {
         /// State database (default: a temporary SQLite file).

@@ -96,6 +96,19 @@ fn sync_once(dir: &std::path::Path, dag: &str, extra: &[&str]) -> (bool, String)
     (run.status.success(), last)
 }
 
+/// The runs of DAG `big`, newest first.
+fn runs_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let listed = stdout(&ferry_in(
+        dir,
+        &["runs", "list", "--dag", "big", "--format", "json"],
+        &[],
+    ));
+    serde_json::from_str::<serde_json::Value>(&listed)
+        .ok()
+        .and_then(|runs| runs.as_array().cloned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn issue9_reverse_sync_modes_diff_guard_scope_keys_and_rejects_on_every_target() {
     let dir = project(&[]);
@@ -281,7 +294,9 @@ fn issue9_reverse_sync_modes_diff_guard_scope_keys_and_rejects_on_every_target()
         let (ok, said) = sync_once(dir.path(), "up", &[]);
         assert!(!ok, "{kind}: {said}");
         assert!(
-            said.contains("the source has duplicate keys, e.g. school_id=1, class_id=1, day=2026-11-28 (2 rows); nothing was written"),
+            said.contains(
+                "the source has duplicate keys, e.g. school_id=1, class_id=1, day=2026-11-28 ("
+            ) && said.ends_with("; nothing was written"),
             "{kind}: {said}"
         );
         set("(1, NULL, '2026-11-28', 1.0, 1)");
@@ -433,6 +448,7 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
         let mut rng = fastrand::Rng::with_seed(9);
         for v in 2..8u64 {
             version(v);
+            let before = runs_of(dir.path()).len();
             let run = spawn_ferry_with(dir.path(), &["run", "big"], &[]);
             let delay = if v == 2 {
                 rng.u64(0..40)
@@ -447,16 +463,14 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
                 now == expected(v - 1) || now == expected(v),
                 "{kind}: killed after {delay} ms, the target is neither before nor after: {now}"
             );
-            let listed = stdout(&ferry_in(
-                dir.path(),
-                &["runs", "list", "--dag", "big", "--format", "json"],
-                &[],
-            ));
-            let runs: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
-            let finished = runs
-                .as_array()
-                .is_some_and(|r| r.first().is_some_and(|run| run["state"] == "success"));
-            if !finished && let Some(runs) = finish_after_kill(dir.path(), "big", &[]) {
+            let runs = runs_of(dir.path());
+            if runs.len() == before {
+                // Killed before its run was made: run it again.
+                let (ok, said) = sync_once(dir.path(), "big", &[]);
+                assert!(ok, "{kind}: {said}");
+            } else if runs[0]["state"] != "success"
+                && let Some(runs) = finish_after_kill(dir.path(), "big", &[])
+            {
                 assert_eq!(runs[0]["state"], "success", "{kind}: {runs}");
             }
             // A run that finished before the kill synced version v; one that did not was

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_chaos;
 mod bench_engine;
+mod bench_sync;
 mod bench_transfer;
 mod connections;
 mod dags;
@@ -72,6 +73,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             bigquery,
             rows,
         }) => bench_transfer::run(&postgres, bigquery.as_deref(), &rows),
+        Command::Bench(BenchCommand::Sync {
+            postgres,
+            mysql,
+            rows,
+        }) => bench_sync::run(&postgres, mysql.as_deref(), rows),
         Command::Bench(BenchCommand::Engine { database_url }) => {
             bench_engine::run(&config()?, database_url.as_deref())
         }

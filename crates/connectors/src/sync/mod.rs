@@ -10,6 +10,7 @@
 //! `max_rejected`. A kill at any moment rolls the transaction back: the target is as before.
 
 mod rows;
+mod skip;
 mod statements;
 mod target;
 
@@ -235,9 +236,10 @@ async fn sync(
         connection: work.source.clone(),
         sql: work.sql.clone(),
     };
-    let (mut batches, _reader) =
+    let opened_at = std::time::Instant::now();
+    let mut opened =
         crate::transfer::open(&rows_source, source, work.batch_size.max(1), &[]).await?;
-    let shape = Shape::new(&batches.schema, &work.columns, &work.key, &work.scope)
+    let shape = Shape::new(&opened.0.schema, &work.columns, &work.key, &work.scope)
         .map_err(Failure::Fatal)?;
     if let Some(bad) = shape.columns.iter().find(|c| !is_column_name(c)) {
         return Err(Failure::Fatal(format!(
@@ -261,8 +263,83 @@ async fn sync(
     db.execute(&sql.create_stage())
         .await
         .map_err(failed("creating the stage"))?;
+    let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
+    if diffed {
+        prepare_state(&mut db, &sql, work.plan_only).await?;
+        scope
+            .log
+            .note(&format!("the synced state is kept in {state_table}"));
+    }
+    // A first load into an empty table (in scope) goes straight in, in one transaction: no
+    // stage, nothing to compare. A row the target refuses sends it back through the stage.
+    let direct = !work.plan_only
+        && match mode {
+            SyncMode::Append => true,
+            SyncMode::Upsert | SyncMode::Mirror => {
+                let reading = failed("looking at the target");
+                db.count(&sql.any_in_scope()).await.map_err(&reading)? == 0
+                    && db.count(&sql.count_state()).await.map_err(&reading)? == 0
+            }
+            SyncMode::Update | SyncMode::Insert => false,
+        };
+    if direct {
+        let loaded = load_directly(
+            &mut db,
+            &sql,
+            &shape,
+            &mut opened.0,
+            &fields,
+            &fence,
+            diffed,
+        )
+        .await;
+        match loaded {
+            Ok(read) => {
+                scope.log.note(&format!(
+                    "{read} row(s) loaded straight into {table} (it had no rows in scope) in {:.2} s",
+                    opened_at.elapsed().as_secs_f64()
+                ));
+                return Ok(Counts {
+                    read,
+                    inserted: read,
+                    ..Counts::default()
+                });
+            }
+            Err(Direct::Failed(failure)) => return Err(failure),
+            Err(Direct::Refused(why)) => {
+                scope.log.note(&format!(
+                    "the target refused a row of the first load ({why}); loading again through the stage to set it aside"
+                ));
+                opened = crate::transfer::open(&rows_source, source, work.batch_size.max(1), &[])
+                    .await?;
+            }
+        }
+    }
+    let batches = &mut opened.0;
+    // A mirror needs every key staged (to find those that left); the others leave unchanged
+    // rows out.
+    let mut skipper = match mode {
+        SyncMode::Upsert | SyncMode::Update => {
+            let known = db
+                .count(&sql.count_state())
+                .await
+                .map_err(failed("reading the synced state"))?;
+            if usize::try_from(known).unwrap_or(usize::MAX) <= skip::TRACKED {
+                let hashes = db
+                    .integers(&sql.state_hashes())
+                    .await
+                    .map_err(failed("reading the synced state"))?;
+                Some(skip::Skipper::new(hashes))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let mut unchanged: i64 = 0;
 
     // Stage every row, setting aside the ones the target's types refuse.
+    let started = std::time::Instant::now();
     let mut rejects = Rejects::default();
     let (stage_table, stage_columns) = sql.stage_columns();
     let copy = sql.copy_stage();
@@ -279,9 +356,28 @@ async fn sync(
                 )));
             }
             let hash = shape.hash(&row);
+            if let Some(skipper) = skipper.as_mut() {
+                let key: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
+                match skipper.judge(&key, hash) {
+                    skip::Verdict::Stage => {}
+                    skip::Verdict::Unchanged => {
+                        unchanged += 1;
+                        continue;
+                    }
+                    skip::Verdict::Duplicate => {
+                        return Err(Failure::Fatal(format!(
+                            "the source has duplicate keys, e.g. {} (again at row {number}); nothing was written",
+                            shape.key_text(&row)
+                        )));
+                    }
+                }
+            }
             row.push(Value::Int(hash));
             row.push(Value::Int(number));
             rows.push(row);
+        }
+        if rows.is_empty() {
+            continue;
         }
         let staged = db.stage(&stage_table, &stage_columns, &copy, &rows).await;
         match staged {
@@ -307,7 +403,11 @@ async fn sync(
         }
     }
     let read = batches.rows_read;
-    scope.log.note(&format!("{read} row(s) read and staged"));
+    scope.log.note(&format!(
+        "{read} row(s) read, {} staged ({unchanged} left out as unchanged) in {:.2} s",
+        read - unchanged,
+        started.elapsed().as_secs_f64()
+    ));
     for statement in sql.index_stage() {
         db.execute(&statement)
             .await
@@ -329,17 +429,14 @@ async fn sync(
             )));
         }
     }
-    let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
-    if diffed {
-        prepare_state(&mut db, &sql, work.plan_only).await?;
-        scope
-            .log
-            .note(&format!("the synced state is kept in {state_table}"));
-    }
-
     // Publish.
     db.execute("BEGIN").await.map_err(failed("publishing"))?;
+    let publishing = std::time::Instant::now();
     let published = publish(&mut db, &sql, work, &fields, &fence, read, rejects).await;
+    scope.log.note(&format!(
+        "published in {:.2} s",
+        publishing.elapsed().as_secs_f64()
+    ));
     let end = match (&published, work.plan_only) {
         (Ok(_), false) => "COMMIT",
         _ => "ROLLBACK",
@@ -348,6 +445,95 @@ async fn sync(
     let counts = published?;
     ended.map_err(failed("publishing"))?;
     Ok(counts)
+}
+
+/// Why a direct load did not end.
+enum Direct {
+    /// The target refused a row: load through the stage instead.
+    Refused(String),
+    /// Anything else.
+    Failed(Failure),
+}
+
+/// Loads every row straight into the (empty) target, and its hash into the state when
+/// `keep_state`, in one transaction that first checks the fence. The rows read.
+async fn load_directly(
+    db: &mut TargetDb,
+    sql: &Sql,
+    shape: &Shape,
+    batches: &mut crate::transfer::Batches,
+    fields: &RejectFields,
+    fence: &Fence<'_>,
+    keep_state: bool,
+) -> Result<i64, Direct> {
+    let publishing = |error: sqlx::Error| {
+        if is_rejection(&error) {
+            Direct::Refused(reason(&error))
+        } else {
+            Direct::Failed(failed("loading")(error))
+        }
+    };
+    db.execute("BEGIN").await.map_err(publishing)?;
+    let loaded: Result<i64, Direct> = async {
+        db.execute(&fence.mark(fields.lease, &fields.at))
+            .await
+            .map_err(publishing)?;
+        let held = db.count(&fence.lease()).await.map_err(publishing)?;
+        if held != fields.lease {
+            return Err(Direct::Failed(Failure::Fatal(format!(
+                "publish refused: {}",
+                stale(fields.lease, held)
+            ))));
+        }
+        let target = sql.target_columns();
+        let state = sql.state_columns();
+        let (copy_target, copy_state) = (Sql::copy_into(&target), Sql::copy_into(&state));
+        let mut number: i64 = 0;
+        while let Some(batch) = batches.next().await.map_err(Direct::Failed)? {
+            let mut hashes = Vec::with_capacity(if keep_state { batch.len() } else { 0 });
+            for row in &batch {
+                number += 1;
+                if let Some(problem) = shape.problem(row) {
+                    return Err(Direct::Failed(Failure::Fatal(format!(
+                        "source row {number} ({}): {problem}; nothing was written",
+                        shape.key_text(row)
+                    ))));
+                }
+                if keep_state {
+                    let mut entry: Vec<Value> = shape.key.iter().map(|&i| row[i].clone()).collect();
+                    entry.push(Value::Int(shape.hash(row)));
+                    hashes.push(entry);
+                }
+            }
+            db.stage(&target.0, &target.1, &copy_target, &batch)
+                .await
+                .map_err(publishing)?;
+            if keep_state {
+                db.stage(&state.0, &state.1, &copy_state, &hashes)
+                    .await
+                    .map_err(publishing)?;
+            }
+        }
+        Ok(number)
+    }
+    .await;
+    match loaded {
+        Ok(read) => {
+            db.execute("COMMIT").await.map_err(publishing)?;
+            if keep_state {
+                // The state's statistics, for the joins of the next sync (PostgreSQL does not
+                // gather them for an unlogged table at once).
+                if let Some(analyze) = sql.analyze_state() {
+                    let _ = db.execute(&analyze).await;
+                }
+            }
+            Ok(read)
+        }
+        Err(problem) => {
+            let _ = db.execute("ROLLBACK").await;
+            Err(problem)
+        }
+    }
 }
 
 /// Why an attempt that lost its lease writes nothing.
@@ -479,12 +665,9 @@ async fn publish(
         .await?;
     }
     if diffed {
-        db.execute(&sql.forget_changed())
-            .await
-            .map_err(&publishing)?;
-        db.execute(&sql.remember(mode == SyncMode::Update))
-            .await
-            .map_err(&publishing)?;
+        for statement in sql.remember(mode == SyncMode::Update) {
+            db.execute(&statement).await.map_err(&publishing)?;
+        }
     }
     counts.rejected = rejects.count;
     let allowed = work.max_rejected.allowed(u64::try_from(read).unwrap_or(0));

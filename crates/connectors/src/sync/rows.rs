@@ -2,7 +2,9 @@
 //! checked (no NULL), the scope checked, and a hash of each row's values for the diff.
 
 use ferry_executor::connector::ColumnType;
-use sha2::{Digest as _, Sha256};
+use std::hash::Hasher as _;
+
+use twox_hash::XxHash3_64;
 
 use crate::transfer::Value;
 
@@ -93,34 +95,32 @@ impl Shape {
         })
     }
 
-    /// A hash of the row's column names and values: equal hashes, equal rows.
+    /// A 64-bit hash (XXH3) of the row's column names and values: equal hashes, equal rows
+    /// (two different rows share one with a chance of one in 2^64).
     pub(crate) fn hash(&self, row: &[Value]) -> i64 {
-        let mut hasher = Sha256::new();
+        let mut hasher = XxHash3_64::with_seed(0);
         for (name, value) in self.columns.iter().zip(row) {
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
+            hasher.write(name.as_bytes());
+            hasher.write(&[0]);
             match value {
-                Value::Null => hasher.update([0]),
+                Value::Null => hasher.write(&[0]),
                 Value::Int(n) => {
-                    hasher.update([1]);
-                    hasher.update(n.to_le_bytes());
+                    hasher.write(&[1]);
+                    hasher.write(&n.to_le_bytes());
                 }
                 Value::Float(n) => {
-                    hasher.update([2]);
-                    hasher.update(n.to_bits().to_le_bytes());
+                    hasher.write(&[2]);
+                    hasher.write(&n.to_bits().to_le_bytes());
                 }
                 Value::Text(text) => {
-                    hasher.update([3]);
-                    hasher.update((text.len() as u64).to_le_bytes());
-                    hasher.update(text.as_bytes());
+                    hasher.write(&[3]);
+                    hasher.write(&(text.len() as u64).to_le_bytes());
+                    hasher.write(text.as_bytes());
                 }
-                Value::Bool(b) => hasher.update([4, u8::from(*b)]),
+                Value::Bool(b) => hasher.write(&[4, u8::from(*b)]),
             }
         }
-        let digest = hasher.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        i64::from_le_bytes(first)
+        i64::from_ne_bytes(hasher.finish().to_ne_bytes())
     }
 }
 

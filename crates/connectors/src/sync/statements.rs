@@ -200,8 +200,12 @@ impl Sql {
         format!("COPY {stage} ({columns}) FROM STDIN")
     }
 
-    /// Indexes the stage by key (and by row number, for the sieve), after it is filled.
+    /// Prepares the stage for the joins, after it is filled: PostgreSQL only needs its
+    /// statistics (it joins by hashing); the others look rows up by key and by number.
     pub(crate) fn index_stage(&self) -> Vec<String> {
+        if self.dialect == Dialect::Postgres {
+            return vec![format!("ANALYZE {}", self.stage)];
+        }
         let mut statements = Vec::new();
         if !self.key.is_empty() {
             statements.push(format!(
@@ -214,9 +218,6 @@ impl Sql {
             "CREATE INDEX ferry_stage_row ON {} (ferry_row)",
             self.stage
         ));
-        if self.dialect == Dialect::Postgres {
-            statements.push(format!("ANALYZE {}", self.stage));
-        }
         statements
     }
 
@@ -259,6 +260,48 @@ impl Sql {
                 self.list_plain(&self.key)
             ),
         ]
+    }
+
+    /// The target table and its columns, quoted: where a first load writes directly.
+    pub(crate) fn target_columns(&self) -> (String, String) {
+        (self.target.clone(), self.list_plain(&self.columns))
+    }
+
+    /// The state table and its columns, quoted.
+    pub(crate) fn state_columns(&self) -> (String, String) {
+        (
+            self.state.clone(),
+            format!("{}, ferry_hash", self.list_plain(&self.key)),
+        )
+    }
+
+    /// `COPY table (columns) FROM STDIN` (PostgreSQL).
+    pub(crate) fn copy_into((table, columns): &(String, String)) -> String {
+        format!("COPY {table} ({columns}) FROM STDIN")
+    }
+
+    /// 1 when the target has a row in scope, else 0.
+    pub(crate) fn any_in_scope(&self) -> String {
+        format!(
+            "SELECT COUNT(*) FROM (SELECT 1 AS one FROM {} AS t WHERE {} LIMIT 1) AS found",
+            self.target,
+            self.in_scope("t")
+        )
+    }
+
+    /// Gathers the state's statistics (PostgreSQL).
+    pub(crate) fn analyze_state(&self) -> Option<String> {
+        (self.dialect == Dialect::Postgres).then(|| format!("ANALYZE {}", self.state))
+    }
+
+    /// How many rows the state holds.
+    pub(crate) fn count_state(&self) -> String {
+        format!("SELECT COUNT(*) FROM {}", self.state)
+    }
+
+    /// The hash of every row the state holds.
+    pub(crate) fn state_hashes(&self) -> String {
+        format!("SELECT ferry_hash FROM {}", self.state)
     }
 
     /// Fails when the state table is missing.
@@ -425,49 +468,46 @@ impl Sql {
         )
     }
 
-    /// Forgets the state of staged keys whose hash changed.
-    pub(crate) fn forget_changed(&self) -> String {
-        match self.dialect {
-            Dialect::Mysql => format!(
+    /// Remembers the hash of every staged key (only of keys now in the target when
+    /// `only_present`): PostgreSQL and SQLite by one upsert on the state's unique key; MySQL
+    /// (whose index on a TEXT key may be missing) by forgetting changed hashes, then adding
+    /// the keys the state lacks.
+    pub(crate) fn remember(&self, only_present: bool) -> Vec<String> {
+        let mut condition = if only_present {
+            format!(
+                "EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+                self.target,
+                self.same_key("t", "s")
+            )
+        } else {
+            "1 = 1".to_string()
+        };
+        let columns = self.list_plain(&self.key);
+        let selected = self.list("s", &self.key);
+        if self.dialect != Dialect::Mysql {
+            return vec![format!(
+                "INSERT INTO {state} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {} AS s WHERE {condition} ON CONFLICT ({columns}) DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE {state}.ferry_hash <> excluded.ferry_hash",
+                self.stage,
+                state = self.state
+            )];
+        }
+        condition.push_str(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM {} AS h WHERE {})",
+            self.state,
+            self.same_key("h", "s")
+        ));
+        vec![
+            format!(
                 "DELETE h FROM {} AS h JOIN {} AS s ON {} WHERE s.ferry_hash <> h.ferry_hash",
                 self.state,
                 self.stage,
                 self.same_key("s", "h")
             ),
-            _ => self.delete_from(
-                &self.state,
-                "h",
-                &format!(
-                    "EXISTS (SELECT 1 FROM {} AS s WHERE {} AND s.ferry_hash <> h.ferry_hash)",
-                    self.stage,
-                    self.same_key("s", "h")
-                ),
+            format!(
+                "INSERT INTO {} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {} AS s WHERE {condition}",
+                self.state, self.stage
             ),
-        }
-    }
-
-    /// Remembers the hash of every staged key the state does not hold (only of keys now in the
-    /// target when `only_present`).
-    pub(crate) fn remember(&self, only_present: bool) -> String {
-        let mut condition = format!(
-            "NOT EXISTS (SELECT 1 FROM {} AS h WHERE {})",
-            self.state,
-            self.same_key("h", "s")
-        );
-        if only_present {
-            condition.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM {} AS t WHERE {})",
-                self.target,
-                self.same_key("t", "s")
-            ));
-        }
-        format!(
-            "INSERT INTO {} ({}, ferry_hash) SELECT {}, s.ferry_hash FROM {} AS s WHERE {condition}",
-            self.state,
-            self.list_plain(&self.key),
-            self.list("s", &self.key),
-            self.stage
-        )
+        ]
     }
 
     /// The highest staged row number.

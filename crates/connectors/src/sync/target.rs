@@ -80,6 +80,11 @@ impl TargetDb {
         })
     }
 
+    /// The first column of every row, as integers.
+    pub(crate) async fn integers(&mut self, sql: &str) -> Result<Vec<i64>, sqlx::Error> {
+        on!(self, db => sqlx::query_scalar::<_, i64>(sql).fetch_all(&mut *db).await)
+    }
+
     /// Every row's columns read as text (the statement casts what is not).
     pub(crate) async fn texts(&mut self, sql: &str) -> Result<Vec<Vec<String>>, sqlx::Error> {
         on!(self, db => {

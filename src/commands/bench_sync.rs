@@ -1,0 +1,251 @@
+//! `ferry bench sync`: the `reverse_sync` task's code on generated rows from PostgreSQL into
+//! PostgreSQL and MariaDB: a first full load (beside PostgreSQL's own `COPY` of the same rows
+//! into the same kind of table, measured in the same run), a rerun after 1% of the rows
+//! changed, and the peak resident memory of each. The figures are recorded in
+//! docs/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use ferry_config::{Connection, Secret};
+use ferry_executor::Outcome;
+use ferry_executor::connector::{AttemptKey, ConnectorWork, RowLimit, SyncMode, SyncWork};
+use futures_util::StreamExt as _;
+use sqlx::Connection as _;
+
+use super::bench::peak_resident_memory;
+
+/// The target table's columns, as both databases write them.
+const COLUMNS: &str = "id BIGINT PRIMARY KEY, school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL, day VARCHAR(10) NOT NULL, students INTEGER NOT NULL, points BIGINT NOT NULL";
+
+/// Runs the benchmark with `rows` rows: the source and PostgreSQL target at `postgres`, the
+/// MariaDB target at `mysql` (if given).
+pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut connections = BTreeMap::from([(
+            "pg".to_string(),
+            Connection::Postgres {
+                url: Secret::new(postgres),
+            },
+        )]);
+        if let Some(url) = mysql {
+            connections.insert(
+                "mysql".to_string(),
+                Connection::Mysql {
+                    url: Secret::new(url),
+                },
+            );
+        }
+        let connectors = ferry_connectors::LiveConnectors::new(connections);
+        fill_source(postgres, rows).await?;
+        let copy = copy_baseline(postgres).await?;
+        out!("ferry bench sync: {rows} rows from PostgreSQL, reverse_sync (upsert by id: stage, diff, publish in one transaction)");
+        out!(
+            "PostgreSQL's own COPY of the same rows into a table with a primary key: {copy:.2} s ({:.0} rows/s)",
+            rows as f64 / copy
+        );
+        out!(
+            "{:<10} {:<22} {:>9} {:>12} {:>10} {:>14} {:>9} {:>9}",
+            "target", "sync", "seconds", "rows/s", "written", "peak RSS (MB)", "staging", "publish"
+        );
+        let mut targets = vec![("pg", postgres)];
+        if let Some(url) = mysql {
+            targets.push(("mysql", url));
+        }
+        for (target, url) in targets {
+            reset_target(target, url).await?;
+            let work = SyncWork {
+                source: "pg".to_string(),
+                sql: "SELECT id, school_id, grade, class_id, day, students, points FROM ferry_bench_sync_source".to_string(),
+                target: target.to_string(),
+                table: "ferry_bench_sync_target".to_string(),
+                key: vec!["id".to_string()],
+                mode: SyncMode::Upsert,
+                columns: Vec::new(),
+                scope: Vec::new(),
+                max_delete: RowLimit::Percent(10.0),
+                max_rejected: RowLimit::Count(0),
+                batch_size: 10_000,
+                timeout: None,
+                plan_only: false,
+            };
+            let work = ConnectorWork::ReverseSync(Box::new(work));
+            let mut full = 0.0;
+            let mut state = None;
+            for (round, label) in ["first full load", "rerun, 1% changed", "rerun, nothing changed"]
+                .into_iter()
+                .enumerate()
+            {
+                if round == 1 {
+                    change_one_percent(postgres).await?;
+                }
+                reset_peak_memory();
+                let key = AttemptKey {
+                    dag: "bench".to_string(),
+                    task: format!("sync_{target}"),
+                    run_id: format!("bench_{round}"),
+                    try_number: 1,
+                    lease: 1,
+                };
+                let started = Instant::now();
+                let done = super::outside::attempt(&connectors, &work, &key).await;
+                let seconds = started.elapsed().as_secs_f64();
+                if !matches!(done.outcome, Outcome::Succeeded { .. }) {
+                    bail!("the sync into {target} failed: {:?}\n{}", done.outcome, done.log);
+                }
+                state = done
+                    .log
+                    .lines()
+                    .find_map(|l| l.split("the synced state is kept in ").nth(1))
+                    .map(str::to_string);
+                let figure = |name: &str| done.figures.get(name).copied().unwrap_or(0);
+                let written = figure("rows_inserted") + figure("rows_updated");
+                if round == 0 {
+                    full = seconds;
+                }
+                let peak = peak_resident_memory()
+                    .map_or("?".to_string(), |kib| format!("{:.1}", kib as f64 / 1024.0));
+                let speed = if round == 0 {
+                    format!("{:.0}", rows as f64 / seconds)
+                } else {
+                    format!("{:.1}x faster", full / seconds)
+                };
+                let phase = |marker: &str| {
+                    done.log
+                        .lines()
+                        .find_map(|l| l.split(marker).nth(1))
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                out!(
+                    "{:<10} {:<22} {:>9.2} {:>12} {:>10} {:>14} {:>9} {:>9}",
+                    if target == "pg" { "postgres" } else { "mariadb" },
+                    label,
+                    seconds,
+                    speed,
+                    written,
+                    peak,
+                    if done.log.contains("loaded straight into") {
+                        "direct".to_string()
+                    } else {
+                        phase("unchanged) in ")
+                    },
+                    phase("published in ")
+                );
+            }
+            if target == "pg" {
+                out!(
+                    "postgres full load at {:.0}% of COPY's speed",
+                    100.0 * copy / full
+                );
+            }
+            drop_state(target, url, state.as_deref()).await?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Makes `ferry_bench_sync_source` with `rows` generated rows (inside PostgreSQL).
+async fn fill_source(url: &str, rows: usize) -> Result<()> {
+    let mut db = sqlx::PgConnection::connect(url)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS ferry_bench_sync_source;
+         CREATE TABLE ferry_bench_sync_source AS
+         SELECT i::bigint AS id, (i % 300 + 1)::int AS school_id, (i % 6 + 1)::int AS grade,
+                (i % 3600 + 1)::int AS class_id, '2026-11-28'::varchar(10) AS day,
+                (i % 40)::int AS students, (i * 7 % 1000)::bigint AS points
+         FROM generate_series(1, {rows}) AS i;
+         ANALYZE ferry_bench_sync_source"
+    ))
+    .execute(&mut db)
+    .await
+    .context("cannot make the source table")?;
+    Ok(())
+}
+
+/// Changes one row in a hundred of the source.
+async fn change_one_percent(url: &str) -> Result<()> {
+    let mut db = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql("UPDATE ferry_bench_sync_source SET points = points + 1 WHERE id % 100 = 0")
+        .execute(&mut db)
+        .await?;
+    Ok(())
+}
+
+/// PostgreSQL's own COPY of the source's rows into a fresh table with a primary key: the
+/// seconds it took.
+async fn copy_baseline(url: &str) -> Result<f64> {
+    let mut reader = sqlx::PgConnection::connect(url).await?;
+    let mut writer = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS ferry_bench_sync_copy; CREATE TABLE ferry_bench_sync_copy ({COLUMNS})"
+    ))
+    .execute(&mut writer)
+    .await?;
+    let started = Instant::now();
+    let mut sink = writer
+        .copy_in_raw("COPY ferry_bench_sync_copy FROM STDIN")
+        .await?;
+    {
+        let mut source = reader
+            .copy_out_raw("COPY ferry_bench_sync_source TO STDOUT")
+            .await?;
+        while let Some(chunk) = source.next().await {
+            sink.send(chunk?).await?;
+        }
+    }
+    sink.finish().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    sqlx::raw_sql("DROP TABLE ferry_bench_sync_copy")
+        .execute(&mut writer)
+        .await?;
+    Ok(seconds)
+}
+
+/// An empty target table.
+async fn reset_target(target: &str, url: &str) -> Result<()> {
+    let sql = format!(
+        "DROP TABLE IF EXISTS ferry_bench_sync_target; CREATE TABLE ferry_bench_sync_target ({COLUMNS})"
+    );
+    if target == "pg" {
+        let mut db = sqlx::PgConnection::connect(url).await?;
+        sqlx::raw_sql(&sql).execute(&mut db).await?;
+    } else {
+        let mut db = sqlx::MySqlConnection::connect(url)
+            .await
+            .context("cannot connect to MariaDB")?;
+        sqlx::raw_sql(&sql).execute(&mut db).await?;
+    }
+    Ok(())
+}
+
+/// Drops the benchmark's sync state, so that the next run starts with a first full load.
+async fn drop_state(target: &str, url: &str, state: Option<&str>) -> Result<()> {
+    let Some(state) = state.filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    else {
+        return Ok(());
+    };
+    let sql = format!("DROP TABLE IF EXISTS {state}; DROP TABLE IF EXISTS ferry_bench_sync_target");
+    if target == "pg" {
+        let mut db = sqlx::PgConnection::connect(url).await?;
+        sqlx::raw_sql(&sql).execute(&mut db).await?;
+    } else {
+        let mut db = sqlx::MySqlConnection::connect(url).await?;
+        sqlx::raw_sql(&sql).execute(&mut db).await?;
+    }
+    Ok(())
+}
+
+/// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs`).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}

@@ -549,3 +549,88 @@ fn issue9_sql_check_fails_on_what_is_not_as_declared_and_names_the_values() {
         assert!(run.status.success(), "{}", stdout(&run));
     }
 }
+
+#[test]
+fn issue9_a_value_the_target_refuses_is_rejected_and_a_mirror_then_deletes_nothing() {
+    let dir = project(&[]);
+    let warehouse = format!("sqlite:{}", dir.path().join("warehouse.db").display());
+    // `students` as text, the way a loosely typed source hands numbers over.
+    execute(
+        &warehouse,
+        "CREATE TABLE agg (school_id INTEGER, class TEXT, day TEXT, avg_points REAL, students TEXT)",
+    );
+    for target in targets(dir.path(), "sync_refused") {
+        let kind = target.kind;
+        if kind == "sqlite" {
+            // SQLite stores any value in any column: nothing to refuse.
+            continue;
+        }
+        std::fs::write(
+            dir.path().join("ferry.toml"),
+            format!(
+                "[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n\n[environments.dev.connections.app]\n{}\n",
+                target.connection
+            ),
+        )
+        .expect("config");
+        execute(&target.url, &create_scores(&target));
+        std::fs::write(
+            dir.path().join("dags/internal/mirror.yaml"),
+            sync_dag(
+                "mirror",
+                "    key: [school_id, class_id, day]\n    mode: mirror\n    max_delete: 100%\n    max_rejected: 1\n",
+            ),
+        )
+        .expect("DAG");
+        execute(
+            &warehouse,
+            "DELETE FROM agg; INSERT INTO agg VALUES (1, '1', '2026-11-28', 3.5, '20'), (1, '2', '2026-11-28', 4.5, '25'), (1, '3', '2026-11-28', 5.5, '30')",
+        );
+        let (ok, said) = sync_once(dir.path(), "mirror", &[]);
+        assert!(ok, "{kind}: {said}");
+        // Class 2's students are not a number any more; class 3 left the source.
+        execute(
+            &warehouse,
+            "DELETE FROM agg; INSERT INTO agg VALUES (1, '1', '2026-11-28', 3.75, '20'), (1, '2', '2026-11-28', 4.5, 'many')",
+        );
+        let run = ferry_in(dir.path(), &["run", "mirror"], &[]);
+        assert!(run.status.success(), "{kind}: {}", stdout(&run));
+        let listed = stdout(&ferry_in(
+            dir.path(),
+            &["runs", "list", "--dag", "mirror", "--format", "json"],
+            &[],
+        ));
+        let runs: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+        let log = stdout(&ferry_in(
+            dir.path(),
+            &["logs", runs[0]["run_id"].as_str().expect("run"), "sync"],
+            &[],
+        ));
+        assert!(
+            log.contains(
+                "1 row(s) were refused while staging, so the mirror deletes nothing this time"
+            ) && log.contains(
+                "2 row(s) read; 0 inserted, 1 updated, 0 deleted, 0 unchanged, 1 rejected"
+            ),
+            "{kind}: {log}"
+        );
+        assert_eq!(
+            scores(&target),
+            [
+                "1|1|2026-11-28|3.75|20",
+                "1|2|2026-11-28|4.5|25",
+                "1|3|2026-11-28|5.5|30"
+            ],
+            "{kind}: class 2 kept as it was, class 3 not deleted"
+        );
+        assert!(
+            scalar(
+                &target.url,
+                "SELECT reason FROM ferry_sync_rejects WHERE row_key = 'school_id=1, class_id=2, day=2026-11-28'"
+            )
+            .to_lowercase()
+            .contains("many"),
+            "{kind}: the reason names the value"
+        );
+    }
+}

@@ -104,9 +104,10 @@ async fn verdict(
             let left = first_value(connection, &check.sql).await?;
             let right = first_value(connection, sql).await?;
             let found = format!("{} and {}", shown(&left), shown(&right));
+            // NULL equals nothing (a SUM over no rows is NULL: COALESCE it).
             let equal = match (number(&left), number(&right)) {
                 (Some(a), Some(b)) => (a - b).abs() <= *tolerance,
-                _ => left == right,
+                _ => left != Value::Null && left == right,
             };
             Ok(if equal {
                 Ok(format!("{found} agree"))

@@ -22,7 +22,7 @@ use ferry_executor::connector::{AttemptScope, RowSource, SyncMode, SyncWork};
 use sha2::{Digest as _, Sha256};
 
 use crate::transfer::{Failure, Value, is_column_name};
-use crate::write::is_table_name;
+use crate::write::{Dialect, is_table_name};
 use rows::Shape;
 pub(crate) use rows::shown;
 use statements::{Fence, REJECTS, RejectFields, Sql, create_rejects};
@@ -318,8 +318,14 @@ async fn sync(
     let batches = &mut opened.0;
     // A mirror needs every key staged (to find those that left); the others leave unchanged
     // rows out.
+    // MySQL compares text by its collation (`abc` = `ABC`), which the filter's exact keys
+    // would not: with a text key there, every row is staged.
+    let text_key = shape
+        .key
+        .iter()
+        .any(|&i| batches.schema[i].1 == ferry_executor::connector::ColumnType::String);
     let mut skipper = match mode {
-        SyncMode::Upsert | SyncMode::Update => {
+        SyncMode::Upsert | SyncMode::Update if !(dialect == Dialect::Mysql && text_key) => {
             let known = db
                 .count(&sql.count_state())
                 .await
@@ -409,9 +415,14 @@ async fn sync(
         started.elapsed().as_secs_f64()
     ));
     for statement in sql.index_stage() {
-        db.execute(&statement)
-            .await
-            .map_err(failed("indexing the stage"))?;
+        match db.execute(&statement).await {
+            Ok(_) => {}
+            // MySQL cannot index a TEXT key without a length: the joins go without.
+            Err(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|m| m.number() == 1170) => {}
+            Err(error) => return Err(failed("indexing the stage")(error)),
+        }
     }
     if !work.key.is_empty() {
         let duplicates = db
@@ -432,7 +443,16 @@ async fn sync(
     // Publish.
     db.execute("BEGIN").await.map_err(failed("publishing"))?;
     let publishing = std::time::Instant::now();
-    let published = publish(&mut db, &sql, work, &fields, &fence, read, rejects).await;
+    let published = publish(
+        &mut db,
+        &sql,
+        work,
+        (&fields, &fence),
+        read,
+        rejects,
+        scope.log,
+    )
+    .await;
     scope.log.note(&format!(
         "published in {:.2} s",
         publishing.elapsed().as_secs_f64()
@@ -563,10 +583,11 @@ async fn prepare_state(db: &mut TargetDb, sql: &Sql, plan_only: bool) -> Result<
         .map_err(failed("creating the sync's state table"))?;
     match db.execute(&index).await {
         Ok(_) => Ok(()),
-        // MySQL has no `IF NOT EXISTS` for indexes: an index already there is fine.
+        // MySQL has no `IF NOT EXISTS` for indexes: an index already there is fine, and a
+        // TEXT key cannot be indexed without a length (the state is then kept without one).
         Err(sqlx::Error::Database(e))
             if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|m| m.number() == 1061) =>
+                .is_some_and(|m| matches!(m.number(), 1061 | 1170)) =>
         {
             Ok(())
         }
@@ -579,10 +600,10 @@ async fn publish(
     db: &mut TargetDb,
     sql: &Sql,
     work: &SyncWork,
-    fields: &RejectFields,
-    fence: &Fence<'_>,
+    (fields, fence): (&RejectFields, &Fence<'_>),
     read: i64,
     mut rejects: Rejects,
+    log: &ferry_executor::LogBuffer,
 ) -> Result<Counts, Failure> {
     let publishing = failed("publishing");
     if !work.plan_only {
@@ -608,7 +629,14 @@ async fn publish(
         ..Counts::default()
     };
     let mode = work.mode;
-    if mode == SyncMode::Mirror {
+    if mode == SyncMode::Mirror && rejects.count > 0 {
+        // A row refused while staging is not in the stage: its key cannot be told from one
+        // that left the source, so nothing is deleted this time.
+        log.note(&format!(
+            "{} row(s) were refused while staging, so the mirror deletes nothing this time",
+            rejects.count
+        ));
+    } else if mode == SyncMode::Mirror {
         let in_scope = db.count(&sql.count_in_scope()).await.map_err(&publishing)?;
         let deleted = db.execute(&sql.delete_gone()).await.map_err(&publishing)?;
         let allowed = work
@@ -657,6 +685,17 @@ async fn publish(
             sql.update_changed(range).unwrap_or_default()
         })
         .await?;
+        let staged = db
+            .count(&sql.count_staged("1 = 1"))
+            .await
+            .map_err(&publishing)?;
+        if counts.updated > staged {
+            return Err(Failure::Fatal(format!(
+                "{} target row(s) were updated from {staged} staged row(s): the target holds more than one row for some keys; give it a primary key or unique index on ({}); nothing was written",
+                counts.updated,
+                work.key.join(", ")
+            )));
+        }
     }
     if mode != SyncMode::Update {
         counts.inserted = sieve(db, sql, fields, last, &mut rejects, |range| {
@@ -664,7 +703,9 @@ async fn publish(
         })
         .await?;
     }
-    if diffed {
+    // A plan's state is thrown away (and MySQL cannot read and write a temporary one in one
+    // statement).
+    if diffed && !work.plan_only {
         for statement in sql.remember(mode == SyncMode::Update) {
             db.execute(&statement).await.map_err(&publishing)?;
         }

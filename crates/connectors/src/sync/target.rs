@@ -136,18 +136,28 @@ pub(crate) fn is_rejection(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = error else {
         return false;
     };
-    if !matches!(db.kind(), sqlx::error::ErrorKind::Other) {
-        return true;
-    }
-    // SQLSTATE classes 22 (data exception) and 23 (integrity constraint) on PostgreSQL and
-    // MySQL; SQLite's extended codes of SQLITE_CONSTRAINT (19) and SQLITE_MISMATCH (20).
     let code = db.code().unwrap_or_default();
-    if code.starts_with("22") || code.starts_with("23") {
-        return true;
-    }
+    // SQLite first: its codes are numbers (SQLITE_CONSTRAINT 19 and SQLITE_MISMATCH 20 with
+    // their extended codes; an I/O error is not a refused row).
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         let number: i64 = code.parse().unwrap_or(0);
         return matches!(number & 0xff, 19 | 20);
     }
-    false
+    // MySQL reports some refused values without a data SQLSTATE: a bad integer (1366), a
+    // truncated value (1265), a bad date (1292), out of range (1264), too long (1406), NULL
+    // (1048), a duplicate (1062), a foreign key (1451, 1452), a CHECK (3819, MariaDB 4025), a
+    // missing value (1364).
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        && matches!(
+            mysql.number(),
+            1366 | 1265 | 1292 | 1264 | 1406 | 1048 | 1062 | 1451 | 1452 | 3819 | 4025 | 1364
+        )
+    {
+        return true;
+    }
+    if !matches!(db.kind(), sqlx::error::ErrorKind::Other) {
+        return true;
+    }
+    // SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
+    code.starts_with("22") || code.starts_with("23")
 }

@@ -34,7 +34,7 @@ pub struct ReverseSyncTask {
     pub columns: BTreeMap<String, String>,
     /// `mirror`: only target rows whose columns equal these values (templated) are compared
     /// and may be deleted, and every source row must have them. For example one school, or
-    /// the data interval's day (`day: "{{ ds }}"`).
+    /// the data interval's day (`day: "{{ ds }}"`). Each scope column must be in `key`.
     #[serde(default)]
     pub scope: BTreeMap<String, String>,
     /// `mirror`: the most rows one sync may delete, as a count (`500`) or a share of the
@@ -234,6 +234,16 @@ impl TaskType for ReverseSyncTask {
                     format!("scope.{column}"),
                     format!("`{column}` is not a column name"),
                 ));
+            } else if !self.key.contains(column) {
+                // Else a row of another scope with the same rest of key would be updated into
+                // this one.
+                problems.push(
+                    FieldProblem::invalid(
+                        format!("scope.{column}"),
+                        format!("scope column `{column}` must be part of the `key`"),
+                    )
+                    .with_help(format!("add `{column}` to `key`")),
+                );
             }
         }
         if self.mode != SyncMode::Mirror {
@@ -312,14 +322,14 @@ mod tests {
         let problems = task(BASE).problems();
         assert_eq!(problems[0].field, "key", "{problems:?}");
         let fine = task(&format!(
-            "{BASE}key: [class_id]\nmode: mirror\nscope: {{day: '{{{{ ds }}}}'}}\nmax_delete: 5%"
+            "{BASE}key: [class_id, day]\nmode: mirror\nscope: {{day: '{{{{ ds }}}}'}}\nmax_delete: 5%"
         ));
         assert!(fine.problems().is_empty(), "{:?}", fine.problems());
         let misplaced = task(&format!(
             "{BASE}key: [id]\nscope: {{day: x}}\nmax_delete: 3"
         ));
         let fields: Vec<_> = misplaced.problems().into_iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["scope", "max_delete"]);
+        assert_eq!(fields, ["scope.day", "scope", "max_delete"]);
         let append = task(&format!("{BASE}mode: append\nkey: [id]"));
         assert_eq!(append.problems()[0].field, "key");
         let bad = task(&format!("{BASE}key: [id]\nmax_rejected: lots"));

@@ -363,8 +363,7 @@ async fn sync(
             }
             let hash = shape.hash(&row);
             if let Some(skipper) = skipper.as_mut() {
-                let key: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
-                match skipper.judge(&key, hash) {
+                match skipper.judge(&row, &shape.key, hash) {
                     skip::Verdict::Stage => {}
                     skip::Verdict::Unchanged => {
                         unchanged += 1;
@@ -540,12 +539,9 @@ async fn load_directly(
     match loaded {
         Ok(read) => {
             db.execute("COMMIT").await.map_err(publishing)?;
-            if keep_state {
-                // The state's statistics, for the joins of the next sync (PostgreSQL does not
-                // gather them for an unlogged table at once).
-                if let Some(analyze) = sql.analyze_state() {
-                    let _ = db.execute(&analyze).await;
-                }
+            // Statistics for the joins of the next sync.
+            if keep_state && let Some(analyze) = sql.analyze_state() {
+                let _ = db.execute(&analyze).await;
             }
             Ok(read)
         }

@@ -6,20 +6,42 @@
 //! the stage's own duplicate check covers them.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use twox_hash::XxHash3_64;
 
 use crate::transfer::Value;
 
-/// The most keys (and synced hashes) held in memory: about 8 bytes each for the hashes, 16
-/// for the key set, so well under 200 MB.
+/// The most keys (and synced hashes) held in memory: two hash sets of at most 8 bytes and a
+/// control byte per slot (at most 72 MB each at this size), so the process stays under 200 MB.
 pub(crate) const TRACKED: usize = 6_000_000;
 
 /// What a rerun knows of the last sync.
 pub(crate) struct Skipper {
-    /// The hashes of the rows last synced, sorted.
-    synced: Vec<i64>,
+    /// The hashes of the rows last synced.
+    synced: HashSet<u64, BuildHasherDefault<Identity>>,
     /// The keys seen so far (hashed), up to [`TRACKED`].
-    keys: HashSet<u64, BuildHasherDefault<DefaultHasher>>,
+    keys: HashSet<u64, BuildHasherDefault<Identity>>,
+}
+
+/// The hasher of a set of hashes: they are spread already.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// What to do with a row.
@@ -35,17 +57,24 @@ pub(crate) enum Verdict {
 
 impl Skipper {
     /// A skipper over the hashes of the last sync.
-    pub(crate) fn new(mut synced: Vec<i64>) -> Self {
-        synced.sort_unstable();
+    pub(crate) fn new(hashes: Vec<i64>) -> Self {
+        let expected = hashes.len().min(TRACKED);
+        let mut synced =
+            HashSet::with_capacity_and_hasher(hashes.len(), BuildHasherDefault::default());
+        synced.extend(
+            hashes
+                .into_iter()
+                .map(|h| u64::from_ne_bytes(h.to_ne_bytes())),
+        );
         Self {
             synced,
-            keys: HashSet::default(),
+            keys: HashSet::with_capacity_and_hasher(expected, BuildHasherDefault::default()),
         }
     }
 
-    /// The verdict on a row with key values `key` and hash `hash`.
-    pub(crate) fn judge(&mut self, key: &[&Value], hash: i64) -> Verdict {
-        let hashed = self.keys.hasher().hash_one(KeyOf(key));
+    /// The verdict on `row`, whose key is at positions `key`, with hash `hash`.
+    pub(crate) fn judge(&mut self, row: &[Value], key: &[usize], hash: i64) -> Verdict {
+        let hashed = key_hash(row, key);
         if self.keys.contains(&hashed) {
             return Verdict::Duplicate;
         }
@@ -54,7 +83,10 @@ impl Skipper {
             return Verdict::Stage;
         }
         self.keys.insert(hashed);
-        if self.synced.binary_search(&hash).is_ok() {
+        if self
+            .synced
+            .contains(&u64::from_ne_bytes(hash.to_ne_bytes()))
+        {
             Verdict::Unchanged
         } else {
             Verdict::Stage
@@ -62,21 +94,29 @@ impl Skipper {
     }
 }
 
-/// Key values, hashed by value.
-struct KeyOf<'a>(&'a [&'a Value]);
-
-impl std::hash::Hash for KeyOf<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for value in self.0 {
-            match value {
-                Value::Null => 0u8.hash(state),
-                Value::Int(n) => (1u8, n).hash(state),
-                Value::Float(n) => (2u8, n.to_bits()).hash(state),
-                Value::Text(text) => (3u8, text).hash(state),
-                Value::Bool(b) => (4u8, b).hash(state),
+/// The hash (XXH3) of a row's key values.
+fn key_hash(row: &[Value], key: &[usize]) -> u64 {
+    let mut hasher = XxHash3_64::with_seed(0);
+    for &i in key {
+        match &row[i] {
+            Value::Null => hasher.write(&[0]),
+            Value::Int(n) => {
+                hasher.write(&[1]);
+                hasher.write(&n.to_le_bytes());
             }
+            Value::Float(n) => {
+                hasher.write(&[2]);
+                hasher.write(&n.to_bits().to_le_bytes());
+            }
+            Value::Text(text) => {
+                hasher.write(&[3]);
+                hasher.write(&(text.len() as u64).to_le_bytes());
+                hasher.write(text.as_bytes());
+            }
+            Value::Bool(b) => hasher.write(&[4, u8::from(*b)]),
         }
     }
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -86,10 +126,10 @@ mod tests {
     #[test]
     fn unchanged_rows_are_left_out_and_repeated_keys_caught() {
         let mut skipper = Skipper::new(vec![30, 10, 20]);
-        let one = Value::Int(1);
-        let two = Value::Int(2);
-        assert_eq!(skipper.judge(&[&one], 20), Verdict::Unchanged);
-        assert_eq!(skipper.judge(&[&two], 21), Verdict::Stage);
-        assert_eq!(skipper.judge(&[&one], 99), Verdict::Duplicate);
+        let one = [Value::Int(1), Value::Text("a".into())];
+        let two = [Value::Int(2), Value::Text("a".into())];
+        assert_eq!(skipper.judge(&one, &[0], 20), Verdict::Unchanged);
+        assert_eq!(skipper.judge(&two, &[0], 21), Verdict::Stage);
+        assert_eq!(skipper.judge(&one, &[0], 99), Verdict::Duplicate);
     }
 }

@@ -289,7 +289,8 @@ impl Sql {
         )
     }
 
-    /// Gathers the state's statistics (PostgreSQL).
+    /// Gathers the state's statistics after a first load (PostgreSQL, whose planner would
+    /// otherwise take the unlogged table for small until autovacuum runs).
     pub(crate) fn analyze_state(&self) -> Option<String> {
         (self.dialect == Dialect::Postgres).then(|| format!("ANALYZE {}", self.state))
     }

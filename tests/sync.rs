@@ -632,5 +632,15 @@ fn issue9_a_value_the_target_refuses_is_rejected_and_a_mirror_then_deletes_nothi
             .contains("many"),
             "{kind}: the reason names the value"
         );
+        // A key twice, one of its rows refused by the target's types: still a duplicate.
+        execute(
+            &warehouse,
+            "DELETE FROM agg; INSERT INTO agg VALUES (1, '1', '2026-11-28', 9.5, '20'), (1, '1', '2026-11-28', 9.5, 'many')",
+        );
+        let (ok, said) = sync_once(dir.path(), "mirror", &[]);
+        assert!(
+            !ok && said.contains("the source has duplicate keys, e.g. school_id=1, class_id=1, day=2026-11-28 (again at row 2); nothing was written"),
+            "{kind}: {said}"
+        );
     }
 }

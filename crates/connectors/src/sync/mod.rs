@@ -324,7 +324,7 @@ async fn sync(
         .key
         .iter()
         .any(|&i| batches.schema[i].1 == ferry_executor::connector::ColumnType::String);
-    let mut skipper = match mode {
+    let synced = match mode {
         SyncMode::Upsert | SyncMode::Update if !(dialect == Dialect::Mysql && text_key) => {
             let known = db
                 .count(&sql.count_state())
@@ -335,13 +335,16 @@ async fn sync(
                     .integers(&sql.state_hashes())
                     .await
                     .map_err(failed("reading the synced state"))?;
-                Some(skip::Skipper::new(hashes))
+                Some(hashes)
             } else {
                 None
             }
         }
         _ => None,
     };
+    // Every keyed sync tracks the keys it reads, so that a key seen twice is caught even when
+    // one of its rows is left out or refused.
+    let mut skipper = (!work.key.is_empty()).then(|| skip::Skipper::new(synced));
     let mut unchanged: i64 = 0;
 
     // Stage every row, setting aside the ones the target's types refuse.

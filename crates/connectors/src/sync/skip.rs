@@ -1,9 +1,10 @@
-//! Leaving unchanged rows out of the stage. Before reading, an `upsert` or `update` sync loads
-//! the hashes of the rows it wrote last time (each hash covers a row's key and values); a
-//! source row whose hash is among them is unchanged and is not staged, so a rerun stages and
-//! publishes only what changed. Duplicate keys among the rows left out are caught here, by a
-//! set of key hashes. Both sets are bounded: past [`TRACKED`] keys, rows are staged again and
-//! the stage's own duplicate check covers them.
+//! Leaving unchanged rows out of the stage, and catching keys seen twice. Before reading, an
+//! `upsert` or `update` sync loads the hashes of the rows it wrote last time (each hash covers
+//! a row's key and values); a source row whose hash is among them is unchanged and is not
+//! staged, so a rerun stages and publishes only what changed. Every keyed sync keeps a set of
+//! the key hashes it has read, so a duplicate is caught whether its rows were staged, left out
+//! or refused. Both sets are bounded: past [`TRACKED`] keys, rows are staged again and the
+//! stage's own duplicate check covers them.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -18,8 +19,8 @@ pub(crate) const TRACKED: usize = 6_000_000;
 
 /// What a rerun knows of the last sync.
 pub(crate) struct Skipper {
-    /// The hashes of the rows last synced.
-    synced: HashSet<u64, BuildHasherDefault<Identity>>,
+    /// The hashes of the rows last synced (none: every row is staged).
+    synced: Option<HashSet<u64, BuildHasherDefault<Identity>>>,
     /// The keys seen so far (hashed), up to [`TRACKED`].
     keys: HashSet<u64, BuildHasherDefault<Identity>>,
 }
@@ -56,16 +57,19 @@ pub(crate) enum Verdict {
 }
 
 impl Skipper {
-    /// A skipper over the hashes of the last sync.
-    pub(crate) fn new(hashes: Vec<i64>) -> Self {
-        let expected = hashes.len().min(TRACKED);
-        let mut synced =
-            HashSet::with_capacity_and_hasher(hashes.len(), BuildHasherDefault::default());
-        synced.extend(
-            hashes
-                .into_iter()
-                .map(|h| u64::from_ne_bytes(h.to_ne_bytes())),
-        );
+    /// A skipper over the hashes of the last sync (`None`: it only catches repeated keys).
+    pub(crate) fn new(hashes: Option<Vec<i64>>) -> Self {
+        let expected = hashes.as_ref().map_or(0, |h| h.len().min(TRACKED));
+        let synced = hashes.map(|hashes| {
+            let mut synced =
+                HashSet::with_capacity_and_hasher(hashes.len(), BuildHasherDefault::default());
+            synced.extend(
+                hashes
+                    .into_iter()
+                    .map(|h| u64::from_ne_bytes(h.to_ne_bytes())),
+            );
+            synced
+        });
         Self {
             synced,
             keys: HashSet::with_capacity_and_hasher(expected, BuildHasherDefault::default()),
@@ -83,9 +87,11 @@ impl Skipper {
             return Verdict::Stage;
         }
         self.keys.insert(hashed);
+        let row = u64::from_ne_bytes(hash.to_ne_bytes());
         if self
             .synced
-            .contains(&u64::from_ne_bytes(hash.to_ne_bytes()))
+            .as_ref()
+            .is_some_and(|synced| synced.contains(&row))
         {
             Verdict::Unchanged
         } else {
@@ -125,11 +131,14 @@ mod tests {
 
     #[test]
     fn unchanged_rows_are_left_out_and_repeated_keys_caught() {
-        let mut skipper = Skipper::new(vec![30, 10, 20]);
+        let mut skipper = Skipper::new(Some(vec![30, 10, 20]));
         let one = [Value::Int(1), Value::Text("a".into())];
         let two = [Value::Int(2), Value::Text("a".into())];
         assert_eq!(skipper.judge(&one, &[0], 20), Verdict::Unchanged);
         assert_eq!(skipper.judge(&two, &[0], 21), Verdict::Stage);
         assert_eq!(skipper.judge(&one, &[0], 99), Verdict::Duplicate);
+        let mut keys_only = Skipper::new(None);
+        assert_eq!(keys_only.judge(&one, &[0], 20), Verdict::Stage);
+        assert_eq!(keys_only.judge(&one, &[0], 20), Verdict::Duplicate);
     }
 }

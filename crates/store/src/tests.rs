@@ -63,13 +63,12 @@ async fn fresh_postgres() -> Option<Store> {
             .execute(&admin)
             .await;
     }
+    // A counter, not the clock: two tests on two threads can read the same nanosecond.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = format!(
         "ferry_test_{}_{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)

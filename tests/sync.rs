@@ -79,14 +79,11 @@ fn sync_once(dir: &std::path::Path, dag: &str, extra: &[&str]) -> (bool, String)
     let mut args = vec!["run", dag];
     args.extend_from_slice(extra);
     let run = ferry_in(dir, &args, &[]);
-    let listed = stdout(&ferry_in(
+    let log = stdout(&ferry_in(
         dir,
-        &["runs", "list", "--dag", dag, "--format", "json"],
+        &["logs", &latest_run(dir, dag), "sync"],
         &[],
     ));
-    let runs: serde_json::Value = serde_json::from_str(&listed).expect("runs as JSON");
-    let run_id = runs[0]["run_id"].as_str().expect("a run").to_string();
-    let log = stdout(&ferry_in(dir, &["logs", &run_id, "sync"], &[]));
     let last = log
         .trim_end()
         .lines()
@@ -96,17 +93,39 @@ fn sync_once(dir: &std::path::Path, dag: &str, extra: &[&str]) -> (bool, String)
     (run.status.success(), last)
 }
 
-/// The runs of DAG `big`, newest first.
-fn runs_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
+/// The runs of DAG `dag`, newest first.
+fn runs_of(dir: &std::path::Path, dag: &str) -> Vec<serde_json::Value> {
     let listed = stdout(&ferry_in(
         dir,
-        &["runs", "list", "--dag", "big", "--format", "json"],
+        &["runs", "list", "--dag", dag, "--format", "json"],
         &[],
     ));
     serde_json::from_str::<serde_json::Value>(&listed)
         .ok()
         .and_then(|runs| runs.as_array().cloned())
         .unwrap_or_default()
+}
+
+/// The id of DAG `dag`'s newest run.
+fn latest_run(dir: &std::path::Path, dag: &str) -> String {
+    runs_of(dir, dag)
+        .first()
+        .and_then(|run| run["run_id"].as_str())
+        .expect("a run")
+        .to_string()
+}
+
+/// Points the project's `warehouse` connection at `warehouse.db` and `app` at `target`, after
+/// `engine` (settings of the `[engine]` table, or nothing).
+fn use_target(dir: &std::path::Path, target: &Target, engine: &str) {
+    std::fs::write(
+        dir.join("ferry.toml"),
+        format!(
+            "{engine}[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n\n[environments.dev.connections.app]\n{}\n",
+            target.connection
+        ),
+    )
+    .expect("config");
 }
 
 #[test]
@@ -119,14 +138,7 @@ fn issue9_reverse_sync_modes_diff_guard_scope_keys_and_rejects_on_every_target()
     );
     for target in targets(dir.path(), "sync_modes") {
         let kind = target.kind;
-        std::fs::write(
-            dir.path().join("ferry.toml"),
-            format!(
-                "[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n\n[environments.dev.connections.app]\n{}\n",
-                target.connection
-            ),
-        )
-        .expect("config");
+        use_target(dir.path(), &target, "");
         execute(&target.url, &create_scores(&target));
         let dags = dir.path().join("dags/internal");
         for (id, extra) in [
@@ -211,15 +223,9 @@ fn issue9_reverse_sync_modes_diff_guard_scope_keys_and_rejects_on_every_target()
             ),
             "{kind}: {said}"
         );
-        let runs = stdout(&ferry_in(
-            dir.path(),
-            &["runs", "list", "--dag", "up", "--format", "json"],
-            &[],
-        ));
-        let latest: serde_json::Value = serde_json::from_str(&runs).expect("JSON");
         let shown = stdout(&ferry_in(
             dir.path(),
-            &["runs", "show", latest[0]["run_id"].as_str().expect("run")],
+            &["runs", "show", &latest_run(dir.path(), "up")],
             &[],
         ));
         assert!(
@@ -363,14 +369,7 @@ fn issue9_append_inserts_every_row_without_a_key() {
         "CREATE TABLE agg (school_id INTEGER, class INTEGER, day TEXT, avg_points REAL, students INTEGER); INSERT INTO agg VALUES (1, 1, '2026-11-28', 3.5, 20), (1, 1, '2026-11-28', 3.5, 20)",
     );
     for target in targets(dir.path(), "sync_append") {
-        std::fs::write(
-            dir.path().join("ferry.toml"),
-            format!(
-                "[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n\n[environments.dev.connections.app]\n{}\n",
-                target.connection
-            ),
-        )
-        .expect("config");
+        use_target(dir.path(), &target, "");
         execute(
             &target.url,
             "CREATE TABLE class_scores (school_id INTEGER, class_id INTEGER, day VARCHAR(10), avg_points DOUBLE PRECISION, students INTEGER)"
@@ -427,14 +426,11 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
     };
     for target in targets(dir.path(), "sync_kill") {
         let kind = target.kind;
-        std::fs::write(
-            dir.path().join("ferry.toml"),
-            format!(
-                "[engine]\nheartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n\n[environments.dev.connections.app]\n{}\n",
-                target.connection
-            ),
-        )
-        .expect("config");
+        use_target(
+            dir.path(),
+            &target,
+            "[engine]\nheartbeat_interval_secs = 1\nheartbeat_timeout_secs = 3\n\n",
+        );
         execute(&target.url, &create_scores(&target));
         std::fs::write(
             dir.path().join("dags/internal/big.yaml"),
@@ -457,7 +453,7 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
         let mut rng = fastrand::Rng::with_seed(9);
         for v in 2..8u64 {
             version(v);
-            let before = runs_of(dir.path()).len();
+            let before = runs_of(dir.path(), "big").len();
             let run = spawn_ferry_with(dir.path(), &["run", "big"], &[]);
             let delay = if v == 2 {
                 rng.u64(0..40)
@@ -472,7 +468,7 @@ fn issue9_a_killed_sync_leaves_the_target_exactly_as_before_or_after() {
                 now == expected(v - 1) || now == expected(v),
                 "{kind}: killed after {delay} ms, the target is neither before nor after: {now}"
             );
-            let runs = runs_of(dir.path());
+            let runs = runs_of(dir.path(), "big");
             if runs.len() == before {
                 // Killed before its run was made: run it again.
                 let (ok, said) = sync_once(dir.path(), "big", &[]);
@@ -574,14 +570,7 @@ fn issue9_a_value_the_target_refuses_is_rejected_and_a_mirror_then_deletes_nothi
             // SQLite stores any value in any column: nothing to refuse.
             continue;
         }
-        std::fs::write(
-            dir.path().join("ferry.toml"),
-            format!(
-                "[environments.dev.connections.warehouse]\nkind = \"sqlite\"\npath = \"warehouse.db\"\n\n[environments.dev.connections.app]\n{}\n",
-                target.connection
-            ),
-        )
-        .expect("config");
+        use_target(dir.path(), &target, "");
         execute(&target.url, &create_scores(&target));
         std::fs::write(
             dir.path().join("dags/internal/mirror.yaml"),
@@ -604,15 +593,9 @@ fn issue9_a_value_the_target_refuses_is_rejected_and_a_mirror_then_deletes_nothi
         );
         let run = ferry_in(dir.path(), &["run", "mirror"], &[]);
         assert!(run.status.success(), "{kind}: {}", stdout(&run));
-        let listed = stdout(&ferry_in(
-            dir.path(),
-            &["runs", "list", "--dag", "mirror", "--format", "json"],
-            &[],
-        ));
-        let runs: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
         let log = stdout(&ferry_in(
             dir.path(),
-            &["logs", runs[0]["run_id"].as_str().expect("run"), "sync"],
+            &["logs", &latest_run(dir.path(), "mirror"), "sync"],
             &[],
         ));
         assert!(

@@ -315,34 +315,10 @@ pub(crate) fn sql_execute(url: &str, sql: &str) {
 
 /// The first column of the first row of `sql` on the database at `url`, as trimmed text.
 pub(crate) fn sql_scalar(url: &str, sql: &str) -> String {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            use sqlx::Connection as _;
-            if url.starts_with("sqlite:") {
-                let mut db = sqlx::SqliteConnection::connect(url)
-                    .await
-                    .expect("connects");
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            } else if url.starts_with("postgres:") {
-                let mut db = sqlx::PgConnection::connect(url).await.expect("connects");
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            } else {
-                let mut db = sqlx::MySqlConnection::connect(url).await.expect("connects");
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_one(&mut db)
-                    .await
-                    .expect("query")
-            }
-        })
+    sql_column(url, sql)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no row from {sql}"))
         .trim()
         .to_string()
 }

@@ -83,6 +83,12 @@ pub(crate) fn dag_file(index: usize, tasks: usize) -> String {
     text
 }
 
+/// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs`), so that each
+/// measured step's peak is its own.
+pub(crate) fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// The process's peak resident set size in KiB, from /proc/self/status.
 pub(crate) fn peak_resident_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -15,7 +15,7 @@ use ferry_executor::connector::{AttemptKey, ConnectorWork, RowLimit, SyncMode, S
 use futures_util::StreamExt as _;
 use sqlx::Connection as _;
 
-use super::bench::peak_resident_memory;
+use super::bench::{peak_resident_memory, reset_peak_memory};
 
 /// The target table's columns, as both databases write them.
 const COLUMNS: &str = "id BIGINT PRIMARY KEY, school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL, day VARCHAR(10) NOT NULL, students INTEGER NOT NULL, points BIGINT NOT NULL";
@@ -243,9 +243,4 @@ async fn drop_state(target: &str, url: &str, state: Option<&str>) -> Result<()> 
         sqlx::raw_sql(&sql).execute(&mut db).await?;
     }
     Ok(())
-}
-
-/// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs`).
-fn reset_peak_memory() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

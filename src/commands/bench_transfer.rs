@@ -12,7 +12,7 @@ use ferry_config::{BigqueryCredentials, Connection, Secret};
 use ferry_executor::Outcome;
 use ferry_executor::connector::{AttemptKey, ConnectorWork, RowSource, TableWrite, WriteMode};
 
-use super::bench::peak_resident_memory;
+use super::bench::{peak_resident_memory, reset_peak_memory};
 
 /// Runs the benchmark: `sizes` rows each, PostgreSQL at `postgres`, BigQuery at `bigquery`
 /// (an emulator's address; project `test-project`, dataset `ferry_bench` made if missing).
@@ -134,10 +134,4 @@ async fn make_dataset(endpoint: &str) -> Result<()> {
         bail!("the BigQuery endpoint refused the dataset: {status}");
     }
     Ok(())
-}
-
-/// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs`), so that each
-/// transfer's peak is its own.
-fn reset_peak_memory() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

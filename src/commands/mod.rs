@@ -164,6 +164,41 @@ fn load_catalog(config: &Config, paths: &[PathBuf], source: &DagSource) -> Catal
 }
 
 /// The DAG `id` from the configured folders, or an error saying why it is not available.
+/// `task` of `dag` rendered for `interval` outside any run (`ferry validate --connect`,
+/// `ferry sync plan`): a first try of a manual run named `run_id`, queued `now`.
+fn prepare_preview(
+    dag: &Dag,
+    task: &ferry_dag::dag::Task,
+    interval: ferry_dag::timetable::DataInterval,
+    now: chrono::DateTime<Utc>,
+    run_id: &str,
+    secrets: &ferry_secrets::Redactor,
+) -> Result<ferry_scheduler::render::Prepared, ferry_dag::template::TemplateProblem> {
+    let run = ferry_store::RunRecord {
+        id: 0,
+        dag_id: dag.id.clone(),
+        run_id: run_id.to_string(),
+        logical_date: interval.start.timestamp_millis(),
+        interval_start: interval.start.timestamp_millis(),
+        interval_end: interval.end.timestamp_millis(),
+        run_type: "manual".to_string(),
+        conf: "{}".to_string(),
+        state: "queued".to_string(),
+        dag_version_id: 0,
+        queued_at: now.timestamp_millis(),
+        started_at: None,
+        ended_at: None,
+    };
+    let context = ferry_scheduler::render::AttemptContext {
+        try_number: 1,
+        inherited_env: &[],
+        secrets,
+        previous_success: None,
+    };
+    let templates = ferry_dag::template::Templates::new();
+    ferry_scheduler::render::prepare(dag, task, &run, &templates, &context)
+}
+
 fn find_dag<'a>(catalog: &'a Catalog, id: &str) -> Result<&'a Dag> {
     if let Some(dag) = catalog.dags.get(id) {
         return Ok(dag);

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ferry_config::Config;
 use ferry_executor::Outcome;
 use ferry_executor::connector::{AttemptKey, ConnectorWork};
-use ferry_scheduler::render::{AttemptContext, Prepared, Work, prepare};
+use ferry_scheduler::render::{Prepared, Work};
 
 use crate::cli::DagSource;
 
@@ -34,30 +34,8 @@ pub(crate) fn plan(
     }
     let now = now.unwrap_or_else(Utc::now);
     let interval = super::run::interval_for(dag, date, now)?;
-    let run = ferry_store::RunRecord {
-        id: 0,
-        dag_id: dag.id.clone(),
-        run_id: "sync__plan".to_string(),
-        logical_date: interval.start.timestamp_millis(),
-        interval_start: interval.start.timestamp_millis(),
-        interval_end: interval.end.timestamp_millis(),
-        run_type: "manual".to_string(),
-        conf: "{}".to_string(),
-        state: "queued".to_string(),
-        dag_version_id: 0,
-        queued_at: now.timestamp_millis(),
-        started_at: None,
-        ended_at: None,
-    };
     let secrets = config.secrets();
-    let context = AttemptContext {
-        try_number: 1,
-        inherited_env: &[],
-        secrets: &secrets,
-        previous_success: None,
-    };
-    let templates = ferry_dag::template::Templates::new();
-    let prepared = prepare(dag, task, &run, &templates, &context)
+    let prepared = super::prepare_preview(dag, task, interval, now, "sync__plan", &secrets)
         .map_err(|problem| anyhow::anyhow!("the task does not render: {}", problem.message))?;
     let Prepared {
         work: Work::Connector(ConnectorWork::ReverseSync(mut work)),
@@ -72,7 +50,7 @@ pub(crate) fn plan(
     let key = AttemptKey {
         dag: dag.id.clone(),
         task: task.id.clone(),
-        run_id: run.run_id.clone(),
+        run_id: "sync__plan".to_string(),
         try_number: 0,
         lease: 0,
     };

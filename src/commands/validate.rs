@@ -38,7 +38,6 @@ fn print_dst_report(catalog: &Catalog, now: DateTime<Utc>) {
 /// BigQuery refused.
 fn dry_runs(config: &Config, catalog: &Catalog, now: DateTime<Utc>) -> Result<usize> {
     let connections = config.connections();
-    let templates = ferry_dag::template::Templates::new();
     let secrets = config.secrets();
     let mut refused = 0;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -56,35 +55,20 @@ fn dry_runs(config: &Config, catalog: &Catalog, now: DateTime<Utc>) -> Result<us
                 continue;
             };
             let interval = super::run::interval_for(dag, None, now)?;
-            let run = ferry_store::RunRecord {
-                id: 0,
-                dag_id: dag.id.clone(),
-                run_id: "validate__connect".to_string(),
-                logical_date: interval.start.timestamp_millis(),
-                interval_start: interval.start.timestamp_millis(),
-                interval_end: interval.end.timestamp_millis(),
-                run_type: "manual".to_string(),
-                conf: "{}".to_string(),
-                state: "queued".to_string(),
-                dag_version_id: 0,
-                queued_at: now.timestamp_millis(),
-                started_at: None,
-                ended_at: None,
-            };
-            let context = ferry_scheduler::render::AttemptContext {
-                try_number: 1,
-                inherited_env: &[],
-                secrets: &secrets,
-                previous_success: None,
-            };
             let place = format!(
                 "{}: dag `{}`, task `{}`",
                 dag.file.display(),
                 dag.id,
                 task.id
             );
-            let sql = match ferry_scheduler::render::prepare(dag, task, &run, &templates, &context)
-            {
+            let sql = match super::prepare_preview(
+                dag,
+                task,
+                interval,
+                now,
+                "validate__connect",
+                &secrets,
+            ) {
                 Ok(ferry_scheduler::render::Prepared {
                     work:
                         ferry_scheduler::render::Work::Connector(

@@ -102,25 +102,31 @@ impl Shape {
         for (name, value) in self.columns.iter().zip(row) {
             hasher.write(name.as_bytes());
             hasher.write(&[0]);
-            match value {
-                Value::Null => hasher.write(&[0]),
-                Value::Int(n) => {
-                    hasher.write(&[1]);
-                    hasher.write(&n.to_le_bytes());
-                }
-                Value::Float(n) => {
-                    hasher.write(&[2]);
-                    hasher.write(&n.to_bits().to_le_bytes());
-                }
-                Value::Text(text) => {
-                    hasher.write(&[3]);
-                    hasher.write(&(text.len() as u64).to_le_bytes());
-                    hasher.write(text.as_bytes());
-                }
-                Value::Bool(b) => hasher.write(&[4, u8::from(*b)]),
-            }
+            write_value(&mut hasher, value);
         }
         i64::from_ne_bytes(hasher.finish().to_ne_bytes())
+    }
+}
+
+/// Feeds `value` to `hasher`, its kind first and text with its length, so that no two
+/// different values (or sequences of them) feed the same bytes.
+pub(crate) fn write_value(hasher: &mut impl std::hash::Hasher, value: &Value) {
+    match value {
+        Value::Null => hasher.write(&[0]),
+        Value::Int(n) => {
+            hasher.write(&[1]);
+            hasher.write(&n.to_le_bytes());
+        }
+        Value::Float(n) => {
+            hasher.write(&[2]);
+            hasher.write(&n.to_bits().to_le_bytes());
+        }
+        Value::Text(text) => {
+            hasher.write(&[3]);
+            hasher.write(&(text.len() as u64).to_le_bytes());
+            hasher.write(text.as_bytes());
+        }
+        Value::Bool(b) => hasher.write(&[4, u8::from(*b)]),
     }
 }
 

@@ -104,23 +104,7 @@ impl Skipper {
 fn key_hash(row: &[Value], key: &[usize]) -> u64 {
     let mut hasher = XxHash3_64::with_seed(0);
     for &i in key {
-        match &row[i] {
-            Value::Null => hasher.write(&[0]),
-            Value::Int(n) => {
-                hasher.write(&[1]);
-                hasher.write(&n.to_le_bytes());
-            }
-            Value::Float(n) => {
-                hasher.write(&[2]);
-                hasher.write(&n.to_bits().to_le_bytes());
-            }
-            Value::Text(text) => {
-                hasher.write(&[3]);
-                hasher.write(&(text.len() as u64).to_le_bytes());
-                hasher.write(text.as_bytes());
-            }
-            Value::Bool(b) => hasher.write(&[4, u8::from(*b)]),
-        }
+        super::rows::write_value(&mut hasher, &row[i]);
     }
     hasher.finish()
 }

@@ -9,6 +9,7 @@
 //! failing range until it is alone, recorded with its key and reason, and counted against
 //! `max_rejected`. A kill at any moment rolls the transaction back: the target is as before.
 
+mod direct;
 mod rows;
 mod skip;
 mod statements;
@@ -270,35 +271,31 @@ async fn sync(
             .log
             .note(&format!("the synced state is kept in {state_table}"));
     }
-    // The state of keys no longer in the target (deleted by hand, a table emptied) is
-    // forgotten first, so that those rows are written again (or, `update`, rejected).
-    if diffed && !work.plan_only {
+    // A first load into an empty table (in scope) goes straight in, in one transaction: no
+    // stage, nothing to compare. A row the target refuses sends it back through the stage.
+    // Not on SQLite, where writing while reading would hold the application's writes back.
+    let reading = failed("looking at the target");
+    let empty = !work.plan_only
+        && dialect != Dialect::Sqlite
+        && matches!(mode, SyncMode::Upsert | SyncMode::Mirror)
+        && db.count(&sql.any_in_scope()).await.map_err(&reading)? == 0;
+    // The state of keys no longer in the target (a table emptied by hand) is forgotten
+    // first. (A rerun reads only the state of keys still in the target, so a row deleted by
+    // hand is written again whether or not its state was forgotten.)
+    if empty && diffed {
         db.execute(&sql.forget_deleted())
             .await
             .map_err(failed("tidying the synced state"))?;
     }
-    // A first load into an empty table (in scope) goes straight in, in one transaction: no
-    // stage, nothing to compare. A row the target refuses sends it back through the stage.
-    // Not on SQLite, where writing while reading would hold the application's writes back.
-    let direct = !work.plan_only
-        && dialect != Dialect::Sqlite
-        && match mode {
-            SyncMode::Append => true,
-            SyncMode::Upsert | SyncMode::Mirror => {
-                let reading = failed("looking at the target");
-                db.count(&sql.any_in_scope()).await.map_err(&reading)? == 0
-                    && db.count(&sql.count_state()).await.map_err(&reading)? == 0
-            }
-            SyncMode::Update | SyncMode::Insert => false,
-        };
+    let direct = mode == SyncMode::Append && !work.plan_only && dialect != Dialect::Sqlite
+        || empty && db.count(&sql.count_state()).await.map_err(&reading)? == 0;
     if direct {
-        let loaded = load_directly(
+        let loaded = direct::load(
             &mut db,
             &sql,
             &shape,
             &mut opened.0,
-            &fields,
-            &fence,
+            (&fields, &fence),
             diffed,
         )
         .await;
@@ -314,8 +311,8 @@ async fn sync(
                     ..Counts::default()
                 });
             }
-            Err(Direct::Failed(failure)) => return Err(failure),
-            Err(Direct::Refused(why)) => {
+            Err(direct::Direct::Failed(failure)) => return Err(failure),
+            Err(direct::Direct::Refused(why)) => {
                 scope.log.note(&format!(
                     "the target refused a row of the first load ({why}); loading again through the stage to set it aside"
                 ));
@@ -334,29 +331,22 @@ async fn sync(
         .iter()
         .any(|&i| batches.schema[i].1 == ferry_executor::connector::ColumnType::String);
     // A plan cannot tidy the state (it writes nothing), so it compares every row in SQL.
-    let synced = match mode {
+    // Every keyed sync tracks the keys it reads, so that a key seen twice is caught even when
+    // one of its rows is left out or refused.
+    let mut skipper = match mode {
         SyncMode::Upsert | SyncMode::Update
             if !(work.plan_only || (dialect == Dialect::Mysql && text_key)) =>
         {
-            let known = db
-                .count(&sql.count_state())
+            let reading = failed("reading the synced state");
+            let known = db.count(&sql.count_state()).await.map_err(&reading)?;
+            let mut skipper = skip::Skipper::new(Some(usize::try_from(known).unwrap_or(0)));
+            db.hashes(&sql.state_hashes(), |hash| skipper.add_synced(hash))
                 .await
-                .map_err(failed("reading the synced state"))?;
-            if usize::try_from(known).unwrap_or(usize::MAX) <= skip::TRACKED {
-                let hashes = db
-                    .integers(&sql.state_hashes())
-                    .await
-                    .map_err(failed("reading the synced state"))?;
-                Some(hashes)
-            } else {
-                None
-            }
+                .map_err(&reading)?;
+            Some(skipper)
         }
-        _ => None,
+        _ => (!work.key.is_empty()).then(|| skip::Skipper::new(None)),
     };
-    // Every keyed sync tracks the keys it reads, so that a key seen twice is caught even when
-    // one of its rows is left out or refused.
-    let mut skipper = (!work.key.is_empty()).then(|| skip::Skipper::new(synced));
     let mut unchanged: i64 = 0;
 
     // Stage every row, setting aside the ones the target's types refuse.
@@ -365,6 +355,7 @@ async fn sync(
     let (stage_table, stage_columns) = sql.stage_columns();
     let copy = sql.copy_stage();
     let mut number: i64 = 0;
+    let mut bytes = Vec::new();
     while let Some(batch) = batches.next().await? {
         let first = number + 1;
         let mut rows = Vec::with_capacity(batch.len());
@@ -376,7 +367,7 @@ async fn sync(
                     shape.key_text(&row)
                 )));
             }
-            let hash = shape.hash(&row);
+            let hash = shape.hash(&row, &mut bytes);
             if let Some(skipper) = skipper.as_mut() {
                 match skipper.judge(&row, &shape.key, hash) {
                     skip::Verdict::Stage => {}
@@ -479,113 +470,6 @@ async fn sync(
     let counts = published?;
     ended.map_err(failed("publishing"))?;
     Ok(counts)
-}
-
-/// Why a direct load did not end.
-enum Direct {
-    /// The target refused a row: load through the stage instead.
-    Refused(String),
-    /// Anything else.
-    Failed(Failure),
-}
-
-/// Loads every row straight into the (empty) target, and its hash into the state when
-/// `keep_state`, in one transaction that first checks the fence. The rows read.
-async fn load_directly(
-    db: &mut TargetDb,
-    sql: &Sql,
-    shape: &Shape,
-    batches: &mut crate::transfer::Batches,
-    fields: &RejectFields,
-    fence: &Fence<'_>,
-    keep_state: bool,
-) -> Result<i64, Direct> {
-    let publishing = |error: sqlx::Error| {
-        if is_rejection(&error) {
-            Direct::Refused(reason(&error))
-        } else {
-            Direct::Failed(failed("loading")(error))
-        }
-    };
-    db.execute("BEGIN").await.map_err(publishing)?;
-    let mut keys = (!shape.key.is_empty()).then(|| skip::Skipper::new(None));
-    let loaded: Result<i64, Direct> = async {
-        let target = sql.target_columns();
-        let state = sql.state_columns();
-        let (copy_target, copy_state) = (Sql::copy_into(&target), Sql::copy_into(&state));
-        let mut number: i64 = 0;
-        while let Some(batch) = batches.next().await.map_err(Direct::Failed)? {
-            let mut hashes = Vec::with_capacity(if keep_state { batch.len() } else { 0 });
-            for row in &batch {
-                number += 1;
-                if let Some(problem) = shape.problem(row) {
-                    return Err(Direct::Failed(Failure::Fatal(format!(
-                        "source row {number} ({}): {problem}; nothing was written",
-                        shape.key_text(row)
-                    ))));
-                }
-                let hash = shape.hash(row);
-                if let Some(keys) = keys.as_mut()
-                    && keys.judge(row, &shape.key, hash) == skip::Verdict::Duplicate
-                {
-                    return Err(Direct::Failed(Failure::Fatal(format!(
-                        "the source has duplicate keys, e.g. {} (again at row {number}); nothing was written",
-                        shape.key_text(row)
-                    ))));
-                }
-                if keep_state {
-                    let mut entry: Vec<Value> = shape.key.iter().map(|&i| row[i].clone()).collect();
-                    entry.push(Value::Int(hash));
-                    hashes.push(entry);
-                }
-            }
-            db.stage(&target.0, &target.1, &copy_target, &batch)
-                .await
-                .map_err(publishing)?;
-            if keep_state {
-                db.stage(&state.0, &state.1, &copy_state, &hashes)
-                    .await
-                    .map_err(publishing)?;
-            }
-        }
-        // Someone else wrote into the scope since it was found empty: go through the stage.
-        let in_scope = db.count(&sql.count_in_scope()).await.map_err(publishing)?;
-        if in_scope != number && sql.has_key() {
-            return Err(Direct::Refused(format!(
-                "{in_scope} row(s) in scope after loading {number}: another writer"
-            )));
-        }
-        // The fence, checked last, under its row lock until the commit.
-        db.execute(&fence.mark(fields.lease, &fields.at))
-            .await
-            .map_err(publishing)?;
-        let held = db.count(&fence.lease()).await.map_err(publishing)?;
-        if held != fields.lease {
-            return Err(Direct::Failed(Failure::Fatal(format!(
-                "publish refused: {}",
-                stale(fields.lease, held)
-            ))));
-        }
-        Ok(number)
-    }
-    .await;
-    match loaded {
-        Ok(read) => {
-            if let Err(error) = db.execute("COMMIT").await {
-                let _ = db.execute("ROLLBACK").await;
-                return Err(publishing(error));
-            }
-            // Statistics for the joins of the next sync.
-            if keep_state && let Some(analyze) = sql.analyze_state() {
-                let _ = db.execute(&analyze).await;
-            }
-            Ok(read)
-        }
-        Err(problem) => {
-            let _ = db.execute("ROLLBACK").await;
-            Err(problem)
-        }
-    }
 }
 
 /// Why an attempt that lost its lease writes nothing.

@@ -2,7 +2,6 @@
 //! checked (no NULL), the scope checked, and a hash of each row's values for the diff.
 
 use ferry_executor::connector::ColumnType;
-use std::hash::Hasher as _;
 
 use twox_hash::XxHash3_64;
 
@@ -96,37 +95,38 @@ impl Shape {
     }
 
     /// A 64-bit hash (XXH3) of the row's column names and values: equal hashes, equal rows
-    /// (two different rows share one with a chance of one in 2^64).
-    pub(crate) fn hash(&self, row: &[Value]) -> i64 {
-        let mut hasher = XxHash3_64::with_seed(0);
+    /// (two different rows share one with a chance of one in 2^64). `bytes` is a buffer the
+    /// caller keeps from row to row.
+    pub(crate) fn hash(&self, row: &[Value], bytes: &mut Vec<u8>) -> i64 {
+        bytes.clear();
         for (name, value) in self.columns.iter().zip(row) {
-            hasher.write(name.as_bytes());
-            hasher.write(&[0]);
-            write_value(&mut hasher, value);
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
+            write_value(bytes, value);
         }
-        i64::from_ne_bytes(hasher.finish().to_ne_bytes())
+        i64::from_ne_bytes(XxHash3_64::oneshot(bytes).to_ne_bytes())
     }
 }
 
-/// Feeds `value` to `hasher`, its kind first and text with its length, so that no two
-/// different values (or sequences of them) feed the same bytes.
-pub(crate) fn write_value(hasher: &mut impl std::hash::Hasher, value: &Value) {
+/// Appends `value` to `bytes`, its kind first and text with its length, so that no two
+/// different values (or sequences of them) give the same bytes.
+pub(crate) fn write_value(bytes: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Null => hasher.write(&[0]),
+        Value::Null => bytes.push(0),
         Value::Int(n) => {
-            hasher.write(&[1]);
-            hasher.write(&n.to_le_bytes());
+            bytes.push(1);
+            bytes.extend_from_slice(&n.to_le_bytes());
         }
         Value::Float(n) => {
-            hasher.write(&[2]);
-            hasher.write(&n.to_bits().to_le_bytes());
+            bytes.push(2);
+            bytes.extend_from_slice(&n.to_bits().to_le_bytes());
         }
         Value::Text(text) => {
-            hasher.write(&[3]);
-            hasher.write(&(text.len() as u64).to_le_bytes());
-            hasher.write(text.as_bytes());
+            bytes.push(3);
+            bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
         }
-        Value::Bool(b) => hasher.write(&[4, u8::from(*b)]),
+        Value::Bool(b) => bytes.extend_from_slice(&[4, u8::from(*b)]),
     }
 }
 
@@ -189,8 +189,29 @@ mod tests {
         let same = row.clone();
         let other = vec![Value::Int(7), Value::Text("3-A".into()), Value::Float(1.25)];
         let null = vec![Value::Int(7), Value::Text("3-A".into()), Value::Null];
-        assert_eq!(shape.hash(&row), shape.hash(&same));
-        assert_ne!(shape.hash(&row), shape.hash(&other));
-        assert_ne!(shape.hash(&row), shape.hash(&null));
+        let mut bytes = Vec::new();
+        let hash = shape.hash(&row, &mut bytes);
+        assert_eq!(hash, shape.hash(&same, &mut bytes));
+        assert_ne!(hash, shape.hash(&other, &mut bytes));
+        assert_ne!(hash, shape.hash(&null, &mut bytes));
+    }
+
+    /// The states kept by earlier versions (which fed the same bytes to a streaming hasher)
+    /// still match: an upgrade does not rewrite every row once.
+    #[test]
+    fn hashes_are_those_of_the_streaming_hasher() {
+        use std::hash::Hasher as _;
+        let shape = shape();
+        let row = vec![Value::Int(7), Value::Text("3-A".into()), Value::Float(1.5)];
+        let mut streaming = XxHash3_64::with_seed(0);
+        for (name, value) in ["school", "class_id", "avg_points"].iter().zip(&row) {
+            streaming.write(name.as_bytes());
+            streaming.write(&[0]);
+            let mut bytes = Vec::new();
+            write_value(&mut bytes, value);
+            streaming.write(&bytes);
+        }
+        let expected = i64::from_ne_bytes(streaming.finish().to_ne_bytes());
+        assert_eq!(shape.hash(&row, &mut Vec::new()), expected);
     }
 }

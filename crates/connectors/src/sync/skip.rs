@@ -13,9 +13,10 @@ use twox_hash::XxHash3_64;
 
 use crate::transfer::Value;
 
-/// The most keys (and synced hashes) held in memory: two hash sets of at most 8 bytes and a
-/// control byte per slot (at most 72 MB each at this size), so the process stays under 200 MB.
-pub(crate) const TRACKED: usize = 6_000_000;
+/// The most keys (and synced hashes) held in memory: two hash sets of 8 bytes and a control
+/// byte per slot, 2^22 slots at most (38 MB each; a set grows by doubling when it is 7/8
+/// full), so the process stays well under 200 MB whatever the row count.
+pub(crate) const TRACKED: usize = 3_600_000;
 
 /// What a rerun knows of the last sync.
 pub(crate) struct Skipper {
@@ -23,6 +24,8 @@ pub(crate) struct Skipper {
     synced: Option<HashSet<u64, BuildHasherDefault<Identity>>>,
     /// The keys seen so far (hashed), up to [`TRACKED`].
     keys: HashSet<u64, BuildHasherDefault<Identity>>,
+    /// The bytes of the key being hashed (kept from row to row).
+    bytes: Vec<u8>,
 }
 
 /// The hasher of a set of hashes: they are spread already.
@@ -57,28 +60,32 @@ pub(crate) enum Verdict {
 }
 
 impl Skipper {
-    /// A skipper over the hashes of the last sync (`None`: it only catches repeated keys).
-    pub(crate) fn new(hashes: Option<Vec<i64>>) -> Self {
-        let expected = hashes.as_ref().map_or(0, |h| h.len().min(TRACKED));
-        let synced = hashes.map(|hashes| {
-            let mut synced =
-                HashSet::with_capacity_and_hasher(hashes.len(), BuildHasherDefault::default());
-            synced.extend(
-                hashes
-                    .into_iter()
-                    .map(|h| u64::from_ne_bytes(h.to_ne_bytes())),
-            );
-            synced
-        });
+    /// A skipper that will hold up to `synced` hashes of the last sync, given by
+    /// [`Skipper::add_synced`] (`None`: it only catches repeated keys).
+    pub(crate) fn new(synced: Option<usize>) -> Self {
+        let expected = synced.map_or(0, |n| n.min(TRACKED));
         Self {
-            synced,
+            synced: synced.map(|_| {
+                HashSet::with_capacity_and_hasher(expected, BuildHasherDefault::default())
+            }),
             keys: HashSet::with_capacity_and_hasher(expected, BuildHasherDefault::default()),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Adds the hash of a row last synced (past [`TRACKED`] of them, the others are staged
+    /// and compared in the database).
+    pub(crate) fn add_synced(&mut self, hash: i64) {
+        if let Some(synced) = self.synced.as_mut()
+            && synced.len() < TRACKED
+        {
+            synced.insert(u64::from_ne_bytes(hash.to_ne_bytes()));
         }
     }
 
     /// The verdict on `row`, whose key is at positions `key`, with hash `hash`.
     pub(crate) fn judge(&mut self, row: &[Value], key: &[usize], hash: i64) -> Verdict {
-        let hashed = key_hash(row, key);
+        let hashed = key_hash(row, key, &mut self.bytes);
         if self.keys.contains(&hashed) {
             return Verdict::Duplicate;
         }
@@ -100,13 +107,13 @@ impl Skipper {
     }
 }
 
-/// The hash (XXH3) of a row's key values.
-fn key_hash(row: &[Value], key: &[usize]) -> u64 {
-    let mut hasher = XxHash3_64::with_seed(0);
+/// The hash (XXH3) of a row's key values, made in `bytes`.
+fn key_hash(row: &[Value], key: &[usize], bytes: &mut Vec<u8>) -> u64 {
+    bytes.clear();
     for &i in key {
-        super::rows::write_value(&mut hasher, &row[i]);
+        super::rows::write_value(bytes, &row[i]);
     }
-    hasher.finish()
+    XxHash3_64::oneshot(bytes)
 }
 
 #[cfg(test)]
@@ -115,7 +122,10 @@ mod tests {
 
     #[test]
     fn unchanged_rows_are_left_out_and_repeated_keys_caught() {
-        let mut skipper = Skipper::new(Some(vec![30, 10, 20]));
+        let mut skipper = Skipper::new(Some(3));
+        for hash in [30, 10, 20] {
+            skipper.add_synced(hash);
+        }
         let one = [Value::Int(1), Value::Text("a".into())];
         let two = [Value::Int(2), Value::Text("a".into())];
         assert_eq!(skipper.judge(&one, &[0], 20), Verdict::Unchanged);

@@ -231,6 +231,18 @@ impl Sql {
         )
     }
 
+    /// Up to five keys that appear more than once in the target's scope, with their counts
+    /// (after a first load too long for ferry to track every key in memory).
+    pub(crate) fn duplicates_in_target(&self) -> String {
+        format!(
+            "SELECT {}, COUNT(*) FROM {} AS s WHERE {} GROUP BY {} HAVING COUNT(*) > 1 LIMIT 5",
+            self.key_text(),
+            self.target,
+            self.in_scope("s"),
+            self.list("s", &self.key)
+        )
+    }
+
     /// Creates the state table when it is missing (PostgreSQL: unlogged, since it can be
     /// rebuilt: losing it only makes the next sync write every row again).
     pub(crate) fn create_state(&self) -> Vec<String> {
@@ -305,9 +317,24 @@ impl Sql {
         format!("SELECT COUNT(*) FROM {}", self.state)
     }
 
-    /// The hash of every row the state holds.
+    /// The hash of every row the state holds whose key is still in the target (a row
+    /// deleted by hand is not taken for unchanged, and is written again).
     pub(crate) fn state_hashes(&self) -> String {
-        format!("SELECT ferry_hash FROM {}", self.state)
+        if self.dialect == Dialect::Mysql {
+            // A key twice in the target gives its hash twice: the same set.
+            return format!(
+                "SELECT h.ferry_hash FROM {} AS h JOIN {} AS t ON {}",
+                self.state,
+                self.target,
+                self.same_key("t", "h")
+            );
+        }
+        format!(
+            "SELECT h.ferry_hash FROM {} AS h WHERE EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+            self.state,
+            self.target,
+            self.same_key("t", "h")
+        )
     }
 
     /// Fails when the state table is missing.
@@ -346,7 +373,8 @@ impl Sql {
         self.delete_from(&self.target, "t", &condition)
     }
 
-    /// Forgets the state of keys no longer in the target (after a mirror's delete).
+    /// Forgets the state of keys no longer in the target (after a mirror's delete, or when
+    /// the target has no rows in scope).
     pub(crate) fn forget_deleted(&self) -> String {
         if self.dialect == Dialect::Mysql {
             // MariaDB runs the anti-join as a LEFT JOIN three times faster than NOT EXISTS.

@@ -2,6 +2,7 @@
 //! answers, and rows staged (PostgreSQL by COPY, the others by multi-row INSERTs).
 
 use ferry_config::Connection;
+use futures_util::StreamExt as _;
 use sqlx::{Connection as _, Row as _};
 
 use crate::transfer::Batch;
@@ -40,10 +41,13 @@ impl TargetDb {
                 match sqlx::PgConnection::connect(url.expose()).await {
                     Ok(mut db) => {
                         // A connection whose client died notices within a second and rolls
-                        // its transaction back.
+                        // its transaction back. The planner's default takes a random read for
+                        // four sequential ones, and so joins ten thousand staged rows to a
+                        // million-row table by hashing the whole table (0.2 s) rather than
+                        // through its index (0.02 s): 1.1 is the usual figure for SSDs.
                         let _ = sqlx::Executor::execute(
                             &mut db,
-                            "SET client_connection_check_interval = 1000",
+                            "SET client_connection_check_interval = 1000; SET random_page_cost = 1.1",
                         )
                         .await;
                         Ok(TargetDb::Postgres(db))
@@ -80,9 +84,40 @@ impl TargetDb {
         })
     }
 
-    /// The first column of every row, as integers.
-    pub(crate) async fn integers(&mut self, sql: &str) -> Result<Vec<i64>, sqlx::Error> {
-        on!(self, db => sqlx::query_scalar::<_, i64>(sql).fetch_all(&mut *db).await)
+    /// Gives `each` the first column of every row of `sql`, a query of one BIGINT column
+    /// without NULLs (PostgreSQL sends them by a binary `COPY`, several times faster for a
+    /// million rows).
+    pub(crate) async fn hashes(
+        &mut self,
+        sql: &str,
+        mut each: impl FnMut(i64),
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            TargetDb::Postgres(db) => {
+                let mut copy = db
+                    .copy_out_raw(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
+                    .await?;
+                let mut reader = BinaryBigints::default();
+                while let Some(chunk) = copy.next().await {
+                    reader.read(&chunk?, &mut each)?;
+                }
+                reader.finish()
+            }
+            TargetDb::Sqlite(db) => {
+                let mut rows = sqlx::query_scalar::<_, i64>(sql).fetch(&mut *db);
+                while let Some(hash) = rows.next().await {
+                    each(hash?);
+                }
+                Ok(())
+            }
+            TargetDb::Mysql(db) => {
+                let mut rows = sqlx::query_scalar::<_, i64>(sql).fetch(&mut *db);
+                while let Some(hash) = rows.next().await {
+                    each(hash?);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Every row's columns read as text (the statement casts what is not).
@@ -130,6 +165,76 @@ impl TargetDb {
     }
 }
 
+/// Reads PostgreSQL's binary `COPY` of rows of one BIGINT column: a header, then per row a
+/// field count (2 bytes, -1 at the end), the field's length (4 bytes) and its 8 bytes.
+#[derive(Default)]
+struct BinaryBigints {
+    /// Bytes not read yet (a row can span two chunks).
+    pending: Vec<u8>,
+    header_read: bool,
+    ended: bool,
+}
+
+/// The binary `COPY` header: a signature, 4 bytes of flags and a header extension length
+/// (0).
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl BinaryBigints {
+    fn read(&mut self, chunk: &[u8], each: &mut impl FnMut(i64)) -> Result<(), sqlx::Error> {
+        self.pending.extend_from_slice(chunk);
+        let mut at = 0;
+        let bytes = &self.pending;
+        if !self.header_read {
+            let header = COPY_SIGNATURE.len() + 8;
+            if bytes.len() < header {
+                return Ok(());
+            }
+            if &bytes[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
+                return Err(protocol("not a binary COPY"));
+            }
+            let extension =
+                u32::from_be_bytes(bytes[header - 4..header].try_into().unwrap_or_default());
+            at = header + extension as usize;
+            self.header_read = true;
+        }
+        while !self.ended && bytes.len() >= at + 2 {
+            let fields = i16::from_be_bytes([bytes[at], bytes[at + 1]]);
+            if fields == -1 {
+                self.ended = true;
+                at += 2;
+                break;
+            }
+            if fields != 1 {
+                return Err(protocol("a row of more than one column"));
+            }
+            if bytes.len() < at + 14 {
+                break;
+            }
+            let length = i32::from_be_bytes(bytes[at + 2..at + 6].try_into().unwrap_or_default());
+            if length != 8 {
+                return Err(protocol("a value that is not a BIGINT"));
+            }
+            let value = i64::from_be_bytes(bytes[at + 6..at + 14].try_into().unwrap_or_default());
+            each(value);
+            at += 14;
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), sqlx::Error> {
+        if self.ended {
+            Ok(())
+        } else {
+            Err(protocol("the COPY ended early"))
+        }
+    }
+}
+
+fn protocol(what: &str) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("reading the synced state: {what}"))
+}
+
 /// Whether the database refused a row's values (a constraint, a type, a value out of range),
 /// as opposed to the statement itself or the connection failing.
 pub(crate) fn is_rejection(error: &sqlx::Error) -> bool {
@@ -160,4 +265,38 @@ pub(crate) fn is_rejection(error: &sqlx::Error) -> bool {
     }
     // SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
     code.starts_with("22") || code.starts_with("23")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_copy_of_bigints_is_read_across_any_chunking() {
+        let values = [0_i64, -1, i64::MAX, i64::MIN, 42];
+        let mut stream = COPY_SIGNATURE.to_vec();
+        stream.extend_from_slice(&0_u32.to_be_bytes());
+        stream.extend_from_slice(&0_u32.to_be_bytes());
+        for value in values {
+            stream.extend_from_slice(&1_i16.to_be_bytes());
+            stream.extend_from_slice(&8_i32.to_be_bytes());
+            stream.extend_from_slice(&value.to_be_bytes());
+        }
+        stream.extend_from_slice(&(-1_i16).to_be_bytes());
+        for size in [1, 3, 7, 14, stream.len()] {
+            let mut reader = BinaryBigints::default();
+            let mut read = Vec::new();
+            for chunk in stream.chunks(size) {
+                reader
+                    .read(chunk, &mut |v| read.push(v))
+                    .expect("a valid stream");
+            }
+            reader.finish().expect("ended");
+            assert_eq!(read, values, "chunks of {size}");
+        }
+        let mut cut = BinaryBigints::default();
+        cut.read(&stream[..stream.len() - 2], &mut |_| {})
+            .expect("valid so far");
+        assert!(cut.finish().is_err(), "a stream without its end is refused");
+    }
 }

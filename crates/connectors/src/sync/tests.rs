@@ -209,3 +209,56 @@ fn a_stale_attempt_never_publishes_over_a_newer_one() {
         runtime.block_on(execute(&target, &format!("DROP TABLE {table}")));
     }
 }
+
+/// The check a first load too long to track every key in memory runs before it commits: the
+/// keys found twice in the target's scope, named with their counts, on every database.
+#[test]
+fn keys_twice_in_the_targets_scope_are_found() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for target in targets(dir.path()) {
+        runtime.block_on(async {
+            let dialect = match target {
+                Connection::Sqlite { .. } => crate::write::Dialect::Sqlite,
+                Connection::Postgres { .. } => crate::write::Dialect::Postgres,
+                _ => crate::write::Dialect::Mysql,
+            };
+            let table = "ferry_test_twice";
+            execute(&target, &format!("DROP TABLE IF EXISTS {table}")).await;
+            execute(
+                &target,
+                &format!("CREATE TABLE {table} (school_id INTEGER, class_id VARCHAR(20), points INTEGER)"),
+            )
+            .await;
+            execute(
+                &target,
+                &format!(
+                    "INSERT INTO {table} VALUES (7, '3-A', 1), (7, '3-A', 2), (7, '3-B', 3), (8, '3-B', 4), (8, '3-B', 5)"
+                ),
+            )
+            .await;
+            let columns = ["school_id", "class_id", "points"].map(String::from);
+            let key = ["school_id", "class_id"].map(String::from);
+            let sql = super::statements::Sql::new(
+                dialect,
+                table,
+                "ferry_state_unused",
+                super::statements::REJECTS,
+                &columns,
+                &key,
+                &[("school_id".to_string(), "7".to_string())],
+            );
+            let found = column(&target, &sql.duplicates_in_target()).await;
+            execute(&target, &format!("DROP TABLE {table}")).await;
+            assert_eq!(
+                found,
+                vec![vec!["school_id=7, class_id=3-A".to_string(), "2".to_string()]],
+                "{}: only the key twice inside the scope (school 8 is another scope's)",
+                target.kind()
+            );
+        });
+    }
+}

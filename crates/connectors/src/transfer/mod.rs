@@ -399,16 +399,21 @@ impl Batches {
                 }
             },
         };
-        let mut converted = Vec::with_capacity(rows.len());
-        for row in rows {
-            let line = self.rows_read + 1 + converted.len() as i64;
-            let mut values = Vec::with_capacity(row.len());
-            for (value, (name, kind)) in row.into_iter().zip(&self.schema) {
-                values.push(value.into_type(*kind).map_err(|problem| {
-                    Failure::Fatal(format!("row {line}, column `{name}`: {problem}"))
-                })?);
+        // Converted in place: most values are of their column's type already.
+        let mut converted = rows;
+        for (number, row) in converted.iter_mut().enumerate() {
+            row.truncate(self.schema.len());
+            for (value, (name, kind)) in row.iter_mut().zip(&self.schema) {
+                if value.column_type().is_none_or(|own| own == *kind) {
+                    continue;
+                }
+                let line = self.rows_read + 1 + number as i64;
+                *value = std::mem::replace(value, Value::Null)
+                    .into_type(*kind)
+                    .map_err(|problem| {
+                        Failure::Fatal(format!("row {line}, column `{name}`: {problem}"))
+                    })?;
             }
-            converted.push(values);
         }
         self.rows_read += converted.len() as i64;
         Ok(Some(converted))

@@ -25,11 +25,13 @@ pub(super) fn spawn(
 }
 
 /// Streams the rows of `$sql` on connection `$db` into `$sender` in batches: the columns
-/// first (from the first row, or from describing the query when it has none).
+/// first (from the first row, or from describing the query when it has none). `$plan` tells,
+/// once from the first row, how each column is decoded; `$decode` decodes a value by it.
 macro_rules! stream_rows {
-    ($db:expr, $sql:expr, $batch_size:expr, $sender:expr, $decode:path, $known:path) => {{
+    ($db:expr, $sql:expr, $batch_size:expr, $sender:expr, $plan:path, $decode:path, $known:path) => {{
         let mut sent_columns = false;
         {
+            let mut plan = Vec::new();
             let mut rows = sqlx::query($sql).fetch(&mut $db);
             let mut batch = Vec::with_capacity($batch_size);
             while let Some(row) = rows.try_next().await.map_err(sql_problem)? {
@@ -41,10 +43,11 @@ macro_rules! stream_rows {
                         .collect();
                     send($sender, Read::Columns(columns)).await?;
                     sent_columns = true;
+                    plan = $plan(&row);
                 }
                 let mut values = Vec::with_capacity(row.len());
-                for index in 0..row.len() {
-                    values.push($decode(&row, index)?);
+                for (index, how) in plan.iter().enumerate() {
+                    values.push($decode(&row, index, how)?);
                 }
                 batch.push(values);
                 if batch.len() >= $batch_size {
@@ -92,19 +95,43 @@ async fn read(
                     text: format!("open {}: {e}", path.display()),
                     transient: crate::query::is_transient(&e),
                 })?;
-            stream_rows!(db, sql, batch_size, sender, sqlite_value, sqlite_type)
+            stream_rows!(
+                db,
+                sql,
+                batch_size,
+                sender,
+                sqlite_plan,
+                sqlite_value,
+                sqlite_type
+            )
         }
         Connection::Postgres { url } => {
             let mut db = sqlx::PgConnection::connect(url.expose())
                 .await
                 .map_err(sql_problem)?;
-            stream_rows!(db, sql, batch_size, sender, postgres_value, postgres_type)
+            stream_rows!(
+                db,
+                sql,
+                batch_size,
+                sender,
+                postgres_plan,
+                postgres_value,
+                postgres_type
+            )
         }
         Connection::Mysql { url } => {
             let mut db = sqlx::MySqlConnection::connect(url.expose())
                 .await
                 .map_err(sql_problem)?;
-            stream_rows!(db, sql, batch_size, sender, mysql_value, mysql_type)
+            stream_rows!(
+                db,
+                sql,
+                batch_size,
+                sender,
+                mysql_plan,
+                mysql_value,
+                mysql_type
+            )
         }
         Connection::Bigquery { .. } | Connection::Aws { .. } => Err(format!(
             "a {} connection is not a SQL database a transfer reads",
@@ -147,7 +174,12 @@ fn sqlite_type(declared: &str) -> Option<ColumnType> {
     }
 }
 
-fn sqlite_value(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Value, String> {
+/// SQLite types values, not columns: nothing is planned.
+fn sqlite_plan(row: &sqlx::sqlite::SqliteRow) -> Vec<()> {
+    vec![(); row.len()]
+}
+
+fn sqlite_value(row: &sqlx::sqlite::SqliteRow, index: usize, _: &()) -> Result<Value, String> {
     let raw = row.try_get_raw(index).map_err(|e| e.to_string())?;
     if raw.is_null() {
         return Ok(Value::Null);
@@ -176,31 +208,75 @@ fn postgres_type(name: &str) -> Option<ColumnType> {
     }
 }
 
-fn postgres_value(row: &sqlx::postgres::PgRow, index: usize) -> Result<Value, String> {
-    let column = row.column(index);
-    let name = column.name();
-    let error = |e: sqlx::Error| format!("column `{name}`: {e}");
+/// How a PostgreSQL column is decoded.
+#[derive(Clone, Copy)]
+enum PgDecode {
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Bool,
+    Text,
+    Date,
+    Timestamp,
+    Timestamptz,
+    Unsupported,
+}
+
+fn postgres_plan(row: &sqlx::postgres::PgRow) -> Vec<PgDecode> {
+    row.columns()
+        .iter()
+        .map(|column| match column.type_info().name() {
+            "INT2" => PgDecode::Int2,
+            "INT4" => PgDecode::Int4,
+            "INT8" => PgDecode::Int8,
+            "FLOAT4" => PgDecode::Float4,
+            "FLOAT8" => PgDecode::Float8,
+            "BOOL" => PgDecode::Bool,
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => PgDecode::Text,
+            "DATE" => PgDecode::Date,
+            "TIMESTAMP" => PgDecode::Timestamp,
+            "TIMESTAMPTZ" => PgDecode::Timestamptz,
+            _ => PgDecode::Unsupported,
+        })
+        .collect()
+}
+
+fn postgres_value(
+    row: &sqlx::postgres::PgRow,
+    index: usize,
+    how: &PgDecode,
+) -> Result<Value, String> {
+    let error = |e: sqlx::Error| format!("column `{}`: {e}", row.column(index).name());
+    // The plan matched the column's type already.
     macro_rules! get {
         ($t:ty) => {
-            row.try_get::<Option<$t>, _>(index).map_err(error)?
+            row.try_get_unchecked::<Option<$t>, _>(index)
+                .map_err(error)?
         };
     }
-    Ok(match column.type_info().name() {
-        "INT2" => get!(i16).map_or(Value::Null, |v| Value::Int(v.into())),
-        "INT4" => get!(i32).map_or(Value::Null, |v| Value::Int(v.into())),
-        "INT8" => get!(i64).map_or(Value::Null, Value::Int),
-        "FLOAT4" => get!(f32).map_or(Value::Null, |v| Value::Float(v.into())),
-        "FLOAT8" => get!(f64).map_or(Value::Null, Value::Float),
-        "BOOL" => get!(bool).map_or(Value::Null, Value::Bool),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => get!(String).map_or(Value::Null, Value::Text),
-        "DATE" => get!(chrono::NaiveDate).map_or(Value::Null, |d| Value::Text(d.to_string())),
-        "TIMESTAMP" => get!(chrono::NaiveDateTime).map_or(Value::Null, |t| {
+    Ok(match how {
+        PgDecode::Int2 => get!(i16).map_or(Value::Null, |v| Value::Int(v.into())),
+        PgDecode::Int4 => get!(i32).map_or(Value::Null, |v| Value::Int(v.into())),
+        PgDecode::Int8 => get!(i64).map_or(Value::Null, Value::Int),
+        PgDecode::Float4 => get!(f32).map_or(Value::Null, |v| Value::Float(v.into())),
+        PgDecode::Float8 => get!(f64).map_or(Value::Null, Value::Float),
+        PgDecode::Bool => get!(bool).map_or(Value::Null, Value::Bool),
+        PgDecode::Text => get!(String).map_or(Value::Null, Value::Text),
+        PgDecode::Date => {
+            get!(chrono::NaiveDate).map_or(Value::Null, |d| Value::Text(d.to_string()))
+        }
+        PgDecode::Timestamp => get!(chrono::NaiveDateTime).map_or(Value::Null, |t| {
             Value::Text(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
         }),
-        "TIMESTAMPTZ" => get!(chrono::DateTime<chrono::Utc>).map_or(Value::Null, |t| {
+        PgDecode::Timestamptz => get!(chrono::DateTime<chrono::Utc>).map_or(Value::Null, |t| {
             Value::Text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         }),
-        other => return Err(unsupported(name, other)),
+        PgDecode::Unsupported => {
+            let column = row.column(index);
+            return Err(unsupported(column.name(), column.type_info().name()));
+        }
     })
 }
 
@@ -216,7 +292,12 @@ fn mysql_type(name: &str) -> Option<ColumnType> {
     }
 }
 
-fn mysql_value(row: &sqlx::mysql::MySqlRow, index: usize) -> Result<Value, String> {
+/// MySQL's values are decoded by their column's type name, looked at per value.
+fn mysql_plan(row: &sqlx::mysql::MySqlRow) -> Vec<()> {
+    vec![(); row.len()]
+}
+
+fn mysql_value(row: &sqlx::mysql::MySqlRow, index: usize, _: &()) -> Result<Value, String> {
     let column = row.column(index);
     let name = column.name();
     let kind = column.type_info().name();

@@ -194,39 +194,42 @@ fn quoted(dialect: Dialect, columns: &[String]) -> String {
 
 /// A batch in PostgreSQL's COPY text format.
 pub(crate) fn copy_text(batch: &Batch, out: &mut Vec<u8>) {
-    use std::io::Write as _;
     for row in batch {
         for (index, value) in row.iter().enumerate() {
             if index > 0 {
                 out.push(b'\t');
             }
-            match value {
-                Value::Null => out.extend_from_slice(b"\\N"),
-                Value::Int(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                Value::Float(n) if n.is_nan() => out.extend_from_slice(b"NaN"),
-                Value::Float(n) if n.is_infinite() => {
-                    out.extend_from_slice(if *n > 0.0 { b"Infinity" } else { b"-Infinity" });
-                }
-                Value::Float(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
-                Value::Text(text) => {
-                    for byte in text.bytes() {
-                        match byte {
-                            b'\\' => out.extend_from_slice(b"\\\\"),
-                            b'\t' => out.extend_from_slice(b"\\t"),
-                            b'\n' => out.extend_from_slice(b"\\n"),
-                            b'\r' => out.extend_from_slice(b"\\r"),
-                            other => out.push(other),
-                        }
-                    }
+            copy_text_value(value, out);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// One value in `COPY`'s text form.
+pub(crate) fn copy_text_value(value: &Value, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    match value {
+        Value::Null => out.extend_from_slice(b"\\N"),
+        Value::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        Value::Float(n) if n.is_nan() => out.extend_from_slice(b"NaN"),
+        Value::Float(n) if n.is_infinite() => {
+            out.extend_from_slice(if *n > 0.0 { b"Infinity" } else { b"-Infinity" });
+        }
+        Value::Float(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+        Value::Text(text) => {
+            for byte in text.bytes() {
+                match byte {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    other => out.push(other),
                 }
             }
         }
-        out.push(b'\n');
     }
 }
 

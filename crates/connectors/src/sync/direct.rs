@@ -1,0 +1,265 @@
+//! A first load into an empty target: every row goes straight into the table (and its hash
+//! into the state), in one transaction that checks the fence last. No stage, nothing to
+//! compare. On PostgreSQL the rows stream through one `COPY` per chunk of rows, so the server
+//! writes while ferry reads and checks the next rows; the state's rows follow each chunk.
+
+use sqlx::postgres::PgConnection;
+
+use super::rows::Shape;
+use super::skip::{Skipper, TRACKED, Verdict};
+use super::statements::{Fence, RejectFields, Sql};
+use super::target::{TargetDb, is_rejection};
+use super::{failed, reason, stale};
+use crate::transfer::write_sql::{copy_text, copy_text_value};
+use crate::transfer::{Batch, Batches, Failure, Value};
+
+/// The most rows one PostgreSQL `COPY` takes before the state's rows follow them: a refused
+/// row is found within this many, and the state's rows waiting in memory stay few.
+const CHUNK_ROWS: i64 = 250_000;
+/// The most bytes of state rows waiting in memory before they are written.
+const CHUNK_STATE_BYTES: usize = 32 << 20;
+
+/// Why a direct load did not end.
+pub(super) enum Direct {
+    /// The target refused a row: load through the stage instead.
+    Refused(String),
+    /// Anything else.
+    Failed(Failure),
+}
+
+impl Direct {
+    /// A database error: a refused row, or a failure.
+    fn from_sql(error: sqlx::Error) -> Self {
+        if is_rejection(&error) {
+            Direct::Refused(reason(&error))
+        } else {
+            Direct::Failed(failed("loading")(error))
+        }
+    }
+}
+
+/// Loads every row straight into the (empty) target, and its hash into the state when
+/// `keep_state`, in one transaction that first checks the fence. The rows read.
+pub(super) async fn load(
+    db: &mut TargetDb,
+    sql: &Sql,
+    shape: &Shape,
+    batches: &mut Batches,
+    (fields, fence): (&RejectFields, &Fence<'_>),
+    keep_state: bool,
+) -> Result<i64, Direct> {
+    db.execute("BEGIN").await.map_err(Direct::from_sql)?;
+    let mut rows = Checker {
+        shape,
+        keys: (!shape.key.is_empty()).then(|| Skipper::new(None)),
+        number: 0,
+        bytes: Vec::new(),
+    };
+    let loaded: Result<i64, Direct> = async {
+        match db {
+            TargetDb::Postgres(pg) => copy(pg, sql, batches, &mut rows, keep_state).await?,
+            _ => insert(db, sql, batches, &mut rows, keep_state).await?,
+        }
+        let number = rows.number;
+        // Past the keys held in memory, a key read twice is looked for in the table.
+        if sql.has_key() && usize::try_from(number).unwrap_or(usize::MAX) > TRACKED {
+            let duplicates = db
+                .texts(&sql.duplicates_in_target())
+                .await
+                .map_err(Direct::from_sql)?;
+            if !duplicates.is_empty() {
+                let named = duplicates
+                    .iter()
+                    .map(|row| format!("{} ({} rows)", row[0], row[1]))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(Direct::Failed(Failure::Fatal(format!(
+                    "the source has duplicate keys, e.g. {named}; nothing was written"
+                ))));
+            }
+        }
+        // Someone else wrote into the scope since it was found empty: go through the stage.
+        let in_scope = db
+            .count(&sql.count_in_scope())
+            .await
+            .map_err(Direct::from_sql)?;
+        if in_scope != number && sql.has_key() {
+            return Err(Direct::Refused(format!(
+                "{in_scope} row(s) in scope after loading {number}: another writer"
+            )));
+        }
+        // The fence, checked last, under its row lock until the commit.
+        db.execute(&fence.mark(fields.lease, &fields.at))
+            .await
+            .map_err(Direct::from_sql)?;
+        let held = db.count(&fence.lease()).await.map_err(Direct::from_sql)?;
+        if held != fields.lease {
+            return Err(Direct::Failed(Failure::Fatal(format!(
+                "publish refused: {}",
+                stale(fields.lease, held)
+            ))));
+        }
+        Ok(number)
+    }
+    .await;
+    match loaded {
+        Ok(read) => {
+            if let Err(error) = db.execute("COMMIT").await {
+                let _ = db.execute("ROLLBACK").await;
+                return Err(Direct::from_sql(error));
+            }
+            // Statistics for the joins of the next sync.
+            if keep_state && let Some(analyze) = sql.analyze_state() {
+                let _ = db.execute(&analyze).await;
+            }
+            Ok(read)
+        }
+        Err(problem) => {
+            let _ = db.execute("ROLLBACK").await;
+            Err(problem)
+        }
+    }
+}
+
+/// Checks rows on their way in: no NULL key, inside the scope, no key twice.
+struct Checker<'a> {
+    shape: &'a Shape,
+    /// The keys read so far (none without a key).
+    keys: Option<Skipper>,
+    /// Rows checked so far.
+    number: i64,
+    /// A buffer for hashing.
+    bytes: Vec<u8>,
+}
+
+impl Checker<'_> {
+    /// Checks `row`; its hash.
+    fn check(&mut self, row: &[Value]) -> Result<i64, Direct> {
+        self.number += 1;
+        let number = self.number;
+        let shape = self.shape;
+        if let Some(problem) = shape.problem(row) {
+            return Err(Direct::Failed(Failure::Fatal(format!(
+                "source row {number} ({}): {problem}; nothing was written",
+                shape.key_text(row)
+            ))));
+        }
+        let hash = shape.hash(row, &mut self.bytes);
+        if let Some(keys) = self.keys.as_mut()
+            && keys.judge(row, &shape.key, hash) == Verdict::Duplicate
+        {
+            return Err(Direct::Failed(Failure::Fatal(format!(
+                "the source has duplicate keys, e.g. {} (again at row {number}); nothing was written",
+                shape.key_text(row)
+            ))));
+        }
+        Ok(hash)
+    }
+}
+
+/// PostgreSQL: the rows through one `COPY` per chunk, the state's rows after each chunk.
+async fn copy(
+    pg: &mut PgConnection,
+    sql: &Sql,
+    batches: &mut Batches,
+    rows: &mut Checker<'_>,
+    keep_state: bool,
+) -> Result<(), Direct> {
+    let copy_target = Sql::copy_into(&sql.target_columns());
+    let copy_state = Sql::copy_into(&sql.state_columns());
+    let mut state = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let chunk_start = rows.number;
+        let mut copying = pg
+            .copy_in_raw(&copy_target)
+            .await
+            .map_err(Direct::from_sql)?;
+        loop {
+            let batch = match batches.next().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(failure) => {
+                    let _ = copying.abort("the source failed").await;
+                    return Err(Direct::Failed(failure));
+                }
+            };
+            for row in &batch {
+                match rows.check(row) {
+                    Ok(hash) if keep_state => state_line(&rows.shape.key, row, hash, &mut state),
+                    Ok(_) => {}
+                    Err(problem) => {
+                        let _ = copying.abort("a row failed its checks").await;
+                        return Err(problem);
+                    }
+                }
+            }
+            let mut text = Vec::with_capacity(64 * batch.len());
+            copy_text(&batch, &mut text);
+            copying.send(text).await.map_err(Direct::from_sql)?;
+            if rows.number - chunk_start >= CHUNK_ROWS || state.len() >= CHUNK_STATE_BYTES {
+                break;
+            }
+        }
+        copying.finish().await.map_err(Direct::from_sql)?;
+        if !state.is_empty() {
+            let mut copying = pg
+                .copy_in_raw(&copy_state)
+                .await
+                .map_err(Direct::from_sql)?;
+            copying
+                .send(std::mem::take(&mut state))
+                .await
+                .map_err(Direct::from_sql)?;
+            copying.finish().await.map_err(Direct::from_sql)?;
+        }
+    }
+    Ok(())
+}
+
+/// A state row (the key's values and the hash) in `COPY`'s text form.
+fn state_line(key: &[usize], row: &[Value], hash: i64, out: &mut Vec<u8>) {
+    for &i in key {
+        copy_text_value(&row[i], out);
+        out.push(b'\t');
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(hash).as_bytes());
+    out.push(b'\n');
+}
+
+/// MySQL (and SQLite): each batch by multi-row INSERTs, then its state rows.
+async fn insert(
+    db: &mut TargetDb,
+    sql: &Sql,
+    batches: &mut Batches,
+    rows: &mut Checker<'_>,
+    keep_state: bool,
+) -> Result<(), Direct> {
+    let target = sql.target_columns();
+    let state = sql.state_columns();
+    let (copy_target, copy_state) = (Sql::copy_into(&target), Sql::copy_into(&state));
+    while let Some(batch) = batches.next().await.map_err(Direct::Failed)? {
+        let mut hashes: Batch = Vec::with_capacity(if keep_state { batch.len() } else { 0 });
+        for row in &batch {
+            let hash = rows.check(row)?;
+            if keep_state {
+                let mut entry: Vec<Value> =
+                    rows.shape.key.iter().map(|&i| row[i].clone()).collect();
+                entry.push(Value::Int(hash));
+                hashes.push(entry);
+            }
+        }
+        db.stage(&target.0, &target.1, &copy_target, &batch)
+            .await
+            .map_err(Direct::from_sql)?;
+        if keep_state {
+            db.stage(&state.0, &state.1, &copy_state, &hashes)
+                .await
+                .map_err(Direct::from_sql)?;
+        }
+    }
+    Ok(())
+}

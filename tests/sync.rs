@@ -251,6 +251,39 @@ fn issue9_reverse_sync_modes_diff_guard_scope_keys_and_rejects_on_every_target()
             "no row with this key in the target (mode: update inserts none)",
             "{kind}"
         );
+        // A row deleted by hand is rejected as missing; once the application makes it again
+        // with other values, the next sync writes the source's values over them (the state of
+        // the deleted key was forgotten, so it cannot pass the row for unchanged).
+        execute(
+            &target.url,
+            "DELETE FROM class_scores WHERE school_id = 1 AND class_id = 1",
+        );
+        set("(1, 1, '2026-11-28', 3.75, 20)");
+        let (ok, said) = sync_once(dir.path(), "upd", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "1 row(s) read; 0 inserted, 0 updated, 0 deleted, 0 unchanged, 1 rejected"
+            ),
+            "{kind}: {said}"
+        );
+        execute(
+            &target.url,
+            "INSERT INTO class_scores VALUES (1, 1, '2026-11-28', 0.5, 1)",
+        );
+        let (ok, said) = sync_once(dir.path(), "upd", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "1 row(s) read; 0 inserted, 1 updated, 0 deleted, 0 unchanged, 0 rejected"
+            ),
+            "{kind}: the row made again by hand is brought back to the source's values: {said}"
+        );
+        assert!(
+            scores(&target).contains(&"1|1|2026-11-28|3.75|20".to_string()),
+            "{kind}: {:?}",
+            scores(&target)
+        );
 
         // insert: new keys only; a changed row already there is left as it is.
         set("(1, 1, '2026-11-28', 9.5, 20), (1, 4, '2026-11-28', 2.75, 15)");

@@ -61,6 +61,16 @@ pub(super) async fn load(
             _ => insert(db, sql, batches, &mut rows, keep_state).await?,
         }
         let number = rows.number;
+        // Someone else wrote into the scope since it was found empty: go through the stage.
+        let in_scope = db
+            .count(&sql.count_in_scope())
+            .await
+            .map_err(Direct::from_sql)?;
+        if in_scope != number && sql.has_key() {
+            return Err(Direct::Refused(format!(
+                "{in_scope} row(s) in scope after loading {number}: another writer"
+            )));
+        }
         // Past the keys held in memory, a key read twice is looked for in the table.
         if sql.has_key() && usize::try_from(number).unwrap_or(usize::MAX) > TRACKED {
             let duplicates = db
@@ -77,16 +87,6 @@ pub(super) async fn load(
                     "the source has duplicate keys, e.g. {named}; nothing was written"
                 ))));
             }
-        }
-        // Someone else wrote into the scope since it was found empty: go through the stage.
-        let in_scope = db
-            .count(&sql.count_in_scope())
-            .await
-            .map_err(Direct::from_sql)?;
-        if in_scope != number && sql.has_key() {
-            return Err(Direct::Refused(format!(
-                "{in_scope} row(s) in scope after loading {number}: another writer"
-            )));
         }
         // The fence, checked last, under its row lock until the commit.
         db.execute(&fence.mark(fields.lease, &fields.at))
@@ -158,6 +158,9 @@ impl Checker<'_> {
 }
 
 /// PostgreSQL: the rows through one `COPY` per chunk, the state's rows after each chunk.
+/// Only a refusal reported by `finish` (the protocol back in step) may let the caller go on
+/// with the connection (through the stage); every other error here is a failure, after which
+/// the connection is dropped.
 async fn copy(
     pg: &mut PgConnection,
     sql: &Sql,

@@ -280,12 +280,10 @@ async fn sync(
         && matches!(mode, SyncMode::Upsert | SyncMode::Mirror)
         && db.count(&sql.any_in_scope()).await.map_err(&reading)? == 0;
     // The state of keys no longer in the target (a table emptied by hand) is forgotten
-    // first. (A rerun reads only the state of keys still in the target, so a row deleted by
-    // hand is written again whether or not its state was forgotten.)
+    // first. (A rerun reads only the state of keys still in the target, and forgets the
+    // others when there are any.)
     if empty && diffed {
-        db.execute(&sql.forget_deleted())
-            .await
-            .map_err(failed("tidying the synced state"))?;
+        forget_deleted(&mut db, &sql).await?;
     }
     let direct = mode == SyncMode::Append && !work.plan_only && dialect != Dialect::Sqlite
         || empty && db.count(&sql.count_state()).await.map_err(&reading)? == 0;
@@ -340,10 +338,24 @@ async fn sync(
             let reading = failed("reading the synced state");
             let known = db.count(&sql.count_state()).await.map_err(&reading)?;
             let mut skipper = skip::Skipper::new(Some(usize::try_from(known).unwrap_or(0)));
-            db.hashes(&sql.state_hashes(), |hash| skipper.add_synced(hash))
-                .await
-                .map_err(&reading)?;
+            let mut still_there: i64 = 0;
+            db.hashes(&sql.state_hashes(), |hash| {
+                still_there += 1;
+                skipper.add_synced(hash);
+            })
+            .await
+            .map_err(&reading)?;
+            // Keys deleted from the target by hand: their state is forgotten, so that it
+            // cannot pass a row for unchanged once its key is back (recreated by hand, say,
+            // after `update` rejected it as missing).
+            if still_there < known {
+                forget_deleted(&mut db, &sql).await?;
+            }
             Some(skipper)
+        }
+        SyncMode::Upsert | SyncMode::Update if !work.plan_only => {
+            forget_deleted(&mut db, &sql).await?;
+            (!work.key.is_empty()).then(|| skip::Skipper::new(None))
         }
         _ => (!work.key.is_empty()).then(|| skip::Skipper::new(None)),
     };
@@ -470,6 +482,15 @@ async fn sync(
     let counts = published?;
     ended.map_err(failed("publishing"))?;
     Ok(counts)
+}
+
+/// Forgets the state of keys no longer in the target (deleted by hand, a table emptied), so
+/// that those rows are written again (or, `update`, rejected as missing).
+async fn forget_deleted(db: &mut TargetDb, sql: &Sql) -> Result<(), Failure> {
+    db.execute(&sql.forget_deleted())
+        .await
+        .map(|_| ())
+        .map_err(failed("tidying the synced state"))
 }
 
 /// Why an attempt that lost its lease writes nothing.

@@ -47,9 +47,11 @@ impl TargetDb {
                         // through its index (0.02 s): 1.1 is the usual figure for SSDs.
                         let _ = sqlx::Executor::execute(
                             &mut db,
-                            "SET client_connection_check_interval = 1000; SET random_page_cost = 1.1",
+                            "SET client_connection_check_interval = 1000",
                         )
                         .await;
+                        let _ =
+                            sqlx::Executor::execute(&mut db, "SET random_page_cost = 1.1").await;
                         Ok(TargetDb::Postgres(db))
                     }
                     Err(error) => Err(error),
@@ -195,6 +197,9 @@ impl BinaryBigints {
             let extension =
                 u32::from_be_bytes(bytes[header - 4..header].try_into().unwrap_or_default());
             at = header + extension as usize;
+            if bytes.len() < at {
+                return Ok(());
+            }
             self.header_read = true;
         }
         while !self.ended && bytes.len() >= at + 2 {
@@ -276,7 +281,9 @@ mod tests {
         let values = [0_i64, -1, i64::MAX, i64::MIN, 42];
         let mut stream = COPY_SIGNATURE.to_vec();
         stream.extend_from_slice(&0_u32.to_be_bytes());
-        stream.extend_from_slice(&0_u32.to_be_bytes());
+        // A header extension of 3 bytes, skipped.
+        stream.extend_from_slice(&3_u32.to_be_bytes());
+        stream.extend_from_slice(b"ext");
         for value in values {
             stream.extend_from_slice(&1_i16.to_be_bytes());
             stream.extend_from_slice(&8_i32.to_be_bytes());

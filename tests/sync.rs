@@ -669,3 +669,114 @@ fn issue9_a_value_the_target_refuses_is_rejected_and_a_mirror_then_deletes_nothi
         );
     }
 }
+
+#[test]
+fn issue9_an_incremental_sync_reads_only_rows_at_or_past_its_mark() {
+    let dir = project(&[]);
+    let warehouse = format!("sqlite:{}", dir.path().join("warehouse.db").display());
+    execute(
+        &warehouse,
+        "CREATE TABLE agg (school_id INTEGER, class INTEGER, day TEXT, avg_points REAL, students INTEGER, updated_at INTEGER)",
+    );
+    let dags = dir.path().join("dags/internal");
+    std::fs::write(
+        dags.join("inc.yaml"),
+        "id: inc\ntasks:\n  - id: sync\n    type: reverse_sync\n    source: {connection: warehouse, sql: \"SELECT school_id, class, day, avg_points, students, updated_at FROM agg\"}\n    target: {connection: app, table: class_scores}\n    columns: {class_id: class}\n    key: [school_id, class_id, day]\n    incremental: updated_at\n",
+    )
+    .expect("DAG");
+    for target in targets(dir.path(), "sync_incremental") {
+        let kind = target.kind;
+        use_target(dir.path(), &target, "");
+        execute(&target.url, &create_scores(&target));
+        execute(
+            &warehouse,
+            "DELETE FROM agg; INSERT INTO agg VALUES (1, 1, '2026-11-28', 3.5, 20, 1), (1, 2, '2026-11-28', 4.25, 25, 2), (2, 1, '2026-11-28', 2.5, 30, 3)",
+        );
+        // The first sync reads every row; `updated_at` is ferry's cursor, not a target column.
+        let (ok, said) = sync_once(dir.path(), "inc", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "3 row(s) read; 3 inserted, 0 updated, 0 deleted, 0 unchanged, 0 rejected"
+            ),
+            "{kind}: {said}"
+        );
+        // Then only the rows at or past the highest `updated_at` read (3).
+        let (ok, said) = sync_once(dir.path(), "inc", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "1 row(s) read; 0 inserted, 0 updated, 0 deleted, 1 unchanged, 0 rejected"
+            ),
+            "{kind}: {said}"
+        );
+        let log = stdout(&ferry_in(
+            dir.path(),
+            &["logs", &latest_run(dir.path(), "inc"), "sync"],
+            &[],
+        ));
+        assert!(
+            log.contains("incremental: reading the rows whose updated_at is at or past 3"),
+            "{kind}: {log}"
+        );
+        // A change that moves `updated_at` is read and written; one that does not is not read.
+        execute(
+            &warehouse,
+            "UPDATE agg SET avg_points = 9.5, updated_at = 4 WHERE class = 1 AND school_id = 1; UPDATE agg SET avg_points = 7.5 WHERE class = 2",
+        );
+        let (ok, said) = sync_once(dir.path(), "inc", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "2 row(s) read; 0 inserted, 1 updated, 0 deleted, 1 unchanged, 0 rejected"
+            ),
+            "{kind}: {said}"
+        );
+        assert_eq!(
+            scores(&target),
+            [
+                "1|1|2026-11-28|9.5|20",
+                "1|2|2026-11-28|4.25|25",
+                "2|1|2026-11-28|2.5|30"
+            ],
+            "{kind}"
+        );
+        // A row deleted by hand comes back when it is read again (its state forgotten).
+        execute(&target.url, "DELETE FROM class_scores WHERE school_id = 2");
+        execute(
+            &warehouse,
+            "UPDATE agg SET updated_at = 5 WHERE school_id = 2",
+        );
+        let (ok, said) = sync_once(dir.path(), "inc", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "2 row(s) read; 1 inserted, 0 updated, 0 deleted, 1 unchanged, 0 rejected"
+            ),
+            "{kind}: {said}"
+        );
+        // A new target starts from the beginning: the mark is kept in the target.
+        execute(&target.url, "DROP TABLE ferry_sync_marks");
+        let (ok, said) = sync_once(dir.path(), "inc", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "3 row(s) read; 0 inserted, 1 updated, 0 deleted, 2 unchanged, 0 rejected"
+            ),
+            "{kind}: the row the mark skipped is caught up: {said}"
+        );
+    }
+    // A mirror must read every row.
+    std::fs::write(
+        dags.join("inc.yaml"),
+        "id: inc\ntasks:\n  - id: sync\n    type: reverse_sync\n    source: {connection: warehouse, sql: \"SELECT school_id, class, day FROM agg\"}\n    target: {connection: app, table: class_scores}\n    key: [school_id, class]\n    mode: mirror\n    incremental: updated_at\n",
+    )
+    .expect("DAG");
+    let said = stdout(&ferry_in(dir.path(), &["validate"], &[]));
+    assert!(
+        said.contains(
+            "field `incremental`: a `mirror` reads every row to know which left the source"
+        ),
+        "{said}"
+    );
+}

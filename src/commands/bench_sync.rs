@@ -17,6 +17,9 @@ use sqlx::Connection as _;
 
 use super::bench::{peak_resident_memory, reset_peak_memory};
 
+/// The source's rows as the syncs without `incremental` read them, for `COPY`.
+const SOURCE_COPY: &str = "COPY ferry_bench_sync_source (id, school_id, grade, class_id, day, students, points) TO STDOUT";
+
 /// The target table's columns, as both databases write them.
 const COLUMNS: &str = "id BIGINT PRIMARY KEY, school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL, day VARCHAR(10) NOT NULL, students INTEGER NOT NULL, points BIGINT NOT NULL";
 
@@ -78,17 +81,38 @@ pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<Ex
                 batch_size: 10_000,
                 timeout: None,
                 plan_only: false,
+                incremental: None,
             };
-            let work = ConnectorWork::ReverseSync(Box::new(work));
+            // The same sync reading only rows at or past the highest `updated_at` it read.
+            let incremental = SyncWork {
+                sql: "SELECT id, school_id, grade, class_id, day, students, points, updated_at FROM ferry_bench_sync_source".to_string(),
+                incremental: Some("updated_at".to_string()),
+                ..work.clone()
+            };
+            let (work, incremental) = (
+                ConnectorWork::ReverseSync(Box::new(work)),
+                ConnectorWork::ReverseSync(Box::new(incremental)),
+            );
             let mut full = 0.0;
             let mut state = None;
-            for (round, label) in ["first full load", "rerun, 1% changed", "rerun, nothing changed"]
-                .into_iter()
-                .enumerate()
+            for (round, label) in [
+                "first full load",
+                "rerun, 1% changed",
+                "rerun, nothing changed",
+                "incremental: first load",
+                "incremental: 1% changed",
+            ]
+            .into_iter()
+            .enumerate()
             {
-                if round == 1 {
+                if round == 1 || round == 4 {
                     change_one_percent(postgres).await?;
                 }
+                if round == 3 {
+                    drop_state(target, url, state.as_deref()).await?;
+                    reset_target(target, url).await?;
+                }
+                let work = if round < 3 { &work } else { &incremental };
                 reset_peak_memory();
                 let key = AttemptKey {
                     dag: "bench".to_string(),
@@ -98,7 +122,7 @@ pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<Ex
                     lease: 1,
                 };
                 let started = Instant::now();
-                let done = super::outside::attempt(&connectors, &work, &key).await;
+                let done = super::outside::attempt(&connectors, work, &key).await;
                 let seconds = started.elapsed().as_secs_f64();
                 if !matches!(done.outcome, Outcome::Succeeded { .. }) {
                     bail!("the sync into {target} failed: {:?}\n{}", done.outcome, done.log);
@@ -115,7 +139,7 @@ pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<Ex
                 }
                 let peak = peak_resident_memory()
                     .map_or("?".to_string(), |kib| format!("{:.1}", kib as f64 / 1024.0));
-                let speed = if round == 0 {
+                let speed = if round == 0 || round == 3 {
                     format!("{:.0}", rows as f64 / seconds)
                 } else {
                     format!("{:.1}x faster", full / seconds)
@@ -167,8 +191,10 @@ async fn fill_source(url: &str, rows: usize) -> Result<()> {
          CREATE TABLE ferry_bench_sync_source AS
          SELECT i::bigint AS id, (i % 300 + 1)::int AS school_id, (i % 6 + 1)::int AS grade,
                 (i % 3600 + 1)::int AS class_id, '2026-11-28'::varchar(10) AS day,
-                (i % 40)::int AS students, (i * 7 % 1000)::bigint AS points
+                (i % 40)::int AS students, (i * 7 % 1000)::bigint AS points,
+                i::bigint AS updated_at
          FROM generate_series(1, {rows}) AS i;
+         CREATE INDEX ON ferry_bench_sync_source (updated_at);
          ANALYZE ferry_bench_sync_source"
     ))
     .execute(&mut db)
@@ -177,10 +203,12 @@ async fn fill_source(url: &str, rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// Changes one row in a hundred of the source.
+/// Changes one row in a hundred of the source (moving its `updated_at` past every other).
 async fn change_one_percent(url: &str) -> Result<()> {
     let mut db = sqlx::PgConnection::connect(url).await?;
-    sqlx::raw_sql("UPDATE ferry_bench_sync_source SET points = points + 1 WHERE id % 100 = 0")
+    sqlx::raw_sql(
+        "UPDATE ferry_bench_sync_source SET points = points + 1, updated_at = updated_at + 1000000000 WHERE id % 100 = 0",
+    )
         .execute(&mut db)
         .await?;
     Ok(())
@@ -201,9 +229,7 @@ async fn copy_baseline(url: &str) -> Result<f64> {
         .copy_in_raw("COPY ferry_bench_sync_copy FROM STDIN")
         .await?;
     {
-        let mut source = reader
-            .copy_out_raw("COPY ferry_bench_sync_source TO STDOUT")
-            .await?;
+        let mut source = reader.copy_out_raw(SOURCE_COPY).await?;
         while let Some(chunk) = source.next().await {
             sink.send(chunk?).await?;
         }
@@ -223,9 +249,7 @@ async fn read_alone(url: &str) -> Result<f64> {
     let started = Instant::now();
     let mut bytes = 0;
     {
-        let mut source = reader
-            .copy_out_raw("COPY ferry_bench_sync_source TO STDOUT")
-            .await?;
+        let mut source = reader.copy_out_raw(SOURCE_COPY).await?;
         while let Some(chunk) = source.next().await {
             bytes += chunk?.len();
         }
@@ -253,13 +277,16 @@ async fn reset_target(target: &str, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops the benchmark's sync state, so that the next run starts with a first full load.
+/// Drops the benchmark's sync state (and marks), so that the next run starts with a first
+/// full load.
 async fn drop_state(target: &str, url: &str, state: Option<&str>) -> Result<()> {
     let Some(state) = state.filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
     else {
         return Ok(());
     };
-    let sql = format!("DROP TABLE IF EXISTS {state}; DROP TABLE IF EXISTS ferry_bench_sync_target");
+    let sql = format!(
+        "DROP TABLE IF EXISTS {state}; DROP TABLE IF EXISTS ferry_bench_sync_target; DROP TABLE IF EXISTS ferry_sync_marks"
+    );
     if target == "pg" {
         let mut db = sqlx::PgConnection::connect(url).await?;
         sqlx::raw_sql(&sql).execute(&mut db).await?;

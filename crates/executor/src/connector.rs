@@ -124,6 +124,8 @@ pub struct SyncWork {
     pub timeout: Option<Duration>,
     /// Only work out what would change, and write nothing (`ferry sync plan`).
     pub plan_only: bool,
+    /// The source column whose highest value read bounds the next sync's read.
+    pub incremental: Option<String>,
 }
 
 /// A data-quality check, rendered.

@@ -552,6 +552,7 @@ fn sync_work(
         batch_size: sync.batch_size.map_or(10_000, |b| b as usize),
         timeout,
         plan_only: false,
+        incremental: sync.incremental.clone(),
     })
 }
 

@@ -5,6 +5,7 @@
 
 use sqlx::postgres::PgConnection;
 
+use super::mark::Mark;
 use super::rows::Shape;
 use super::skip::{Skipper, TRACKED, Verdict};
 use super::statements::{Fence, RejectFields, Sql};
@@ -47,6 +48,7 @@ pub(super) async fn load(
     batches: &mut Batches,
     (fields, fence): (&RejectFields, &Fence<'_>),
     keep_state: bool,
+    mark: Option<Mark>,
 ) -> Result<i64, Direct> {
     db.execute("BEGIN").await.map_err(Direct::from_sql)?;
     let mut rows = Checker {
@@ -54,6 +56,7 @@ pub(super) async fn load(
         keys: (!shape.key.is_empty()).then(|| Skipper::new(None)),
         number: 0,
         bytes: Vec::new(),
+        mark,
     };
     let loaded: Result<i64, Direct> = async {
         match db {
@@ -87,6 +90,9 @@ pub(super) async fn load(
                     "the source has duplicate keys, e.g. {named}; nothing was written"
                 ))));
             }
+        }
+        if let Some(keep) = rows.mark.as_ref().and_then(|m| m.keep(db.dialect())) {
+            db.execute(&keep).await.map_err(Direct::from_sql)?;
         }
         // The fence, checked last, under its row lock until the commit.
         db.execute(&fence.mark(fields.lease, &fields.at))
@@ -130,6 +136,8 @@ struct Checker<'a> {
     number: i64,
     /// A buffer for hashing.
     bytes: Vec<u8>,
+    /// The highest value of the `incremental` column.
+    mark: Option<Mark>,
 }
 
 impl Checker<'_> {
@@ -179,7 +187,7 @@ async fn copy(
             .await
             .map_err(Direct::from_sql)?;
         loop {
-            let batch = match batches.next().await {
+            let mut batch = match batches.next().await {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     ended = true;
@@ -190,6 +198,9 @@ async fn copy(
                     return Err(Direct::Failed(failure));
                 }
             };
+            if let Some(mark) = rows.mark.as_mut() {
+                mark.take(&mut batch);
+            }
             for row in &batch {
                 match rows.check(row) {
                     Ok(hash) if keep_state => state_line(&rows.shape.key, row, hash, &mut state),
@@ -244,7 +255,10 @@ async fn insert(
     let target = sql.target_columns();
     let state = sql.state_columns();
     let (copy_target, copy_state) = (Sql::copy_into(&target), Sql::copy_into(&state));
-    while let Some(batch) = batches.next().await.map_err(Direct::Failed)? {
+    while let Some(mut batch) = batches.next().await.map_err(Direct::Failed)? {
+        if let Some(mark) = rows.mark.as_mut() {
+            mark.take(&mut batch);
+        }
         let mut hashes: Batch = Vec::with_capacity(if keep_state { batch.len() } else { 0 });
         for row in &batch {
             let hash = rows.check(row)?;

@@ -10,6 +10,7 @@
 //! `max_rejected`. A kill at any moment rolls the transaction back: the target is as before.
 
 mod direct;
+mod mark;
 mod rows;
 mod skip;
 mod statements;
@@ -233,15 +234,82 @@ async fn sync(
             return Err(Failure::Fatal(stale(fields.lease, held)));
         }
     }
+    // `incremental`: only the rows at or past the highest value read last time.
+    let mut query = work.sql.clone();
+    if let Some(column) = &work.incremental {
+        if !work.plan_only {
+            db.execute(&mark::create_table()).await.map_err(&creating)?;
+        }
+        match db.texts(&mark::read(dialect, &sync_id, column)).await {
+            Ok(rows) => {
+                if let Some([kind, text]) = rows.first().map(Vec::as_slice) {
+                    match mark::narrow(source, &work.sql, column, (kind, text)) {
+                        Some(narrowed) => {
+                            query = narrowed;
+                            scope.log.note(&format!(
+                                "incremental: reading the rows whose {column} is at or past {text}"
+                            ));
+                        }
+                        None => scope.log.note(&format!(
+                            "incremental: the mark `{text}` cannot be read back as a {kind}; reading every row"
+                        )),
+                    }
+                }
+            }
+            // A plan before the first sync: no table of marks yet.
+            Err(_) if work.plan_only => {}
+            Err(error) => return Err(failed("reading the sync's mark")(error)),
+        }
+    }
     let rows_source = RowSource::Sql {
         connection: work.source.clone(),
-        sql: work.sql.clone(),
+        sql: query,
     };
     let opened_at = std::time::Instant::now();
     let mut opened =
         crate::transfer::open(&rows_source, source, work.batch_size.max(1), &[]).await?;
-    let shape = Shape::new(&opened.0.schema, &work.columns, &work.key, &work.scope)
-        .map_err(Failure::Fatal)?;
+    let incremental_at = match &work.incremental {
+        None => None,
+        Some(column) => Some(
+            opened
+                .0
+                .schema
+                .iter()
+                .position(|(name, _)| name == column)
+                .ok_or_else(|| {
+                    Failure::Fatal(format!(
+                        "incremental column `{column}` is not among the query's columns ({})",
+                        opened
+                            .0
+                            .schema
+                            .iter()
+                            .map(|(name, _)| name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+        ),
+    };
+    // The incremental column is ferry's cursor: it is not written (nor hashed, so a row whose
+    // values did not change is not written again) unless `columns` maps it.
+    let drop_mark_column = work
+        .incremental
+        .as_ref()
+        .is_some_and(|column| !work.columns.iter().any(|(_, source)| source == column));
+    let written: Vec<(String, ferry_executor::connector::ColumnType)> = opened
+        .0
+        .schema
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(drop_mark_column && Some(*i) == incremental_at))
+        .map(|(_, column)| column.clone())
+        .collect();
+    let new_mark = |at: Option<usize>| {
+        at.zip(work.incremental.as_deref())
+            .map(|(at, column)| mark::Mark::new(&sync_id, column, at, drop_mark_column))
+    };
+    let shape =
+        Shape::new(&written, &work.columns, &work.key, &work.scope).map_err(Failure::Fatal)?;
     if let Some(bad) = shape.columns.iter().find(|c| !is_column_name(c)) {
         return Err(Failure::Fatal(format!(
             "column `{bad}` cannot be written into SQL as it is: alias it in the query"
@@ -295,6 +363,7 @@ async fn sync(
             &mut opened.0,
             (&fields, &fence),
             diffed,
+            new_mark(incremental_at),
         )
         .await;
         match loaded {
@@ -327,11 +396,14 @@ async fn sync(
     let text_key = shape
         .key
         .iter()
-        .any(|&i| batches.schema[i].1 == ferry_executor::connector::ColumnType::String);
+        .any(|&i| written[i].1 == ferry_executor::connector::ColumnType::String);
     // A plan cannot tidy the state (it writes nothing), so it compares every row in SQL.
     // Every keyed sync tracks the keys it reads, so that a key seen twice is caught even when
     // one of its rows is left out or refused.
     let mut skipper = match mode {
+        // An incremental sync reads few rows: they are compared in the database rather than
+        // by loading every synced hash.
+        _ if work.incremental.is_some() => (!work.key.is_empty()).then(|| skip::Skipper::new(None)),
         SyncMode::Upsert | SyncMode::Update
             if !(work.plan_only || (dialect == Dialect::Mysql && text_key)) =>
         {
@@ -360,6 +432,7 @@ async fn sync(
         _ => (!work.key.is_empty()).then(|| skip::Skipper::new(None)),
     };
     let mut unchanged: i64 = 0;
+    let mut mark = new_mark(incremental_at);
 
     // Stage every row, setting aside the ones the target's types refuse.
     let started = std::time::Instant::now();
@@ -368,7 +441,10 @@ async fn sync(
     let copy = sql.copy_stage();
     let mut number: i64 = 0;
     let mut bytes = Vec::new();
-    while let Some(batch) = batches.next().await? {
+    while let Some(mut batch) = batches.next().await? {
+        if let Some(mark) = mark.as_mut() {
+            mark.take(&mut batch);
+        }
         let first = number + 1;
         let mut rows = Vec::with_capacity(batch.len());
         for mut row in batch {
@@ -470,6 +546,15 @@ async fn sync(
         scope.log,
     )
     .await;
+    // The mark moves in the same transaction as the rows.
+    let published = match (published, mark.and_then(|m| m.keep(dialect))) {
+        (Ok(counts), Some(keep)) if !work.plan_only => db
+            .execute(&keep)
+            .await
+            .map(|_| counts)
+            .map_err(failed("keeping the sync's mark")),
+        (published, _) => published,
+    };
     scope.log.note(&format!(
         "published in {:.2} s",
         publishing.elapsed().as_secs_f64()
@@ -590,6 +675,7 @@ async fn publish(
             .await
             .map_err(&publishing)?;
     }
+    let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
     if mode == SyncMode::Update {
         let missing = sql.missing_condition();
         let examples = db
@@ -605,6 +691,11 @@ async fn publish(
             db.execute(&sql.reject_where(&missing, why, fields))
                 .await
                 .map_err(&publishing)?;
+            // A key deleted by hand: its state goes too, so that a row the application makes
+            // again later is compared with nothing (not passed for unchanged).
+            db.execute(&sql.forget_where(&missing))
+                .await
+                .map_err(&publishing)?;
             db.execute(&sql.unstage_where(&missing))
                 .await
                 .map_err(&publishing)?;
@@ -616,7 +707,6 @@ async fn publish(
         }
     }
     let last = db.count(&sql.last_row()).await.map_err(&publishing)?;
-    let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
     if diffed && sql.update_changed("1 = 1").is_some() {
         counts.updated = sieve(db, sql, fields, last, &mut rejects, |range| {
             sql.update_changed(range).unwrap_or_default()
@@ -707,6 +797,9 @@ async fn sieve(
                         .map(|r| r.join(", "))
                         .unwrap_or_else(|| format!("row {low}"));
                     db.execute(&sql.reject_where(&row, &why, fields))
+                        .await
+                        .map_err(&publishing)?;
+                    db.execute(&sql.forget_where(&row))
                         .await
                         .map_err(&publishing)?;
                     db.execute(&sql.unstage_where(&row))

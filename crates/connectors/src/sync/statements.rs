@@ -394,6 +394,34 @@ impl Sql {
         self.delete_from(&self.state, "h", &condition)
     }
 
+    /// Forgets the state of the staged rows (alias `s`) matching `condition`: rows the target
+    /// refused or lacks, whose key may come back later and must not be passed for unchanged.
+    pub(crate) fn forget_where(&self, condition: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!(
+                "DELETE FROM {} AS h USING {} AS s WHERE {} AND {condition}",
+                self.state,
+                self.stage,
+                self.same_key("s", "h")
+            ),
+            Dialect::Mysql => format!(
+                "DELETE h FROM {} AS h JOIN {} AS s ON {} WHERE {condition}",
+                self.state,
+                self.stage,
+                self.same_key("s", "h")
+            ),
+            _ => self.delete_from(
+                &self.state,
+                "h",
+                &format!(
+                    "EXISTS (SELECT 1 FROM {} AS s WHERE {} AND {condition})",
+                    self.stage,
+                    self.same_key("s", "h")
+                ),
+            ),
+        }
+    }
+
     /// `DELETE FROM table AS alias WHERE condition` (MySQL's form names the alias twice).
     fn delete_from(&self, table: &str, alias: &str, condition: &str) -> String {
         match self.dialect {

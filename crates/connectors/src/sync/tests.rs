@@ -161,6 +161,7 @@ fn a_stale_attempt_never_publishes_over_a_newer_one() {
             batch_size: 100,
             timeout: None,
             plan_only: false,
+            incremental: None,
         };
         // The older attempt's query takes a while (a long count before the first row); the
         // newer one's answers at once, with other values.

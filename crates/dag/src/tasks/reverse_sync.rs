@@ -49,6 +49,13 @@ pub struct ReverseSyncTask {
     /// Rows per batch read and staged. Default 10,000.
     #[serde(default)]
     pub batch_size: Option<u32>,
+    /// A source column that moves forward whenever a row changes: an `updated_at` timestamp
+    /// or a number every change raises. A sync then reads only the rows whose value is at or
+    /// past the highest one it read last time, so a rerun costs what changed. A change that
+    /// does not move this column, or leaves it NULL, is not read. Not with `mode: mirror`,
+    /// which must read every row to know which left the source.
+    #[serde(default)]
+    pub incremental: Option<String>,
 }
 
 /// The source of a sync.
@@ -272,6 +279,19 @@ impl TaskType for ReverseSyncTask {
         ] {
             if let Some(Err(problem)) = limit.as_ref().map(Limit::threshold) {
                 problems.push(FieldProblem::invalid(field, problem));
+            }
+        }
+        if let Some(column) = &self.incremental {
+            if !is_column(column) {
+                problems.push(FieldProblem::invalid(
+                    "incremental",
+                    format!("`{column}` is not a column name"),
+                ));
+            } else if self.mode == SyncMode::Mirror {
+                problems.push(FieldProblem::invalid(
+                    "incremental",
+                    "a `mirror` reads every row to know which left the source; `incremental` reads only those that changed",
+                ));
             }
         }
         if self.batch_size == Some(0) {

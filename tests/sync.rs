@@ -298,6 +298,14 @@ fn issue9_reverse_sync_modes_diff_guard_scope_keys_and_rejects_on_every_target()
             scores(&target).contains(&"1|1|2026-11-28|3.75|20".to_string()),
             "{kind}"
         );
+        // A new row the target refuses (students < 100) is rejected; `insert` keeps no state.
+        set("(1, 5, '2026-11-28', 1.0, 150)");
+        let (ok, said) = sync_once(dir.path(), "ins", &[]);
+        assert!(!ok, "{kind}: {said}");
+        assert!(
+            said.contains("1 row(s) rejected, more than max_rejected (0 row(s)): school_id=1, class_id=5, day=2026-11-28: "),
+            "{kind}: {said}"
+        );
 
         // mirror, scoped to school 1: school 2's rows are never touched; deleting more than
         // max_delete fails before anything is written.
@@ -765,6 +773,16 @@ fn issue9_an_incremental_sync_reads_only_rows_at_or_past_its_mark() {
             ),
             "{kind}: the row the mark skipped is caught up: {said}"
         );
+        // An emptied target is loaded whole, whatever the mark.
+        execute(&target.url, "DELETE FROM class_scores");
+        let (ok, said) = sync_once(dir.path(), "inc", &[]);
+        assert!(ok, "{kind}: {said}");
+        assert!(
+            said.ends_with(
+                "3 row(s) read; 3 inserted, 0 updated, 0 deleted, 0 unchanged, 0 rejected"
+            ),
+            "{kind}: {said}"
+        );
     }
     // A mirror must read every row.
     std::fs::write(
@@ -777,6 +795,17 @@ fn issue9_an_incremental_sync_reads_only_rows_at_or_past_its_mark() {
         said.contains(
             "field `incremental`: a `mirror` reads every row to know which left the source"
         ),
+        "{said}"
+    );
+    std::fs::write(
+        dags.join("inc.yaml"),
+        "id: inc\ntasks:\n  - id: sync\n    type: reverse_sync\n    source: {connection: warehouse, sql: \"SELECT school_id, class, day FROM agg\"}\n    target: {connection: app, table: class_scores}\n    mode: append\n    incremental: updated_at\n  - id: keyed\n    type: reverse_sync\n    source: {connection: warehouse, sql: \"SELECT school_id, updated_at FROM agg\"}\n    target: {connection: app, table: class_scores}\n    key: [school_id, updated_at]\n    incremental: updated_at\n",
+    )
+    .expect("DAG");
+    let said = stdout(&ferry_in(dir.path(), &["validate"], &[]));
+    assert!(
+        said.contains("task `sync`, field `incremental`: `append` inserts every row it reads")
+            && said.contains("task `keyed`, field `incremental`: `updated_at` is ferry's cursor, not written into the target, so it cannot be part of `key` or `scope`"),
         "{said}"
     );
 }

@@ -1,6 +1,6 @@
-//! `incremental`: the highest value of a source column that a sync read, kept per sync in the
-//! target (`ferry_sync_marks`, written in the publishing transaction), and the next sync's
-//! query narrowed to the rows at or past it (`>=`: a row written in the same instant as the
+//! `incremental`: the highest value of a source column that a sync read, kept per sync and
+//! rendered query in the target (`ferry_sync_marks`, written in the publishing transaction),
+//! and the next sync's query narrowed to the rows at or past it (`>=`: a row written in the same instant as the
 //! highest one is read again, and found unchanged).
 
 use ferry_config::Connection;
@@ -62,12 +62,13 @@ pub(crate) fn narrow(
         },
     };
     let query = sql.trim().trim_end_matches(';').trim_end();
+    // The closing parenthesis on its own line: a query may end with a `--` comment.
     Some(format!(
-        "SELECT * FROM ({query}) AS ferry_incremental WHERE ferry_incremental.{quoted} >= {value}"
+        "SELECT * FROM ({query}\n) AS ferry_incremental WHERE ferry_incremental.{quoted} >= {value}"
     ))
 }
 
-/// The highest value of the incremental column among the rows read.
+/// The highest value of the incremental column among the rows read (NULLs and NaN aside).
 pub(crate) struct Mark {
     sync_id: String,
     column: String,
@@ -109,6 +110,7 @@ impl Mark {
         };
         let later = match (value, &self.highest) {
             (Value::Null, _) => false,
+            (Value::Float(f), _) if !f.is_finite() => false,
             (_, None) => true,
             (Value::Int(a), Some(Value::Int(b))) => a > b,
             (Value::Float(a), Some(Value::Float(b))) => a > b,
@@ -199,7 +201,7 @@ mod tests {
             )
             .as_deref(),
             Some(
-                "SELECT * FROM (SELECT * FROM t) AS ferry_incremental WHERE ferry_incremental.\"updated_at\" >= 'it''s'"
+                "SELECT * FROM (SELECT * FROM t\n) AS ferry_incremental WHERE ferry_incremental.\"updated_at\" >= 'it''s'"
             )
         );
         let mysql = Connection::Mysql {
@@ -208,7 +210,7 @@ mod tests {
         assert_eq!(
             narrow(&mysql, "SELECT v FROM t", "v", ("int", "42")).as_deref(),
             Some(
-                "SELECT * FROM (SELECT v FROM t) AS ferry_incremental WHERE ferry_incremental.`v` >= 42"
+                "SELECT * FROM (SELECT v FROM t\n) AS ferry_incremental WHERE ferry_incremental.`v` >= 42"
             )
         );
         assert_eq!(narrow(&mysql, "SELECT v FROM t", "v", ("int", "4x")), None);

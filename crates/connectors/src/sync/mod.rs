@@ -234,20 +234,46 @@ async fn sync(
             return Err(Failure::Fatal(stale(fields.lease, held)));
         }
     }
-    // `incremental`: only the rows at or past the highest value read last time.
+    // `incremental`: only the rows at or past the highest value read last time by this
+    // query (a mark per rendered query: another day's run has its own).
     let mut query = work.sql.clone();
+    let mark_id = short_hash(&[
+        &sync_id,
+        &work.sql,
+        work.incremental.as_deref().unwrap_or_default(),
+    ]);
     if let Some(column) = &work.incremental {
         if !work.plan_only {
             db.execute(&mark::create_table()).await.map_err(&creating)?;
         }
-        match db.texts(&mark::read(dialect, &sync_id, column)).await {
+        // A target with no rows in scope (new, or emptied by hand) is loaded whole.
+        let bare = Sql::new(
+            dialect,
+            &work.table,
+            "ferry_unused",
+            rejects_table,
+            &[],
+            &work.key,
+            &work.scope,
+        );
+        let nothing_there = db
+            .count(&bare.any_in_scope())
+            .await
+            .map_err(failed(&format!("the target table {}", work.table)))?
+            == 0;
+        match db.texts(&mark::read(dialect, &mark_id, column)).await {
+            Ok(_) if nothing_there => scope.log.note(&format!(
+                "incremental: {} has no rows in scope, so every row is read",
+                work.table
+            )),
             Ok(rows) => {
                 if let Some([kind, text]) = rows.first().map(Vec::as_slice) {
                     match mark::narrow(source, &work.sql, column, (kind, text)) {
                         Some(narrowed) => {
                             query = narrowed;
                             scope.log.note(&format!(
-                                "incremental: reading the rows whose {column} is at or past {text}"
+                                "incremental: reading the rows whose {column} is at or past {text} (mark {mark_id} in {})",
+                                mark::MARKS
                             ));
                         }
                         None => scope.log.note(&format!(
@@ -306,7 +332,7 @@ async fn sync(
         .collect();
     let new_mark = |at: Option<usize>| {
         at.zip(work.incremental.as_deref())
-            .map(|(at, column)| mark::Mark::new(&sync_id, column, at, drop_mark_column))
+            .map(|(at, column)| mark::Mark::new(&mark_id, column, at, drop_mark_column))
     };
     let shape =
         Shape::new(&written, &work.columns, &work.key, &work.scope).map_err(Failure::Fatal)?;
@@ -708,7 +734,7 @@ async fn publish(
     }
     let last = db.count(&sql.last_row()).await.map_err(&publishing)?;
     if diffed && sql.update_changed("1 = 1").is_some() {
-        counts.updated = sieve(db, sql, fields, last, &mut rejects, |range| {
+        counts.updated = sieve(db, (sql, diffed), fields, last, &mut rejects, |range| {
             sql.update_changed(range).unwrap_or_default()
         })
         .await?;
@@ -725,7 +751,7 @@ async fn publish(
         }
     }
     if mode != SyncMode::Update {
-        counts.inserted = sieve(db, sql, fields, last, &mut rejects, |range| {
+        counts.inserted = sieve(db, (sql, diffed), fields, last, &mut rejects, |range| {
             sql.insert_new(range)
         })
         .await?;
@@ -756,7 +782,7 @@ async fn publish(
 /// stage. The rows written.
 async fn sieve(
     db: &mut TargetDb,
-    sql: &Sql,
+    (sql, keeps_state): (&Sql, bool),
     fields: &RejectFields,
     last: i64,
     rejects: &mut Rejects,
@@ -799,9 +825,11 @@ async fn sieve(
                     db.execute(&sql.reject_where(&row, &why, fields))
                         .await
                         .map_err(&publishing)?;
-                    db.execute(&sql.forget_where(&row))
-                        .await
-                        .map_err(&publishing)?;
+                    if keeps_state {
+                        db.execute(&sql.forget_where(&row))
+                            .await
+                            .map_err(&publishing)?;
+                    }
                     db.execute(&sql.unstage_where(&row))
                         .await
                         .map_err(&publishing)?;

@@ -292,6 +292,21 @@ impl TaskType for ReverseSyncTask {
                     "incremental",
                     "a `mirror` reads every row to know which left the source; `incremental` reads only those that changed",
                 ));
+            } else if self.mode == SyncMode::Append {
+                problems.push(FieldProblem::invalid(
+                    "incremental",
+                    "`append` inserts every row it reads, and an incremental sync reads the rows at its mark again: they would be appended twice",
+                ));
+            } else if !self.columns.values().any(|source| source == column)
+                && (self.key.contains(column) || self.scope.contains_key(column))
+            {
+                problems.push(
+                    FieldProblem::invalid(
+                        "incremental",
+                        format!("`{column}` is ferry's cursor, not written into the target, so it cannot be part of `key` or `scope`"),
+                    )
+                    .with_help(format!("to write it too, map it: `columns: {{{column}: {column}}}`")),
+                );
             }
         }
         if self.batch_size == Some(0) {

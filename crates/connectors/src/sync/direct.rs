@@ -10,7 +10,7 @@ use super::rows::Shape;
 use super::skip::{Skipper, TRACKED, Verdict};
 use super::statements::{Fence, RejectFields, Sql};
 use super::target::{TargetDb, is_rejection};
-use super::{failed, reason, stale};
+use super::{duplicate_keys, failed, reason, stale};
 use crate::transfer::write_sql::{copy_text, copy_text_value};
 use crate::transfer::{Batch, Batches, Failure, Value};
 
@@ -81,14 +81,7 @@ pub(super) async fn load(
                 .await
                 .map_err(Direct::from_sql)?;
             if !duplicates.is_empty() {
-                let named = duplicates
-                    .iter()
-                    .map(|row| format!("{} ({} rows)", row[0], row[1]))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(Direct::Failed(Failure::Fatal(format!(
-                    "the source has duplicate keys, e.g. {named}; nothing was written"
-                ))));
+                return Err(Direct::Failed(duplicate_keys(&duplicates)));
             }
         }
         if let Some(keep) = rows.mark.as_ref().and_then(|m| m.keep(db.dialect())) {

@@ -549,14 +549,7 @@ async fn sync(
             .await
             .map_err(failed("looking for duplicate keys"))?;
         if !duplicates.is_empty() {
-            let named = duplicates
-                .iter()
-                .map(|row| format!("{} ({} rows)", row[0], row[1]))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Failure::Fatal(format!(
-                "the source has duplicate keys, e.g. {named}; nothing was written"
-            )));
+            return Err(duplicate_keys(&duplicates));
         }
     }
     // Publish.
@@ -593,6 +586,18 @@ async fn sync(
     let counts = published?;
     ended.map_err(failed("publishing"))?;
     Ok(counts)
+}
+
+/// The failure for keys found twice, from rows of (key, count).
+fn duplicate_keys(found: &[Vec<String>]) -> Failure {
+    let named = found
+        .iter()
+        .map(|row| format!("{} ({} rows)", row[0], row[1]))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Failure::Fatal(format!(
+        "the source has duplicate keys, e.g. {named}; nothing was written"
+    ))
 }
 
 /// Forgets the state of keys no longer in the target (deleted by hand, a table emptied), so

@@ -82,6 +82,106 @@ fn a_second_run_for_the_same_logical_date_is_refused() {
     );
 }
 
+/// A DAG whose `notify` runs only outside `dev`.
+const GATED: &str = "\
+tasks:
+  - {id: notify, type: command, command: 'echo notified in {{ env }}', run_if: \"{{ env != 'dev' }}\"}
+  - {id: after_notify, type: noop, depends_on: [notify]}
+  - {id: cleanup, type: noop, depends_on: [notify], trigger_rule: none_failed}
+";
+
+/// The states of a run's tasks by id.
+fn task_states(
+    dir: &std::path::Path,
+    run_prefix: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let shown = stdout(&ferry_in(
+        dir,
+        &["runs", "show", run_prefix, "--format", "json"],
+        &[],
+    ));
+    let run: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+    run["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            (
+                t["task_id"].as_str().expect("id").to_string(),
+                t["state"].as_str().expect("state").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn run_if_skips_a_task_by_the_environment_and_its_downstream_follow_their_rules() {
+    let dir = project(&[("gated.yaml", GATED)]);
+    let dev = ferry_in(dir.path(), &["run", "gated", "--date", "2026-11-01"], &[]);
+    assert_eq!(
+        dev.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&dev),
+        stderr(&dev)
+    );
+    assert!(
+        stdout(&dev).contains("run_if is false: `{{ env != 'dev' }}` rendered `False`"),
+        "{}",
+        stdout(&dev)
+    );
+    let states = task_states(dir.path(), "gated__manual__2026-11-01");
+    assert_eq!(states["notify"], "skipped", "{states:?}");
+    assert_eq!(states["after_notify"], "skipped", "{states:?}");
+    assert_eq!(states["cleanup"], "success", "{states:?}");
+
+    let prod = ferry_in(
+        dir.path(),
+        &["run", "gated", "--date", "2026-11-02"],
+        &[("FERRY_ENV", "prod")],
+    );
+    assert_eq!(
+        prod.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&prod),
+        stderr(&prod)
+    );
+    let states = task_states(dir.path(), "gated__manual__2026-11-02");
+    assert!(states.values().all(|s| s == "success"), "{states:?}");
+    let log = stdout(&ferry_in(
+        dir.path(),
+        &["logs", "gated__manual__2026-11-02", "notify"],
+        &[],
+    ));
+    assert!(log.contains("notified in prod"), "{log}");
+}
+
+#[test]
+fn run_if_that_is_neither_true_nor_false_fails_the_task_and_a_bad_one_fails_validate() {
+    let odd = "tasks:\n  - {id: odd, type: noop, run_if: '{{ ds }}'}\n  - {id: after, type: noop, depends_on: [odd]}\n";
+    let dir = project(&[("odd.yaml", odd)]);
+    let output = ferry_in(dir.path(), &["run", "odd", "--date", "2026-11-01"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("run_if `{{ ds }}` rendered `2026-11-01`, which is neither true nor false"),
+        "{text}"
+    );
+    let states = task_states(dir.path(), "odd__manual__2026-11-01");
+    assert_eq!(states["odd"], "failed", "{states:?}");
+    assert_eq!(states["after"], "upstream_failed", "{states:?}");
+
+    let typo = "tasks:\n  - {id: gate, type: noop, run_if: \"{{ envv != 'dev' }}\"}\n";
+    let dir = project(&[("typo.yaml", typo)]);
+    let output = ferry_in(dir.path(), &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(text.contains("typo.yaml:2"), "{text}");
+    assert!(text.contains("run_if"), "{text}");
+    assert!(text.contains("`env`"), "the suggestion names `env`: {text}");
+}
+
 #[test]
 fn tasks_clear_reruns_a_task_and_its_downstream() {
     let dir = project(&[("chain.yaml", CHAIN)]);

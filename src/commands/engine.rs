@@ -160,6 +160,7 @@ pub(crate) fn engine_config(
         connectors: Some(ferry_executor::connector::SharedConnectors(Arc::new(
             ferry_connectors::LiveConnectors::new(config.connections().clone()),
         ))),
+        environment: config.environment.clone(),
     })
 }
 

@@ -172,7 +172,7 @@ fn prepare_preview(
     interval: ferry_dag::timetable::DataInterval,
     now: chrono::DateTime<Utc>,
     run_id: &str,
-    secrets: &ferry_secrets::Redactor,
+    (secrets, environment): (&ferry_secrets::Redactor, &str),
 ) -> Result<ferry_scheduler::render::Prepared, ferry_dag::template::TemplateProblem> {
     let run = ferry_store::RunRecord {
         id: 0,
@@ -194,6 +194,7 @@ fn prepare_preview(
         inherited_env: &[],
         secrets,
         previous_success: None,
+        environment,
     };
     let templates = ferry_dag::template::Templates::new();
     ferry_scheduler::render::prepare(dag, task, &run, &templates, &context)

@@ -35,8 +35,15 @@ pub(crate) fn plan(
     let now = now.unwrap_or_else(Utc::now);
     let interval = super::run::interval_for(dag, date, now)?;
     let secrets = config.secrets();
-    let prepared = super::prepare_preview(dag, task, interval, now, "sync__plan", &secrets)
-        .map_err(|problem| anyhow::anyhow!("the task does not render: {}", problem.message))?;
+    let prepared = super::prepare_preview(
+        dag,
+        task,
+        interval,
+        now,
+        "sync__plan",
+        (&secrets, &config.environment),
+    )
+    .map_err(|problem| anyhow::anyhow!("the task does not render: {}", problem.message))?;
     let Prepared {
         work: Work::Connector(ConnectorWork::ReverseSync(mut work)),
         shown,

@@ -67,7 +67,7 @@ fn dry_runs(config: &Config, catalog: &Catalog, now: DateTime<Utc>) -> Result<us
                 interval,
                 now,
                 "validate__connect",
-                &secrets,
+                (&secrets, &config.environment),
             ) {
                 Ok(ferry_scheduler::render::Prepared {
                     work:

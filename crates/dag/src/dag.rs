@@ -111,6 +111,8 @@ pub struct Task {
     pub pool: String,
     /// Higher first.
     pub priority: i32,
+    /// Run only when this renders true (templated); otherwise skipped.
+    pub run_if: Option<String>,
     /// Where the task starts in the file.
     pub position: Position,
 }
@@ -776,7 +778,11 @@ impl Reader<'_> {
                         .with_help_opt(problem.help),
                 );
             }
-            for (field, text) in kind.templates() {
+            let run_if = common
+                .run_if
+                .as_deref()
+                .map(|text| ("run_if".to_string(), text));
+            for (field, text) in kind.templates().into_iter().chain(run_if) {
                 for problem in templates.check(text, params) {
                     found.push(
                         task_diagnostic(Code::Template, &field, problem.message)
@@ -1025,6 +1031,7 @@ fn resolve_task(
             .or_else(|| defaults.pool.clone())
             .unwrap_or_else(|| "default".to_string()),
         priority: own.priority.or(defaults.priority).unwrap_or(1),
+        run_if: common.run_if,
         position,
     }
 }

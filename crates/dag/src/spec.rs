@@ -94,6 +94,11 @@ pub struct TaskBase {
     /// Ids of tasks that must end before this one starts (see `trigger_rule`).
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// A condition (templated), decided when the task's upstream tasks allow it to run:
+    /// `true` runs it, `false` (or nothing) marks it `skipped` without running it, and its
+    /// downstream tasks follow their trigger rules. Example: `"{{ env != 'dev' }}"`.
+    #[serde(default)]
+    pub run_if: Option<String>,
 }
 
 /// Settings a task may set, and `defaults:` may set for all tasks.

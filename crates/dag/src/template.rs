@@ -22,7 +22,7 @@ use crate::diagnostic::{did_you_mean, suggestion};
 use crate::timetable::DataInterval;
 
 /// The variables every template can use.
-pub const VARIABLES: [&str; 18] = [
+pub const VARIABLES: [&str; 19] = [
     "ds",
     "ds_nodash",
     "ts",
@@ -38,6 +38,7 @@ pub const VARIABLES: [&str; 18] = [
     "dag_run",
     "run_id",
     "dag_id",
+    "env",
     "task_id",
     "macros",
     "conf",
@@ -79,6 +80,8 @@ pub struct RunContext<'a> {
     pub params: &'a BTreeMap<String, serde_json::Value>,
     /// The run's `conf` as given when it was triggered.
     pub conf: &'a serde_json::Value,
+    /// The environment ferry runs in (`--env`: `dev`, `prod`).
+    pub environment: &'a str,
 }
 
 #[derive(Serialize)]
@@ -108,6 +111,7 @@ struct Variables<'a> {
     run_id: &'a str,
     dag_id: &'a str,
     task_id: &'a str,
+    env: &'a str,
 }
 
 impl<'a> Variables<'a> {
@@ -144,6 +148,7 @@ impl<'a> Variables<'a> {
             run_id: context.run_id,
             dag_id: context.dag_id,
             task_id: context.task_id,
+            env: context.environment,
         }
     }
 }
@@ -278,6 +283,7 @@ impl Templates {
             timezone: Tz::UTC,
             params,
             conf: &conf,
+            environment: "dev",
         };
         let values = minijinja::Value::from(minijinja::value::Serde(Variables::of(&sample)));
         // The common case, a template without problems, needs no copy of the environment.
@@ -586,16 +592,17 @@ mod tests {
             timezone: tokyo,
             params: &params,
             conf: &conf,
+            environment: "prod",
         };
         let rendered = Templates::new()
             .render(
-                "{{ dag_id }}/{{ ds }}/{{ ds_nodash }}/{{ data_interval_end }}/{{ ds | ds_add(-1) }}/{{ params.table }}",
+                "{{ env }}/{{ dag_id }}/{{ ds }}/{{ ds_nodash }}/{{ data_interval_end }}/{{ ds | ds_add(-1) }}/{{ params.table }}",
                 &context,
             )
             .expect("renders");
         assert_eq!(
             rendered,
-            "daily/2026-11-24/20261124/2026-11-25T02:00:00+09:00/2026-11-23/events"
+            "prod/daily/2026-11-24/20261124/2026-11-25T02:00:00+09:00/2026-11-23/events"
         );
         let airflow = Templates::new()
             .render(

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, from_millis, millis};
-use crate::render::{AttemptContext, Prepared, Work, prepare};
+use crate::render::{AttemptContext, Prepared, Work, prepare, run_if};
 use crate::trigger::{Decision, decide, run_outcome};
 use crate::{EngineError, due, retry};
 
@@ -81,6 +81,8 @@ pub struct EngineConfig {
     pub secrets: Redactor,
     /// What runs work on named connections (`query` tasks); without it such tasks fail.
     pub connectors: Option<ferry_executor::connector::SharedConnectors>,
+    /// The environment ferry runs in (`--env`), the templates' `env`.
+    pub environment: String,
 }
 
 /// How a caller asks the engine to stop: `requested` once (SIGTERM, Ctrl-C) applies the
@@ -817,6 +819,7 @@ impl Engine {
             try_number,
             inherited_env: &self.config.task_env,
             secrets: &self.config.secrets,
+            environment: &self.config.environment,
             previous_success: self
                 .runs
                 .get(&pk)

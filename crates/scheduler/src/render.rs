@@ -70,6 +70,8 @@ pub struct AttemptContext<'a> {
     /// The data interval of the DAG's latest successful run before this one (for
     /// `prev_data_interval_start_success`).
     pub previous_success: Option<DataInterval>,
+    /// The environment ferry runs in (`env`).
+    pub environment: &'a str,
 }
 
 /// Grace between SIGTERM and SIGKILL when a command is stopped.
@@ -86,15 +88,15 @@ pub fn run_params(dag: &Dag, run: &RunRecord) -> BTreeMap<String, serde_json::Va
     params
 }
 
-/// Renders `task` of `run`.
-pub fn prepare(
+/// Renders `text` for `task` of `run`: the templates' variables of that run.
+fn render_for(
     dag: &Dag,
     task: &Task,
     run: &RunRecord,
     templates: &Templates,
     attempt: &AttemptContext<'_>,
-) -> Result<Prepared, TemplateProblem> {
-    let mut redactor = attempt.secrets.clone();
+    text: &str,
+) -> Result<String, TemplateProblem> {
     let params = run_params(dag, run);
     let conf: serde_json::Value =
         serde_json::from_str(&run.conf).unwrap_or_else(|_| serde_json::json!({}));
@@ -121,8 +123,53 @@ pub fn prepare(
         timezone: dag.timezone,
         params: &params,
         conf: &conf,
+        environment: attempt.environment,
     };
-    let render = |text: &str| templates.render(text, &context);
+    templates.render(text, &context)
+}
+
+/// Whether `task` of `run` is to run by its `run_if` (true without one): `Ok(Err(why))`
+/// when it is to be skipped, `Err` when the condition cannot be rendered or is neither true
+/// nor false.
+pub fn run_if(
+    dag: &Dag,
+    task: &Task,
+    run: &RunRecord,
+    templates: &Templates,
+    attempt: &AttemptContext<'_>,
+) -> Result<Result<(), String>, TemplateProblem> {
+    let Some(condition) = &task.run_if else {
+        return Ok(Ok(()));
+    };
+    let rendered = render_for(dag, task, run, templates, attempt, condition)?;
+    match rendered.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(Ok(())),
+        "false" | "0" | "no" | "" => Ok(Err(format!(
+            "run_if is false: `{}` rendered `{}`",
+            condition.trim(),
+            rendered.trim()
+        ))),
+        _ => Err(TemplateProblem {
+            message: format!(
+                "run_if `{}` rendered `{}`, which is neither true nor false",
+                condition.trim(),
+                rendered.trim()
+            ),
+            help: Some("write a comparison, as `{{ env != 'dev' }}`".to_string()),
+        }),
+    }
+}
+
+/// Renders `task` of `run`.
+pub fn prepare(
+    dag: &Dag,
+    task: &Task,
+    run: &RunRecord,
+    templates: &Templates,
+    attempt: &AttemptContext<'_>,
+) -> Result<Prepared, TemplateProblem> {
+    let mut redactor = attempt.secrets.clone();
+    let render = |text: &str| render_for(dag, task, run, templates, attempt, text);
     let timeout = task.timeout.map(|t| t.0);
     let prepared = match &task.kind {
         TaskKind::Command(command) => {
@@ -655,6 +702,7 @@ mod tests {
             inherited_env: &inherited,
             secrets: &secrets,
             previous_success: None,
+            environment: "dev",
         };
         let prepared = prepare(&dag, &dag.tasks[0], &run, &templates, &context).expect("renders");
         let Work::Command(spec) = &prepared.work else {

@@ -98,7 +98,7 @@ impl Engine {
             let Some(active) = self.runs.get(&pk) else {
                 return Ok(());
             };
-            let mut decided: BTreeMap<(&'static str, &'static str), Vec<usize>> = BTreeMap::new();
+            let mut decided: BTreeMap<(&'static str, String), Vec<usize>> = BTreeMap::new();
             wave.sort_unstable();
             wave.dedup();
             for index in wave.drain(..) {
@@ -115,9 +115,24 @@ impl Engine {
                     .collect();
                 let key = match decide(task.trigger_rule, &upstream) {
                     Decision::Wait => continue,
-                    Decision::Queue => ("queued", "upstream done"),
-                    Decision::Skip => ("skipped", "trigger rule cannot be met"),
-                    Decision::UpstreamFailed => ("upstream_failed", "an upstream task failed"),
+                    Decision::Queue => {
+                        let context = self.attempt_context(pk, active.tasks[index].try_number + 1);
+                        match run_if(
+                            &active.dag.dag,
+                            task,
+                            &active.run,
+                            &self.templates,
+                            &context,
+                        ) {
+                            Ok(Ok(())) => ("queued", "upstream done".to_string()),
+                            Ok(Err(why)) => ("skipped", why),
+                            Err(problem) => ("failed", format!("template error: {problem}")),
+                        }
+                    }
+                    Decision::Skip => ("skipped", "trigger rule cannot be met".to_string()),
+                    Decision::UpstreamFailed => {
+                        ("upstream_failed", "an upstream task failed".to_string())
+                    }
                 };
                 decided.entry(key).or_default().push(index);
             }
@@ -125,7 +140,7 @@ impl Engine {
                 let to: TaskState = to.parse().map_err(|_| {
                     EngineError::Store(StoreError::Unreadable(format!("state {to}")))
                 })?;
-                let moved = self.move_tasks(pk, &indexes, to, detail).await?;
+                let moved = self.move_tasks(pk, &indexes, to, &detail).await?;
                 if to == TaskState::Queued {
                     for index in moved {
                         let priority = self.runs.get(&pk).map_or(0, |a| a.tasks[index].priority);

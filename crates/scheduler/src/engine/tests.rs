@@ -51,6 +51,7 @@ pub(super) fn test_config(dir: &std::path::Path, parallelism: usize) -> EngineCo
         leftovers: Leftovers::Stop,
         secrets: Redactor::new(),
         connectors: None,
+        environment: "dev".to_string(),
     }
 }
 

@@ -118,6 +118,7 @@ pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<Ex
                     dag: "bench".to_string(),
                     task: format!("sync_{target}"),
                     run_id: format!("bench_{round}"),
+                    run_queued_at: 0,
                     try_number: 1,
                     lease: 1,
                 };

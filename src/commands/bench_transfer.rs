@@ -69,6 +69,7 @@ pub(crate) fn run(postgres: &str, bigquery: Option<&str>, sizes: &[usize]) -> Re
                     dag: "bench".to_string(),
                     task: destination.to_string(),
                     run_id: format!("bench_{rows}"),
+                    run_queued_at: 0,
                     try_number: 1,
                     lease: 1,
                 };

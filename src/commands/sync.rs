@@ -58,6 +58,7 @@ pub(crate) fn plan(
         dag: dag.id.clone(),
         task: task.id.clone(),
         run_id: "sync__plan".to_string(),
+        run_queued_at: 0,
         try_number: 0,
         lease: 0,
     };

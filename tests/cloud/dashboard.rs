@@ -1,11 +1,14 @@
 //! Issue 9: the dashboard pipeline end to end, with the repository's own DAG file, against the
 //! BigQuery emulator (the warehouse), the local MariaDB and PostgreSQL (the application's
-//! database) and a PostgreSQL store; the application's dashboard table is checked row by row
-//! against the aggregates computed here, independently.
+//! database), moto (the application's AWS: the state machine told that the day is ready) and a
+//! PostgreSQL store; the application's dashboard table is checked row by row against the
+//! aggregates computed here, independently.
 
 use std::collections::BTreeMap;
 
-use super::emulators::{bigquery_dataset, emulators};
+use serde_json::{Value, json};
+
+use super::emulators::{AWS_ENV, aws_in, bigquery_dataset, emulators, task};
 use crate::util::{
     ferry_in, fresh_mysql, fresh_postgres, project, sql_column, sql_execute as execute, stderr,
     stdout,
@@ -142,8 +145,39 @@ fn load(url: &str, app: &App) {
     }
 }
 
+/// The application's state machine that the DAG names (in moto's account), made once.
+const READY_MACHINE: &str =
+    "arn:aws:states:ap-northeast-1:123456789012:stateMachine:dashboard-ready";
+
+/// Makes the DAG's state machine on moto unless it is there; its executions so far.
+fn ready_machine(moto: &str) -> Vec<Value> {
+    let call = |target: &str, body: Value| aws_in(moto, "ap-northeast-1", "states", target, body);
+    let machines = call("AWSStepFunctions.ListStateMachines", json!({}));
+    let there = machines["stateMachines"]
+        .as_array()
+        .is_some_and(|all| all.iter().any(|m| m["stateMachineArn"] == READY_MACHINE));
+    if !there {
+        let made = call(
+            "AWSStepFunctions.CreateStateMachine",
+            json!({
+                "name": "dashboard-ready",
+                "roleArn": "arn:aws:iam::123456789012:role/sfn",
+                "definition": json!({"StartAt": "Refresh", "States": {"Refresh": {"Type": "Pass", "End": true}}}).to_string()
+            }),
+        );
+        assert_eq!(made["stateMachineArn"], READY_MACHINE, "{made}");
+    }
+    call(
+        "AWSStepFunctions.ListExecutions",
+        json!({"stateMachineArn": READY_MACHINE}),
+    )["executions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[test]
-fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_mariadb_and_postgres() {
+fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_moto_mariadb_and_postgres() {
     let Some(emulators) = emulators() else {
         return;
     };
@@ -177,18 +211,25 @@ fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_mariadb_and_po
             dir.path().join("ferry.toml"),
             format!(
                 "[engine]\ndatabase_url = \"{store}\"\n\n\
-                 [environments.dev.connections.app_db]\nkind = \"{kind}\"\nurl = \"{url}\"\n\n\
-                 [environments.dev.connections.warehouse]\nkind = \"bigquery\"\nproject = \"test-project\"\ncredentials = \"none\"\nendpoint = \"{}\"\n\n\
+                 [environments.ci.connections.app_db]\nkind = \"{kind}\"\nurl = \"{url}\"\n\n\
+                 [environments.ci.connections.warehouse]\nkind = \"bigquery\"\nproject = \"test-project\"\ncredentials = \"none\"\nendpoint = \"{}\"\n\n\
+                 [environments.ci.connections.aws]\nkind = \"aws\"\nregion = \"ap-northeast-1\"\nendpoint = \"{}\"\n\n\
                  [alerts.channels.data-oncall]\nkind = \"log\"\n\n[alerts.channels.dashboard-owners]\nkind = \"log\"\n",
-                emulators.bigquery
+                emulators.bigquery, emulators.moto
             ),
         )
         .expect("config");
         load(&url, &app);
+        let executions_before = ready_machine(&emulators.moto).len();
+        let env: Vec<(&str, &str)> = AWS_ENV
+            .iter()
+            .copied()
+            .chain([("FERRY_ENV", "ci")])
+            .collect();
         let run = ferry_in(
             dir.path(),
             &["run", "dashboard_daily", "--date", "2026-11-28"],
-            &[],
+            &env,
         );
         assert!(
             run.status.success(),
@@ -201,6 +242,40 @@ fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_mariadb_and_po
             "SELECT CONCAT(school_id, '|', grade, '|', class_id, '|', day, '|', active_students, '|', sessions, '|', minutes, '|', answers, '|', points) FROM dashboard_class_daily ORDER BY school_id, grade, class_id",
         );
         assert_eq!(rows, expected, "{kind}: the application's rows, one by one");
+        // The application was told once, after the publish, about that day.
+        let executions = ready_machine(&emulators.moto);
+        assert_eq!(
+            executions.len(),
+            executions_before + 1,
+            "{kind}: {executions:?}"
+        );
+        let shown: Value = serde_json::from_str(&stdout(&ferry_in(
+            dir.path(),
+            &["runs", "show", "dashboard_daily__", "--format", "json"],
+            &env,
+        )))
+        .expect("JSON");
+        let notified = task(&shown, "notify_app");
+        assert_eq!(notified["state"], "success", "{kind}: {notified}");
+        let execution = executions
+            .iter()
+            .find(|e| e["executionArn"] == notified["external_job_id"])
+            .unwrap_or_else(|| panic!("{kind}: the recorded execution in {executions:?}"));
+        assert_eq!(execution["status"], "SUCCEEDED", "{kind}: {execution}");
+        let described = aws_in(
+            &emulators.moto,
+            "ap-northeast-1",
+            "states",
+            "AWSStepFunctions.DescribeExecution",
+            json!({"executionArn": execution["executionArn"]}),
+        );
+        let input: Value =
+            serde_json::from_str(described["input"].as_str().expect("input")).expect("JSON");
+        assert_eq!(
+            input,
+            json!({"day": "2026-11-28", "table": "dashboard_class_daily"}),
+            "{kind}"
+        );
         // A plan of the same day finds nothing to change: the diff holds across runs.
         let plan = ferry_in(
             dir.path(),
@@ -212,7 +287,7 @@ fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_mariadb_and_po
                 "--date",
                 "2026-11-28",
             ],
-            &[],
+            &env,
         );
         assert!(
             stdout(&plan).contains(
@@ -226,7 +301,7 @@ fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_mariadb_and_po
         let runs = stdout(&ferry_in(
             dir.path(),
             &["runs", "list", "--format", "json"],
-            &[],
+            &env,
         ));
         assert!(
             runs.contains("\"state\": \"success\"") || runs.contains("\"state\":\"success\""),

@@ -72,6 +72,11 @@ pub(crate) const AWS_ENV: [(&str, &str); 4] = [
 
 /// Calls an AWS JSON API (`AWSGlue.CreateJob`, `AWSStepFunctions.ListExecutions`) on `base`.
 pub(crate) fn aws(base: &str, service: &str, target: &str, body: Value) -> Value {
+    aws_in(base, "us-east-1", service, target, body)
+}
+
+/// [`aws`] in `region`.
+pub(crate) fn aws_in(base: &str, region: &str, service: &str, target: &str, body: Value) -> Value {
     runtime().block_on(async {
         let response = reqwest::Client::new()
             .post(base)
@@ -79,7 +84,7 @@ pub(crate) fn aws(base: &str, service: &str, target: &str, body: Value) -> Value
             .header("Content-Type", "application/x-amz-json-1.1")
             .header(
                 "Authorization",
-                format!("AWS4-HMAC-SHA256 Credential=test/20261129/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"),
+                format!("AWS4-HMAC-SHA256 Credential=test/20261129/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"),
             )
             .body(body.to_string())
             .send()

@@ -338,6 +338,9 @@ pub struct AttemptKey {
     pub task: String,
     /// The run.
     pub run_id: String,
+    /// When the run was queued in its store (ms since the epoch): a run of the same id in
+    /// another store (staging and prod on one AWS account) gets other tokens.
+    pub run_queued_at: i64,
     /// The try.
     pub try_number: i64,
     /// The task instance's fencing number when this attempt was claimed: a later attempt
@@ -348,9 +351,10 @@ pub struct AttemptKey {
 impl AttemptKey {
     /// A name unique to this attempt and the same every time it is asked for (after a restart
     /// too): `ferry-<dag>-<task>-<hash>-<try>`, at most 80 characters of letters, digits, `-`
-    /// and `_` (what Step Functions execution names and BigQuery job ids accept).
+    /// and `_` (what Step Functions execution names and BigQuery job ids accept). The hash
+    /// covers the run's id and when it was queued, so two stores never share a token.
     pub fn token(&self) -> String {
-        let hash = fnv1a(format!("{}\n{}\n{}", self.dag, self.task, self.run_id).as_bytes());
+        let hash = self.run_hash();
         let clean = |text: &str, limit: usize| -> String {
             text.chars()
                 .map(|c| {
@@ -373,10 +377,21 @@ impl AttemptKey {
 }
 
 impl AttemptKey {
+    /// The hash of the task's identity in its run and store.
+    fn run_hash(&self) -> u64 {
+        fnv1a(
+            format!(
+                "{}\n{}\n{}\n{}",
+                self.dag, self.task, self.run_id, self.run_queued_at
+            )
+            .as_bytes(),
+        )
+    }
+
     /// A short name unique to this attempt, for things with tight name limits (temporary
     /// tables): `<hash>_<try>`.
     pub fn short_token(&self) -> String {
-        let hash = fnv1a(format!("{}\n{}\n{}", self.dag, self.task, self.run_id).as_bytes());
+        let hash = self.run_hash();
         format!("{hash:016x}_{}", self.try_number)
     }
 }
@@ -462,6 +477,7 @@ mod tests {
             dag: "forward events".to_string(),
             task: "load.events".to_string(),
             run_id: "scheduled__2026-11-28T00:00:00+09:00".to_string(),
+            run_queued_at: 1_795_000_000_000,
             try_number: 2,
             lease: 2,
         };
@@ -477,8 +493,13 @@ mod tests {
         );
         let other = AttemptKey {
             run_id: "manual__1".to_string(),
-            ..key
+            ..key.clone()
         };
         assert_ne!(other.token(), token);
+        let other_store = AttemptKey {
+            run_queued_at: key.run_queued_at + 1,
+            ..key
+        };
+        assert_ne!(other_store.token(), token);
     }
 }

@@ -92,6 +92,7 @@ async fn attempt(
         dag: "fenced".to_string(),
         task: "sync".to_string(),
         run_id: "scheduled__2026-11-28".to_string(),
+        run_queued_at: 0,
         try_number: lease,
         lease,
     };

@@ -509,6 +509,7 @@ impl Engine {
                     dag: dag.dag.id.clone(),
                     task: claimed.task_id.clone(),
                     run_id: run.run_id.clone(),
+                    run_queued_at: run.queued_at,
                     try_number: claimed.try_number,
                     lease: claimed.lease,
                 };
@@ -625,6 +626,7 @@ impl Engine {
             dag: run.dag_id.clone(),
             task: task.task_id.clone(),
             run_id: run.run_id.clone(),
+            run_queued_at: run.queued_at,
             try_number: attempt.try_number,
             lease,
         };

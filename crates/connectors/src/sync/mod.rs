@@ -533,7 +533,7 @@ async fn sync(
         read - unchanged,
         started.elapsed().as_secs_f64()
     ));
-    for statement in sql.index_stage() {
+    for statement in sql.index_stage(read - unchanged) {
         match db.execute(&statement).await {
             Ok(_) => {}
             // MySQL cannot index a TEXT key without a length: the joins go without.

@@ -5,6 +5,8 @@
 
 use crate::write::{Dialect, quote};
 
+/// A PostgreSQL stage of at most this many rows is joined without analysing it first.
+const SMALL_STAGE: i64 = 50_000;
 /// The table of fencing numbers, one row per sync and run.
 pub(crate) const FENCES: &str = "ferry_sync_fences";
 /// The stage: a temporary table of the connection.
@@ -200,11 +202,17 @@ impl Sql {
         format!("COPY {stage} ({columns}) FROM STDIN")
     }
 
-    /// Prepares the stage for the joins, after it is filled: PostgreSQL only needs its
-    /// statistics (it joins by hashing); the others look rows up by key and by number.
-    pub(crate) fn index_stage(&self) -> Vec<String> {
+    /// Prepares the stage of `staged` rows for the joins, after it is filled: PostgreSQL only
+    /// needs statistics of a large one (to join it by hashing; a small one, which it joins
+    /// through the target's index, is estimated well enough from its size); the others look
+    /// rows up by key and by number.
+    pub(crate) fn index_stage(&self, staged: i64) -> Vec<String> {
         if self.dialect == Dialect::Postgres {
-            return vec![format!("ANALYZE {}", self.stage)];
+            return if staged > SMALL_STAGE {
+                vec![format!("ANALYZE {}", self.stage)]
+            } else {
+                Vec::new()
+            };
         }
         let mut statements = Vec::new();
         if !self.key.is_empty() {

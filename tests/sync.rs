@@ -678,6 +678,91 @@ fn issue9_a_value_the_target_refuses_is_rejected_and_a_mirror_then_deletes_nothi
     }
 }
 
+/// A first load goes straight in (`COPY` into PostgreSQL, `LOAD DATA LOCAL INFILE` into
+/// MariaDB, which turns a value it cannot hold into a warning, not an error): a value the
+/// target refuses, or one MariaDB would have truncated, sends it through the stage, which sets
+/// the row aside with its reason and loads the others exactly.
+#[test]
+fn issue9_a_first_load_with_a_refused_value_goes_through_the_stage_and_loads_the_rest() {
+    let dir = project(&[]);
+    let warehouse = format!("sqlite:{}", dir.path().join("warehouse.db").display());
+    execute(
+        &warehouse,
+        "CREATE TABLE agg (school_id INTEGER, class TEXT, day TEXT, avg_points REAL, students TEXT);
+         INSERT INTO agg VALUES (1, '1', '2026-11-28', 3.5, '20'), (1, '2', '2026-11-28', 4.5, '250'), (1, '3', '2026-11-28', 5.5, '30'), (1, '4', '2026-11-28', 6.5, 'many')",
+    );
+    for target in targets(dir.path(), "sync_first_refused") {
+        let kind = target.kind;
+        if kind == "sqlite" {
+            // SQLite loads through the stage anyway, and stores any value in any column.
+            continue;
+        }
+        use_target(dir.path(), &target, "");
+        execute(&target.url, &create_scores(&target));
+        std::fs::write(
+            dir.path().join("dags/internal/first.yaml"),
+            sync_dag(
+                "first",
+                "    key: [school_id, class_id, day]\n    mode: upsert\n    max_rejected: 2\n",
+            ),
+        )
+        .expect("DAG");
+        let run = ferry_in(dir.path(), &["run", "first"], &[]);
+        assert!(run.status.success(), "{kind}: {}", stdout(&run));
+        let log = stdout(&ferry_in(
+            dir.path(),
+            &["logs", &latest_run(dir.path(), "first"), "sync"],
+            &[],
+        ));
+        assert!(
+            log.contains("the target refused a row of the first load")
+                && log.contains(
+                    "4 row(s) read; 2 inserted, 0 updated, 0 deleted, 0 unchanged, 2 rejected"
+                ),
+            "{kind}: {log}"
+        );
+        assert_eq!(
+            scores(&target),
+            ["1|1|2026-11-28|3.5|20", "1|3|2026-11-28|5.5|30"],
+            "{kind}: the rows that fit, exactly"
+        );
+        // Loaded straight in once nothing is refused (and by LOAD DATA into MariaDB).
+        execute(&target.url, "DELETE FROM class_scores");
+        execute(&warehouse, "DELETE FROM agg WHERE class IN ('2', '4')");
+        // A day of its own per target: they share the store.
+        let day = if kind == "mysql" {
+            "2026-11-03"
+        } else {
+            "2026-11-02"
+        };
+        let run = ferry_in(dir.path(), &["run", "first", "--date", day], &[]);
+        assert!(run.status.success(), "{kind}: {}", stdout(&run));
+        let log = stdout(&ferry_in(
+            dir.path(),
+            &["logs", &format!("first__manual__{day}"), "sync"],
+            &[],
+        ));
+        let how = if kind == "mysql" {
+            "by LOAD DATA LOCAL INFILE"
+        } else {
+            "by COPY"
+        };
+        assert!(
+            log.contains(&format!("2 row(s) loaded straight into class_scores {how}")),
+            "{kind}: {log}"
+        );
+        assert_eq!(
+            scores(&target),
+            ["1|1|2026-11-28|3.5|20", "1|3|2026-11-28|5.5|30"],
+            "{kind}"
+        );
+        execute(
+            &warehouse,
+            "INSERT INTO agg VALUES (1, '2', '2026-11-28', 4.5, '250'), (1, '4', '2026-11-28', 6.5, 'many')",
+        );
+    }
+}
+
 #[test]
 fn issue9_an_incremental_sync_reads_only_rows_at_or_past_its_mark() {
     let dir = project(&[]);

@@ -14,11 +14,11 @@ use super::{duplicate_keys, failed, reason, stale};
 use crate::transfer::write_sql::{copy_text, copy_text_value};
 use crate::transfer::{Batch, Batches, Failure, Value};
 
-/// The most rows one PostgreSQL `COPY` takes before the state's rows follow them: a refused
+/// The most rows one PostgreSQL `COPY` (or MySQL `LOAD DATA`) takes before the state's rows follow them: a refused
 /// row is found within this many, and the state's rows waiting in memory stay few.
-const CHUNK_ROWS: i64 = 250_000;
+pub(super) const CHUNK_ROWS: i64 = 250_000;
 /// The most bytes of state rows waiting in memory before they are written.
-const CHUNK_STATE_BYTES: usize = 32 << 20;
+pub(super) const CHUNK_STATE_BYTES: usize = 32 << 20;
 
 /// Why a direct load did not end.
 pub(super) enum Direct {
@@ -30,7 +30,7 @@ pub(super) enum Direct {
 
 impl Direct {
     /// A database error: a refused row, or a failure.
-    fn from_sql(error: sqlx::Error) -> Self {
+    pub(super) fn from_sql(error: sqlx::Error) -> Self {
         if is_rejection(&error) {
             Direct::Refused(reason(&error))
         } else {
@@ -39,18 +39,50 @@ impl Direct {
     }
 }
 
+/// A connection that can run the end of a direct load: statements, counts and rows of text.
+#[async_trait::async_trait]
+pub(super) trait Statements: Send {
+    /// Runs one statement.
+    async fn run(&mut self, sql: &str) -> Result<(), Direct>;
+    /// The first column of the first row, a number.
+    async fn number(&mut self, sql: &str) -> Result<i64, Direct>;
+    /// Every row, its columns as text.
+    async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<String>>, Direct>;
+}
+
+#[async_trait::async_trait]
+impl Statements for TargetDb {
+    async fn run(&mut self, sql: &str) -> Result<(), Direct> {
+        self.execute(sql)
+            .await
+            .map(|_| ())
+            .map_err(Direct::from_sql)
+    }
+
+    async fn number(&mut self, sql: &str) -> Result<i64, Direct> {
+        self.count(sql).await.map_err(Direct::from_sql)
+    }
+
+    async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<String>>, Direct> {
+        self.texts(sql).await.map_err(Direct::from_sql)
+    }
+}
+
 /// Loads every row straight into the (empty) target, and its hash into the state when
-/// `keep_state`, in one transaction that first checks the fence. The rows read.
+/// `keep_state`, in one transaction that first checks the fence. The rows read, and how they
+/// went in. Into MySQL (`mysql_url`) the rows go by `LOAD DATA LOCAL INFILE` where the server
+/// allows it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn load(
     db: &mut TargetDb,
+    mysql_url: Option<&str>,
     sql: &Sql,
     shape: &Shape,
     batches: &mut Batches,
     (fields, fence): (&RejectFields, &Fence<'_>),
     keep_state: bool,
     mark: Option<Mark>,
-) -> Result<i64, Direct> {
-    db.execute("BEGIN").await.map_err(Direct::from_sql)?;
+) -> Result<(i64, &'static str), Direct> {
     let mut rows = Checker {
         shape,
         keys: (!shape.key.is_empty()).then(|| Skipper::new(None)),
@@ -58,84 +90,117 @@ pub(super) async fn load(
         bytes: Vec::new(),
         mark,
     };
+    if let Some(url) = mysql_url
+        && let Some(mut conn) = super::infile::connect(url).await
+    {
+        conn.run("BEGIN").await?;
+        let loaded = async {
+            super::infile::load(&mut conn, sql, batches, &mut rows, keep_state).await?;
+            end_checks(&mut conn, sql, &rows, (fields, fence)).await
+        }
+        .await;
+        let ended = end_transaction(&mut conn, loaded).await;
+        super::infile::close(conn).await;
+        return ended.map(|read| (read, "by LOAD DATA LOCAL INFILE"));
+    }
+    db.run("BEGIN").await?;
     let loaded: Result<i64, Direct> = async {
         match db {
             TargetDb::Postgres(pg) => copy(pg, sql, batches, &mut rows, keep_state).await?,
             _ => insert(db, sql, batches, &mut rows, keep_state).await?,
         }
-        let number = rows.number;
-        // Someone else wrote into the scope since it was found empty: go through the stage.
-        let in_scope = db
-            .count(&sql.count_in_scope())
-            .await
-            .map_err(Direct::from_sql)?;
-        if in_scope != number && sql.has_key() {
-            return Err(Direct::Refused(format!(
-                "{in_scope} row(s) in scope after loading {number}: another writer"
-            )));
-        }
-        // Past the keys held in memory, a key read twice is looked for in the table.
-        if sql.has_key() && usize::try_from(number).unwrap_or(usize::MAX) > TRACKED {
-            let duplicates = db
-                .texts(&sql.duplicates_in_target())
-                .await
-                .map_err(Direct::from_sql)?;
-            if !duplicates.is_empty() {
-                return Err(Direct::Failed(duplicate_keys(&duplicates)));
-            }
-        }
-        if let Some(keep) = rows.mark.as_ref().and_then(|m| m.keep(db.dialect())) {
-            db.execute(&keep).await.map_err(Direct::from_sql)?;
-        }
-        // The fence, checked last, under its row lock until the commit.
-        db.execute(&fence.mark(fields.lease, &fields.at))
-            .await
-            .map_err(Direct::from_sql)?;
-        let held = db.count(&fence.lease()).await.map_err(Direct::from_sql)?;
-        if held != fields.lease {
-            return Err(Direct::Failed(Failure::Fatal(format!(
-                "publish refused: {}",
-                stale(fields.lease, held)
-            ))));
-        }
-        Ok(number)
+        end_checks(db, sql, &rows, (fields, fence)).await
     }
     .await;
+    let ended = end_transaction(db, loaded).await;
+    // Statistics for the joins of the next sync.
+    if ended.is_ok()
+        && keep_state
+        && let Some(analyze) = sql.analyze_state()
+    {
+        let _ = db.execute(&analyze).await;
+    }
+    let how = match db {
+        TargetDb::Postgres(_) => "by COPY",
+        _ => "by INSERTs",
+    };
+    ended.map(|read| (read, how))
+}
+
+/// Commits the load's transaction when it went well, else rolls it back.
+async fn end_transaction(
+    db: &mut impl Statements,
+    loaded: Result<i64, Direct>,
+) -> Result<i64, Direct> {
     match loaded {
         Ok(read) => {
-            if let Err(error) = db.execute("COMMIT").await {
-                let _ = db.execute("ROLLBACK").await;
-                return Err(Direct::from_sql(error));
-            }
-            // Statistics for the joins of the next sync.
-            if keep_state && let Some(analyze) = sql.analyze_state() {
-                let _ = db.execute(&analyze).await;
+            if let Err(problem) = db.run("COMMIT").await {
+                let _ = db.run("ROLLBACK").await;
+                return Err(problem);
             }
             Ok(read)
         }
         Err(problem) => {
-            let _ = db.execute("ROLLBACK").await;
+            let _ = db.run("ROLLBACK").await;
             Err(problem)
         }
     }
 }
 
+/// The end of a load, in its transaction: the rows in scope are the rows loaded, no key was
+/// read twice, the mark is kept, and the fence (checked last, under its row lock until the
+/// commit) is still this attempt's. The rows read.
+async fn end_checks(
+    db: &mut impl Statements,
+    sql: &Sql,
+    rows: &Checker<'_>,
+    (fields, fence): (&RejectFields, &Fence<'_>),
+) -> Result<i64, Direct> {
+    let number = rows.number;
+    // Someone else wrote into the scope since it was found empty: go through the stage.
+    let in_scope = db.number(&sql.count_in_scope()).await?;
+    if in_scope != number && sql.has_key() {
+        return Err(Direct::Refused(format!(
+            "{in_scope} row(s) in scope after loading {number}: another writer"
+        )));
+    }
+    // Past the keys held in memory, a key read twice is looked for in the table.
+    if sql.has_key() && usize::try_from(number).unwrap_or(usize::MAX) > TRACKED {
+        let duplicates = db.rows(&sql.duplicates_in_target()).await?;
+        if !duplicates.is_empty() {
+            return Err(Direct::Failed(duplicate_keys(&duplicates)));
+        }
+    }
+    if let Some(keep) = rows.mark.as_ref().and_then(|m| m.keep(sql.dialect)) {
+        db.run(&keep).await?;
+    }
+    db.run(&fence.mark(fields.lease, &fields.at)).await?;
+    let held = db.number(&fence.lease()).await?;
+    if held != fields.lease {
+        return Err(Direct::Failed(Failure::Fatal(format!(
+            "publish refused: {}",
+            stale(fields.lease, held)
+        ))));
+    }
+    Ok(number)
+}
+
 /// Checks rows on their way in: no NULL key, inside the scope, no key twice.
-struct Checker<'a> {
-    shape: &'a Shape,
+pub(super) struct Checker<'a> {
+    pub(super) shape: &'a Shape,
     /// The keys read so far (none without a key).
     keys: Option<Skipper>,
     /// Rows checked so far.
-    number: i64,
+    pub(super) number: i64,
     /// A buffer for hashing.
     bytes: Vec<u8>,
     /// The highest value of the `incremental` column.
-    mark: Option<Mark>,
+    pub(super) mark: Option<Mark>,
 }
 
 impl Checker<'_> {
     /// Checks `row`; its hash.
-    fn check(&mut self, row: &[Value]) -> Result<i64, Direct> {
+    pub(super) fn check(&mut self, row: &[Value]) -> Result<i64, Direct> {
         self.number += 1;
         let number = self.number;
         let shape = self.shape;
@@ -196,7 +261,9 @@ async fn copy(
             }
             for row in &batch {
                 match rows.check(row) {
-                    Ok(hash) if keep_state => state_line(&rows.shape.key, row, hash, &mut state),
+                    Ok(hash) if keep_state => {
+                        state_line(&rows.shape.key, row, hash, &mut state, copy_text_value);
+                    }
                     Ok(_) => {}
                     Err(problem) => {
                         let _ = copying.abort("a row failed its checks").await;
@@ -227,10 +294,17 @@ async fn copy(
     Ok(())
 }
 
-/// A state row (the key's values and the hash) in `COPY`'s text form.
-fn state_line(key: &[usize], row: &[Value], hash: i64, out: &mut Vec<u8>) {
+/// A state row (the key's values, each written by `write`, and the hash) in `COPY`'s text
+/// form.
+pub(super) fn state_line(
+    key: &[usize],
+    row: &[Value],
+    hash: i64,
+    out: &mut Vec<u8>,
+    write: fn(&Value, &mut Vec<u8>),
+) {
     for &i in key {
-        copy_text_value(&row[i], out);
+        write(&row[i], out);
         out.push(b'\t');
     }
     out.extend_from_slice(itoa::Buffer::new().format(hash).as_bytes());

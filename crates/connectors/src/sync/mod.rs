@@ -10,6 +10,7 @@
 //! `max_rejected`. A kill at any moment rolls the transaction back: the target is as before.
 
 mod direct;
+mod infile;
 mod mark;
 mod rows;
 mod skip;
@@ -382,8 +383,13 @@ async fn sync(
     let direct = mode == SyncMode::Append && !work.plan_only && dialect != Dialect::Sqlite
         || empty && db.count(&sql.count_state()).await.map_err(&reading)? == 0;
     if direct {
+        let mysql_url = match target {
+            Connection::Mysql { url } => Some(url.expose()),
+            _ => None,
+        };
         let loaded = direct::load(
             &mut db,
+            mysql_url,
             &sql,
             &shape,
             &mut opened.0,
@@ -393,9 +399,9 @@ async fn sync(
         )
         .await;
         match loaded {
-            Ok(read) => {
+            Ok((read, how)) => {
                 scope.log.note(&format!(
-                    "{read} row(s) loaded straight into {table} (it had no rows in scope) in {:.2} s",
+                    "{read} row(s) loaded straight into {table} {how} (it had no rows in scope) in {:.2} s",
                     opened_at.elapsed().as_secs_f64()
                 ));
                 return Ok(Counts {

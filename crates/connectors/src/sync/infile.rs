@@ -1,0 +1,230 @@
+//! A first load into MySQL or MariaDB by `LOAD DATA LOCAL INFILE`: the rows stream to the
+//! server as tab-separated text, one statement per chunk of rows, with the state's rows after
+//! each chunk, in one transaction. The server parses such text several times faster than
+//! multi-row `INSERT`s (sqlx cannot send it, so this one statement goes through
+//! `mysql_async`). Where the server does not allow it (`local_infile` off, as MySQL 8 ships),
+//! the load goes by `INSERT`s instead.
+//!
+//! With `LOCAL`, the server turns a value it cannot hold and a duplicate key into warnings
+//! (it cannot stop the client mid-file): any warning makes the load a refusal, rolled back and
+//! done again through the stage, which names the rows.
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use mysql_async::prelude::Queryable as _;
+
+use super::direct::{CHUNK_ROWS, CHUNK_STATE_BYTES, Checker, Direct, Statements, state_line};
+use super::statements::Sql;
+use crate::transfer::write_sql::copy_text_value;
+use crate::transfer::{Batches, Failure, Value};
+
+/// The file name the statement asks for; the handler of the connection answers it.
+const FILE: &str = "ferry_rows";
+
+/// A connection for `LOAD DATA LOCAL INFILE` to the database at `url`, or `None` when
+/// there cannot be one (a URL `mysql_async` does not read, or a server with `local_infile`
+/// off): then the load goes by `INSERT`s.
+pub(super) async fn connect(url: &str) -> Option<mysql_async::Conn> {
+    let opts = mysql_async::Opts::from_url(url).ok()?;
+    let mut conn = mysql_async::Conn::new(opts).await.ok()?;
+    let allowed: Option<i64> = conn.query_first("SELECT @@local_infile").await.ok()?;
+    if allowed == Some(1) {
+        Some(conn)
+    } else {
+        close(conn).await;
+        None
+    }
+}
+
+/// Closes `conn` (a failure to say goodbye changes nothing).
+pub(super) async fn close(conn: mysql_async::Conn) {
+    let _ = conn.disconnect().await;
+}
+
+/// A database error of `mysql_async`: a refused value (a warning turned error, a duplicate)
+/// or a failure.
+fn from_mysql(error: mysql_async::Error) -> Direct {
+    match &error {
+        mysql_async::Error::Server(server)
+            if matches!(
+                server.code,
+                1366 | 1265 | 1292 | 1264 | 1406 | 1048 | 1062 | 1451 | 1452 | 3819 | 4025 | 1364
+            ) =>
+        {
+            Direct::Refused(server.message.replace('\n', " "))
+        }
+        _ => {
+            let text = format!("loading: {error}");
+            Direct::Failed(
+                if matches!(
+                    error,
+                    mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+                ) {
+                    Failure::Transient(ferry_secrets::redact_text(&text))
+                } else {
+                    Failure::Fatal(ferry_secrets::redact_text(&text))
+                },
+            )
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Statements for mysql_async::Conn {
+    async fn run(&mut self, sql: &str) -> Result<(), Direct> {
+        self.query_drop(sql).await.map_err(from_mysql)
+    }
+
+    async fn number(&mut self, sql: &str) -> Result<i64, Direct> {
+        let found: Option<i64> = self.query_first(sql).await.map_err(from_mysql)?;
+        Ok(found.unwrap_or(0))
+    }
+
+    async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<String>>, Direct> {
+        let rows: Vec<mysql_async::Row> = self.query(sql).await.map_err(from_mysql)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .map(|value| match value {
+                        mysql_async::Value::Bytes(bytes) => {
+                            String::from_utf8_lossy(&bytes).into_owned()
+                        }
+                        mysql_async::Value::Int(n) => n.to_string(),
+                        mysql_async::Value::UInt(n) => n.to_string(),
+                        other => other.as_sql(true),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// `LOAD DATA LOCAL INFILE` of `FILE` into `table (columns)`: tab-separated, `\`-escaped,
+/// `\N` for NULL (the statement's defaults, as `COPY`'s text form).
+fn load_data((table, columns): &(String, String)) -> String {
+    format!("LOAD DATA LOCAL INFILE '{FILE}' INTO TABLE {table} CHARACTER SET utf8mb4 ({columns})")
+}
+
+/// One value as `LOAD DATA` reads it: `COPY`'s text form, but booleans as 1 and 0.
+fn infile_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Bool(b) => out.push(if *b { b'1' } else { b'0' }),
+        other => copy_text_value(other, out),
+    }
+}
+
+/// Sends the rows by chunks of [`CHUNK_ROWS`] (fewer when the state's rows waiting pass
+/// [`CHUNK_STATE_BYTES`]), each followed by its state's rows, inside the caller's transaction.
+pub(super) async fn load(
+    conn: &mut mysql_async::Conn,
+    sql: &Sql,
+    batches: &mut Batches,
+    rows: &mut Checker<'_>,
+    keep_state: bool,
+) -> Result<(), Direct> {
+    let into_target = load_data(&sql.target_columns());
+    let into_state = load_data(&sql.state_columns());
+    let mut state = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        conn.set_infile_handler(async move { Ok(tokio_stream_of(receiver)) });
+        let chunk_start = rows.number;
+        // The rows are read, checked and sent while the server loads what came before.
+        let feed = async {
+            let mut problem = None;
+            loop {
+                let mut batch = match batches.next().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(failure) => {
+                        problem = Some(Direct::Failed(failure));
+                        break;
+                    }
+                };
+                if let Some(mark) = rows.mark.as_mut() {
+                    mark.take(&mut batch);
+                }
+                let mut text = Vec::with_capacity(64 * batch.len());
+                for row in &batch {
+                    match rows.check(row) {
+                        Ok(hash) => {
+                            if keep_state {
+                                state_line(&rows.shape.key, row, hash, &mut state, infile_value);
+                            }
+                            for (index, value) in row.iter().enumerate() {
+                                if index > 0 {
+                                    text.push(b'\t');
+                                }
+                                infile_value(value, &mut text);
+                            }
+                            text.push(b'\n');
+                        }
+                        Err(found) => {
+                            problem = Some(found);
+                            break;
+                        }
+                    }
+                }
+                if problem.is_some() {
+                    break;
+                }
+                if sender.send(Ok(Bytes::from(text))).await.is_err() {
+                    // The statement ended early: its error says why.
+                    break;
+                }
+                if rows.number - chunk_start >= CHUNK_ROWS || state.len() >= CHUNK_STATE_BYTES {
+                    break;
+                }
+            }
+            if problem.is_some() {
+                let _ = sender
+                    .send(Err(std::io::Error::other("the load stopped")))
+                    .await;
+            }
+            drop(sender);
+            problem
+        };
+        let (loaded, problem) = tokio::join!(conn.query_drop(&into_target), feed);
+        if let Some(problem) = problem {
+            return Err(problem);
+        }
+        loaded.map_err(from_mysql)?;
+        refuse_on_warnings(conn, "the rows")?;
+        if !state.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut state));
+            conn.set_infile_handler(
+                async move { Ok(futures_util::stream::iter([Ok(chunk)]).boxed()) },
+            );
+            conn.query_drop(&into_state).await.map_err(from_mysql)?;
+            refuse_on_warnings(conn, "the state's rows")?;
+        }
+    }
+    Ok(())
+}
+
+/// A refusal when the last statement left warnings (a value changed to fit, a duplicate key
+/// skipped): the stage finds the rows and their reasons.
+fn refuse_on_warnings(conn: &mysql_async::Conn, what: &str) -> Result<(), Direct> {
+    match conn.get_warnings() {
+        0 => Ok(()),
+        warnings => Err(Direct::Refused(format!(
+            "loading {what} left {warnings} warning(s) (a value the table cannot hold, or a duplicate key)"
+        ))),
+    }
+}
+
+/// The chunks `receiver` gets, as the stream a handler answers with.
+fn tokio_stream_of(
+    receiver: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> mysql_async::InfileData {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    })
+    .boxed()
+}

@@ -72,10 +72,8 @@ impl Statements for TargetDb {
 /// `keep_state`, in one transaction that first checks the fence. The rows read, and how they
 /// went in. Into MySQL (`mysql_url`) the rows go by `LOAD DATA LOCAL INFILE` where the server
 /// allows it.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn load(
-    db: &mut TargetDb,
-    mysql_url: Option<&str>,
+    (db, mysql_url): (&mut TargetDb, Option<&str>),
     sql: &Sql,
     shape: &Shape,
     batches: &mut Batches,

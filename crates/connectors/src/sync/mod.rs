@@ -388,8 +388,7 @@ async fn sync(
             _ => None,
         };
         let loaded = direct::load(
-            &mut db,
-            mysql_url,
+            (&mut db, mysql_url),
             &sql,
             &shape,
             &mut opened.0,

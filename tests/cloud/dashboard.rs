@@ -211,9 +211,9 @@ fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_moto_mariadb_a
             dir.path().join("ferry.toml"),
             format!(
                 "[engine]\ndatabase_url = \"{store}\"\n\n\
-                 [environments.ci.connections.app_db]\nkind = \"{kind}\"\nurl = \"{url}\"\n\n\
-                 [environments.ci.connections.warehouse]\nkind = \"bigquery\"\nproject = \"test-project\"\ncredentials = \"none\"\nendpoint = \"{}\"\n\n\
-                 [environments.ci.connections.aws]\nkind = \"aws\"\nregion = \"ap-northeast-1\"\nendpoint = \"{}\"\n\n\
+                 [environments.prod.connections.app_db]\nkind = \"{kind}\"\nurl = \"{url}\"\n\n\
+                 [environments.prod.connections.warehouse]\nkind = \"bigquery\"\nproject = \"test-project\"\ncredentials = \"none\"\nendpoint = \"{}\"\n\n\
+                 [environments.prod.connections.aws]\nkind = \"aws\"\nregion = \"ap-northeast-1\"\nendpoint = \"{}\"\n\n\
                  [alerts.channels.data-oncall]\nkind = \"log\"\n\n[alerts.channels.dashboard-owners]\nkind = \"log\"\n",
                 emulators.bigquery, emulators.moto
             ),
@@ -224,7 +224,7 @@ fn issue9_the_dashboard_pipeline_runs_end_to_end_against_bigquery_moto_mariadb_a
         let env: Vec<(&str, &str)> = AWS_ENV
             .iter()
             .copied()
-            .chain([("FERRY_ENV", "ci")])
+            .chain([("FERRY_ENV", "prod")])
             .collect();
         let run = ferry_in(
             dir.path(),

@@ -114,15 +114,18 @@ pub(crate) struct QueryJob<'a> {
     pub dry_run: bool,
 }
 
-/// Runs `job` on `client` and waits for its end: the job id is the attempt's token (a job of
-/// that id that exists already is waited on, not run again).
+/// Runs `job` on `client` and waits for its end: the job id is the attempt's token, or the
+/// id recorded by an earlier life of the attempt (a job of that id that exists already is
+/// waited on, not run again).
 pub(crate) async fn run_query(
     client: &Client,
     target: &Target<'_>,
     job: &QueryJob<'_>,
     scope: &AttemptScope<'_>,
 ) -> Outcome {
-    let job_id = scope.key.token();
+    let job_id = scope
+        .resumed_job
+        .map_or_else(|| scope.key.token(), str::to_string);
     let mut labels: HashMap<String, String> = job
         .labels
         .iter()

@@ -194,6 +194,10 @@ async fn kill_mysql_query(url: &str, id: u64) {
     }
 }
 
+/// MySQL's codes of failures another try may not meet: a deadlock, a lock wait timeout, too
+/// many connections, the server gone.
+pub(crate) const MYSQL_TRANSIENT: [u16; 5] = [1213, 1205, 1040, 2006, 2013];
+
 /// Errors another attempt may not meet: the network, the pool, a deadlock or a serialization
 /// failure. A SQL error (a syntax error, a missing table) is not retried.
 pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
@@ -202,7 +206,7 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
             // MySQL: deadlock, lock wait timeout, too many connections, server gone.
             let mysql = db
                 .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|e| matches!(e.number(), 1213 | 1205 | 1040 | 2006 | 2013));
+                .is_some_and(|e| MYSQL_TRANSIENT.contains(&e.number()));
             // PostgreSQL (SQLSTATE): serialization failure, deadlock, connection exceptions
             // (class 08), too many connections, the server shutting down or starting up.
             let code = db.code().unwrap_or_default();

@@ -96,7 +96,7 @@ pub struct TaskBase {
     pub depends_on: Vec<String>,
     /// A condition (templated), decided when the task's upstream tasks allow it to run:
     /// `true` runs it, `false` (or nothing) marks it `skipped` without running it, and its
-    /// downstream tasks follow their trigger rules. Example: `"{{ env != 'dev' }}"`.
+    /// downstream tasks follow their trigger rules. Example: `"{{ env == 'prod' }}"`.
     #[serde(default)]
     pub run_if: Option<String>,
 }

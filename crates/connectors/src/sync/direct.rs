@@ -1,7 +1,8 @@
 //! A first load into an empty target: every row goes straight into the table (and its hash
 //! into the state), in one transaction that checks the fence last. No stage, nothing to
-//! compare. On PostgreSQL the rows stream through one `COPY` per chunk of rows, so the server
-//! writes while ferry reads and checks the next rows; the state's rows follow each chunk.
+//! compare. On PostgreSQL the rows stream through one `COPY` per chunk of rows (on MySQL
+//! through one `LOAD DATA LOCAL INFILE`, see `infile`), so the server writes while ferry reads
+//! and checks the next rows; the state's rows follow each chunk.
 
 use sqlx::postgres::PgConnection;
 
@@ -30,7 +31,7 @@ pub(super) enum Direct {
 
 impl Direct {
     /// A database error: a refused row, or a failure.
-    pub(super) fn from_sql(error: sqlx::Error) -> Self {
+    fn from_sql(error: sqlx::Error) -> Self {
         if is_rejection(&error) {
             Direct::Refused(reason(&error))
         } else {
@@ -69,7 +70,7 @@ impl Statements for TargetDb {
 }
 
 /// Loads every row straight into the (empty) target, and its hash into the state when
-/// `keep_state`, in one transaction that first checks the fence. The rows read, and how they
+/// `keep_state`, in one transaction that checks the fence last. The rows read, and how they
 /// went in. Into MySQL (`mysql_url`) the rows go by `LOAD DATA LOCAL INFILE` where the server
 /// allows it.
 pub(super) async fn load(
@@ -80,7 +81,7 @@ pub(super) async fn load(
     (fields, fence): (&RejectFields, &Fence<'_>),
     keep_state: bool,
     mark: Option<Mark>,
-) -> Result<(i64, &'static str), Direct> {
+) -> Result<(i64, String), Direct> {
     let mut rows = Checker {
         shape,
         keys: (!shape.key.is_empty()).then(|| Skipper::new(None)),
@@ -88,9 +89,15 @@ pub(super) async fn load(
         bytes: Vec::new(),
         mark,
     };
-    if let Some(url) = mysql_url
-        && let Some(mut conn) = super::infile::connect(url).await
-    {
+    let mut no_infile = None;
+    let infile = match mysql_url {
+        Some(url) => super::infile::connect(url)
+            .await
+            .map_err(|why| no_infile = Some(why))
+            .ok(),
+        None => None,
+    };
+    if let Some(mut conn) = infile {
         conn.run("BEGIN").await?;
         let loaded = async {
             super::infile::load(&mut conn, sql, batches, &mut rows, keep_state).await?;
@@ -99,7 +106,7 @@ pub(super) async fn load(
         .await;
         let ended = end_transaction(&mut conn, loaded).await;
         super::infile::close(conn).await;
-        return ended.map(|read| (read, "by LOAD DATA LOCAL INFILE"));
+        return ended.map(|read| (read, "by LOAD DATA LOCAL INFILE".to_string()));
     }
     db.run("BEGIN").await?;
     let loaded: Result<i64, Direct> = async {
@@ -118,9 +125,10 @@ pub(super) async fn load(
     {
         let _ = db.execute(&analyze).await;
     }
-    let how = match db {
-        TargetDb::Postgres(_) => "by COPY",
-        _ => "by INSERTs",
+    let how = match (db, no_infile) {
+        (TargetDb::Postgres(_), _) => "by COPY".to_string(),
+        (_, Some(why)) => format!("by INSERTs (not by LOAD DATA LOCAL INFILE: {why})"),
+        _ => "by INSERTs".to_string(),
     };
     ended.map(|read| (read, how))
 }

@@ -15,24 +15,35 @@ use mysql_async::prelude::Queryable as _;
 
 use super::direct::{CHUNK_ROWS, CHUNK_STATE_BYTES, Checker, Direct, Statements, state_line};
 use super::statements::Sql;
+use super::target::{MYSQL_REFUSED, refused_state};
+use crate::query::MYSQL_TRANSIENT;
 use crate::transfer::write_sql::copy_text_value;
 use crate::transfer::{Batches, Failure, Value};
 
 /// The file name the statement asks for; the handler of the connection answers it.
 const FILE: &str = "ferry_rows";
 
-/// A connection for `LOAD DATA LOCAL INFILE` to the database at `url`, or `None` when
-/// there cannot be one (a URL `mysql_async` does not read, or a server with `local_infile`
-/// off): then the load goes by `INSERT`s.
-pub(super) async fn connect(url: &str) -> Option<mysql_async::Conn> {
-    let opts = mysql_async::Opts::from_url(url).ok()?;
-    let mut conn = mysql_async::Conn::new(opts).await.ok()?;
-    let allowed: Option<i64> = conn.query_first("SELECT @@local_infile").await.ok()?;
+/// What sqlx sets on its MySQL sessions (so that values read as the other paths read them),
+/// and a long wait for the client's data (a slow source between two batches).
+const SESSION: &str = "SET sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION'), time_zone = '+00:00', NAMES utf8mb4, net_read_timeout = 3600";
+
+/// A connection for `LOAD DATA LOCAL INFILE` to the database at `url`, or why there cannot
+/// be one (a URL `mysql_async` does not read, or a server with `local_infile` off): then the
+/// load goes by `INSERT`s.
+pub(super) async fn connect(url: &str) -> Result<mysql_async::Conn, String> {
+    let said = |error: &dyn std::fmt::Display| ferry_secrets::redact_text(&error.to_string());
+    let opts = mysql_async::Opts::from_url(url).map_err(|e| said(&e))?;
+    let opts = mysql_async::OptsBuilder::from_opts(opts).setup(vec![SESSION.to_string()]);
+    let mut conn = mysql_async::Conn::new(opts).await.map_err(|e| said(&e))?;
+    let allowed: Option<i64> = conn
+        .query_first("SELECT @@local_infile")
+        .await
+        .map_err(|e| said(&e))?;
     if allowed == Some(1) {
-        Some(conn)
+        Ok(conn)
     } else {
         close(conn).await;
-        None
+        Err("the server has local_infile off".to_string())
     }
 }
 
@@ -42,31 +53,26 @@ pub(super) async fn close(conn: mysql_async::Conn) {
 }
 
 /// A database error of `mysql_async`: a refused value (a warning turned error, a duplicate)
-/// or a failure.
+/// or a failure, transient as sqlx's would be.
 fn from_mysql(error: mysql_async::Error) -> Direct {
-    match &error {
-        mysql_async::Error::Server(server)
-            if matches!(
-                server.code,
-                1366 | 1265 | 1292 | 1264 | 1406 | 1048 | 1062 | 1451 | 1452 | 3819 | 4025 | 1364
-            ) =>
-        {
-            Direct::Refused(server.message.replace('\n', " "))
-        }
-        _ => {
-            let text = format!("loading: {error}");
-            Direct::Failed(
-                if matches!(
-                    error,
-                    mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
-                ) {
-                    Failure::Transient(ferry_secrets::redact_text(&text))
-                } else {
-                    Failure::Fatal(ferry_secrets::redact_text(&text))
-                },
-            )
-        }
+    if let mysql_async::Error::Server(server) = &error
+        && (MYSQL_REFUSED.contains(&server.code) || refused_state(&server.state))
+    {
+        return Direct::Refused(ferry_secrets::redact_text(
+            &server.message.replace('\n', " "),
+        ));
     }
+    let transient = match &error {
+        mysql_async::Error::Server(server) => MYSQL_TRANSIENT.contains(&server.code),
+        mysql_async::Error::Io(_) => true,
+        _ => false,
+    };
+    let text = ferry_secrets::redact_text(&format!("loading: {error}"));
+    Direct::Failed(if transient {
+        Failure::Transient(text)
+    } else {
+        Failure::Fatal(text)
+    })
 }
 
 #[async_trait::async_trait]
@@ -174,7 +180,7 @@ pub(super) async fn load(
                 if problem.is_some() {
                     break;
                 }
-                if sender.send(Ok(Bytes::from(text))).await.is_err() {
+                if !send(&sender, Bytes::from(text)).await {
                     // The statement ended early: its error says why.
                     break;
                 }
@@ -183,14 +189,23 @@ pub(super) async fn load(
                 }
             }
             if problem.is_some() {
-                let _ = sender
-                    .send(Err(std::io::Error::other("the load stopped")))
-                    .await;
+                // Ends the file with an error (when the channel is full, the rows sent are
+                // rolled back with the transaction all the same).
+                let _ = sender.try_send(Err(std::io::Error::other("the load stopped")));
             }
             drop(sender);
             problem
         };
-        let (loaded, problem) = tokio::join!(conn.query_drop(&into_target), feed);
+        // An error before the server asks for the file leaves the handler (and the receiver)
+        // in the connection: replacing it ends the feed.
+        let statement = async {
+            let done = conn.query_drop(&into_target).await;
+            if done.is_err() {
+                conn.set_infile_handler(async { Ok(futures_util::stream::empty().boxed()) });
+            }
+            done
+        };
+        let (loaded, problem) = tokio::join!(statement, feed);
         if let Some(problem) = problem {
             return Err(problem);
         }
@@ -198,9 +213,9 @@ pub(super) async fn load(
         refuse_on_warnings(conn, "the rows")?;
         if !state.is_empty() {
             let chunk = Bytes::from(std::mem::take(&mut state));
-            conn.set_infile_handler(
-                async move { Ok(futures_util::stream::iter([Ok(chunk)]).boxed()) },
-            );
+            conn.set_infile_handler(async move {
+                Ok(futures_util::stream::iter(packets(&chunk).into_iter().map(Ok)).boxed())
+            });
             conn.query_drop(&into_state).await.map_err(from_mysql)?;
             refuse_on_warnings(conn, "the state's rows")?;
         }
@@ -217,6 +232,28 @@ fn refuse_on_warnings(conn: &mysql_async::Conn, what: &str) -> Result<(), Direct
             "loading {what} left {warnings} warning(s) (a value the table cannot hold, or a duplicate key)"
         ))),
     }
+}
+
+/// The most bytes sent in one piece: a piece is one protocol packet, which the server refuses
+/// past its `max_allowed_packet` (16 MiB on MariaDB by default).
+const PIECE: usize = 1 << 20;
+
+/// `bytes` in pieces of at most [`PIECE`] bytes.
+fn packets(bytes: &Bytes) -> Vec<Bytes> {
+    (0..bytes.len())
+        .step_by(PIECE)
+        .map(|start| bytes.slice(start..(start + PIECE).min(bytes.len())))
+        .collect()
+}
+
+/// Sends `bytes` in pieces; false when the statement no longer reads them.
+async fn send(sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, bytes: Bytes) -> bool {
+    for piece in packets(&bytes) {
+        if sender.send(Ok(piece)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The chunks `receiver` gets, as the stream a handler answers with.

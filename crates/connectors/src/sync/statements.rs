@@ -678,10 +678,16 @@ impl Fence<'_> {
         )
     }
 
-    /// The fence's lease.
+    /// The fence's lease, as last committed: on MySQL a locking read (a plain one inside a
+    /// transaction would read its snapshot, and miss a newer attempt's raise).
     pub(crate) fn lease(&self) -> String {
+        let locking = if self.dialect == Dialect::Mysql {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
         format!(
-            "SELECT COALESCE(MAX(lease), 0) FROM {FENCES} WHERE fence_id = {}",
+            "SELECT COALESCE(MAX(lease), 0) FROM {FENCES} WHERE fence_id = {}{locking}",
             self.id()
         )
     }

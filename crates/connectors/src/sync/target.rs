@@ -253,22 +253,28 @@ pub(crate) fn is_rejection(error: &sqlx::Error) -> bool {
         let number: i64 = code.parse().unwrap_or(0);
         return matches!(number & 0xff, 19 | 20);
     }
-    // MySQL reports some refused values without a data SQLSTATE: a bad integer (1366), a
-    // truncated value (1265), a bad date (1292), out of range (1264), too long (1406), NULL
-    // (1048), a duplicate (1062), a foreign key (1451, 1452), a CHECK (3819, MariaDB 4025), a
-    // missing value (1364).
     if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-        && matches!(
-            mysql.number(),
-            1366 | 1265 | 1292 | 1264 | 1406 | 1048 | 1062 | 1451 | 1452 | 3819 | 4025 | 1364
-        )
+        && MYSQL_REFUSED.contains(&mysql.number())
     {
         return true;
     }
     if !matches!(db.kind(), sqlx::error::ErrorKind::Other) {
         return true;
     }
-    // SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
+    refused_state(&code)
+}
+
+/// MySQL's codes of refused values that come without a data SQLSTATE: a bad integer (1366), a
+/// truncated value (1265), a bad date (1292), out of range (1264), too long (1406), NULL
+/// (1048), a duplicate (1062), a foreign key (1451, 1452), a CHECK (3819, MariaDB 4025), a
+/// missing value (1364).
+pub(crate) const MYSQL_REFUSED: [u16; 12] = [
+    1366, 1265, 1292, 1264, 1406, 1048, 1062, 1451, 1452, 3819, 4025, 1364,
+];
+
+/// Whether a SQLSTATE says the values were refused: classes 22 (data exception) and 23
+/// (integrity constraint).
+pub(crate) fn refused_state(code: &str) -> bool {
     code.starts_with("22") || code.starts_with("23")
 }
 

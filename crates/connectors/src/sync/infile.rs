@@ -265,3 +265,38 @@ fn tokio_stream_of(
     })
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_bytes_in_order_and_none_is_too_large() {
+        for length in [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 17] {
+            let bytes = Bytes::from((0..length).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            let pieces = packets(&bytes);
+            assert!(
+                pieces.iter().all(|p| !p.is_empty() && p.len() <= PIECE),
+                "{length}"
+            );
+            assert_eq!(pieces.concat(), bytes.to_vec(), "{length}");
+            assert_eq!(pieces.len(), length.div_ceil(PIECE), "{length}");
+        }
+    }
+
+    #[test]
+    fn booleans_are_written_as_numbers_and_the_rest_as_copy_text() {
+        let mut out = Vec::new();
+        for value in [
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Null,
+            Value::Text("a\tb\\c\nd".to_string()),
+            Value::Text(String::new()),
+        ] {
+            infile_value(&value, &mut out);
+            out.push(b'|');
+        }
+        assert_eq!(out, b"1|0|\\N|a\\tb\\\\c\\nd||".to_vec());
+    }
+}

@@ -159,27 +159,40 @@ fn run_if_skips_a_task_by_the_environment_and_its_downstream_follow_their_rules(
 
 #[test]
 fn run_if_that_is_neither_true_nor_false_fails_the_task_and_a_bad_one_fails_validate() {
-    let odd = "tasks:\n  - {id: odd, type: noop, run_if: '{{ ds }}'}\n  - {id: after, type: noop, depends_on: [odd]}\n";
+    // True or false for validate's sample run (in dev), neither in prod.
+    let odd = "tasks:\n  - {id: odd, type: noop, run_if: \"{{ 'maybe' if env == 'prod' else 'false' }}\"}\n  - {id: after, type: noop, depends_on: [odd]}\n";
     let dir = project(&[("odd.yaml", odd)]);
-    let output = ferry_in(dir.path(), &["run", "odd", "--date", "2026-11-01"], &[]);
+    let output = ferry_in(
+        dir.path(),
+        &["run", "odd", "--date", "2026-11-01"],
+        &[("FERRY_ENV", "prod")],
+    );
     assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
     let text = stdout(&output);
     assert!(
-        text.contains("run_if `{{ ds }}` rendered `2026-11-01`, which is neither true nor false"),
+        text.contains("rendered `maybe`, which is neither true nor false"),
         "{text}"
     );
     let states = task_states(dir.path(), "odd__manual__2026-11-01");
     assert_eq!(states["odd"], "failed", "{states:?}");
     assert_eq!(states["after"], "upstream_failed", "{states:?}");
 
-    let typo = "tasks:\n  - {id: gate, type: noop, run_if: \"{{ envv != 'dev' }}\"}\n";
-    let dir = project(&[("typo.yaml", typo)]);
+    // A condition that is not one, and a typo: validate says so, with the file, line and field.
+    let bad = "tasks:\n  - {id: gate, type: noop, run_if: \"{{ envv != 'dev' }}\"}\n  - {id: dated, type: noop, run_if: '{{ ds }}'}\n";
+    let dir = project(&[("bad.yaml", bad)]);
     let output = ferry_in(dir.path(), &["validate"], &[]);
     assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
     let text = format!("{}{}", stdout(&output), stderr(&output));
-    assert!(text.contains("typo.yaml:2"), "{text}");
+    assert!(text.contains("bad.yaml:2"), "{text}");
     assert!(text.contains("run_if"), "{text}");
     assert!(text.contains("`env`"), "the suggestion names `env`: {text}");
+    assert!(text.contains("bad.yaml:3"), "{text}");
+    assert!(
+        text.contains(
+            "the condition renders `1970-01-01` for a sample run, which is neither true nor false"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -778,14 +778,18 @@ impl Reader<'_> {
                         .with_help_opt(problem.help),
                 );
             }
-            let run_if = common
-                .run_if
-                .as_deref()
-                .map(|text| ("run_if".to_string(), text));
-            for (field, text) in kind.templates().into_iter().chain(run_if) {
+            for (field, text) in kind.templates() {
                 for problem in templates.check(text, params) {
                     found.push(
                         task_diagnostic(Code::Template, &field, problem.message)
+                            .with_help_opt(problem.help),
+                    );
+                }
+            }
+            if let Some(condition) = &common.run_if {
+                for problem in templates.check_condition(condition, params) {
+                    found.push(
+                        task_diagnostic(Code::Template, "run_if", problem.message)
                             .with_help_opt(problem.help),
                     );
                 }

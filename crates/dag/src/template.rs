@@ -57,6 +57,44 @@ pub struct TemplateProblem {
     pub help: Option<String>,
 }
 
+/// The variables of a sample run (a scheduled run of 1970-01-01 in `dev`), to check
+/// templates with.
+fn sample_values(params: &BTreeMap<String, serde_json::Value>) -> minijinja::Value {
+    let sample_interval = DataInterval {
+        start: DateTime::<Utc>::UNIX_EPOCH,
+        end: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1),
+    };
+    // A run's conf holds only what it was triggered with: nothing, for a scheduled run.
+    let conf = serde_json::Value::Object(serde_json::Map::new());
+    let sample = RunContext {
+        dag_id: "dag",
+        task_id: "task",
+        run_id: "scheduled__1970-01-01T00:00:00+00:00",
+        run_type: "scheduled",
+        data_interval: sample_interval,
+        neighbours: (
+            Some(sample_interval.start - chrono::Duration::days(1)),
+            Some(sample_interval.end),
+        ),
+        previous_success: Some(sample_interval),
+        timezone: Tz::UTC,
+        params,
+        conf: &conf,
+        environment: "dev",
+    };
+    minijinja::Value::from(minijinja::value::Serde(Variables::of(&sample)))
+}
+
+/// What a condition (`run_if`) rendered says: true (`true`, `1`, `yes`), false (`false`, `0`,
+/// `no`, nothing), any case, or neither.
+pub fn truth(rendered: &str) -> Option<bool> {
+    match rendered.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" | "" => Some(false),
+        _ => None,
+    }
+}
+
 /// What a template is rendered with for one task of one run.
 #[derive(Clone, Debug)]
 pub struct RunContext<'a> {
@@ -192,6 +230,33 @@ impl Templates {
             .map_err(|error| problem(&error))
     }
 
+    /// Checks a condition (`run_if`) as [`Templates::check`] does, and that it renders true
+    /// or false for a sample run.
+    pub fn check_condition(
+        &self,
+        text: &str,
+        params: &BTreeMap<String, serde_json::Value>,
+    ) -> Vec<TemplateProblem> {
+        let problems = self.check(text, params);
+        if !problems.is_empty() {
+            return problems;
+        }
+        let rendered = self
+            .environment
+            .render_str(text, sample_values(params))
+            .unwrap_or_default();
+        match truth(&rendered) {
+            Some(_) => Vec::new(),
+            None => vec![TemplateProblem {
+                message: format!(
+                    "the condition renders `{}` for a sample run, which is neither true nor false",
+                    rendered.trim()
+                ),
+                help: Some("write a comparison, as `{{ env == 'prod' }}`".to_string()),
+            }],
+        }
+    }
+
     /// Checks `text` against the DAG's declared `params`: it must compile, name only known
     /// variables, filters and parameters, and render with sample values. Returns every problem
     /// found (empty: the template is fine).
@@ -263,29 +328,7 @@ impl Templates {
         params: &BTreeMap<String, serde_json::Value>,
         unknown: &HashSet<String>,
     ) -> Vec<TemplateProblem> {
-        let sample_interval = DataInterval {
-            start: DateTime::<Utc>::UNIX_EPOCH,
-            end: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1),
-        };
-        // A run's conf holds only what it was triggered with: nothing, for a scheduled run.
-        let conf = serde_json::Value::Object(serde_json::Map::new());
-        let sample = RunContext {
-            dag_id: "dag",
-            task_id: "task",
-            run_id: "scheduled__1970-01-01T00:00:00+00:00",
-            run_type: "scheduled",
-            data_interval: sample_interval,
-            neighbours: (
-                Some(sample_interval.start - chrono::Duration::days(1)),
-                Some(sample_interval.end),
-            ),
-            previous_success: Some(sample_interval),
-            timezone: Tz::UTC,
-            params,
-            conf: &conf,
-            environment: "dev",
-        };
-        let values = minijinja::Value::from(minijinja::value::Serde(Variables::of(&sample)));
+        let values = sample_values(params);
         // The common case, a template without problems, needs no copy of the environment.
         if unknown.is_empty() && template.render(values.clone()).is_ok() {
             return Vec::new();
@@ -564,6 +607,26 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn conditions_are_true_false_or_neither() {
+        for yes in ["true", "True", " 1 ", "yes"] {
+            assert_eq!(truth(yes), Some(true), "{yes}");
+        }
+        for no in ["false", "False", "0", "no", "", " \n"] {
+            assert_eq!(truth(no), Some(false), "{no:?}");
+        }
+        assert_eq!(truth("2026-11-01"), None);
+        let templates = Templates::new();
+        assert!(
+            templates
+                .check_condition("{{ env == 'prod' }}", &params())
+                .is_empty()
+        );
+        let problems = templates.check_condition("{{ ds }}", &params());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("`1970-01-01`"), "{problems:?}");
     }
 
     #[test]

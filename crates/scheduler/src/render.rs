@@ -142,20 +142,20 @@ pub fn run_if(
         return Ok(Ok(()));
     };
     let rendered = render_for(dag, task, run, templates, attempt, condition)?;
-    match rendered.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(Ok(())),
-        "false" | "0" | "no" | "" => Ok(Err(format!(
+    match ferry_dag::template::truth(&rendered) {
+        Some(true) => Ok(Ok(())),
+        Some(false) => Ok(Err(format!(
             "run_if is false: `{}` rendered `{}`",
             condition.trim(),
             rendered.trim()
         ))),
-        _ => Err(TemplateProblem {
+        None => Err(TemplateProblem {
             message: format!(
                 "run_if `{}` rendered `{}`, which is neither true nor false",
                 condition.trim(),
                 rendered.trim()
             ),
-            help: Some("write a comparison, as `{{ env != 'dev' }}`".to_string()),
+            help: Some("write a comparison, as `{{ env == 'prod' }}`".to_string()),
         }),
     }
 }

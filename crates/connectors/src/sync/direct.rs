@@ -12,7 +12,7 @@ use super::skip::{Skipper, TRACKED, Verdict};
 use super::statements::{Fence, RejectFields, Sql};
 use super::target::{TargetDb, is_rejection};
 use super::{duplicate_keys, failed, reason, stale};
-use crate::transfer::write_sql::{copy_text, copy_text_value};
+use crate::transfer::write_sql::copy_text_value;
 use crate::transfer::{Batch, Batches, Failure, Value};
 
 /// The most rows one PostgreSQL `COPY` (or MySQL `LOAD DATA`) takes before the state's rows follow them: a refused
@@ -205,8 +205,40 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The next batch of `batches` as text (each value by `write`, tab-separated, a line per
+    /// row), its mark taken and every row checked, and each row's state line added to `state`
+    /// when there is one; `None` at the end of the rows.
+    pub(super) async fn next_text(
+        &mut self,
+        batches: &mut Batches,
+        write: fn(&Value, &mut Vec<u8>),
+        mut state: Option<&mut Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, Direct> {
+        let Some(mut batch) = batches.next().await.map_err(Direct::Failed)? else {
+            return Ok(None);
+        };
+        if let Some(mark) = self.mark.as_mut() {
+            mark.take(&mut batch);
+        }
+        let mut text = Vec::with_capacity(64 * batch.len());
+        for row in &batch {
+            let hash = self.check(row)?;
+            if let Some(state) = state.as_deref_mut() {
+                state_line(&self.shape.key, row, hash, state, write);
+            }
+            for (index, value) in row.iter().enumerate() {
+                if index > 0 {
+                    text.push(b'\t');
+                }
+                write(value, &mut text);
+            }
+            text.push(b'\n');
+        }
+        Ok(Some(text))
+    }
+
     /// Checks `row`; its hash.
-    pub(super) fn check(&mut self, row: &[Value]) -> Result<i64, Direct> {
+    fn check(&mut self, row: &[Value]) -> Result<i64, Direct> {
         self.number += 1;
         let number = self.number;
         let shape = self.shape;
@@ -251,34 +283,20 @@ async fn copy(
             .await
             .map_err(Direct::from_sql)?;
         loop {
-            let mut batch = match batches.next().await {
-                Ok(Some(batch)) => batch,
+            let text = match rows
+                .next_text(batches, copy_text_value, keep_state.then_some(&mut state))
+                .await
+            {
+                Ok(Some(text)) => text,
                 Ok(None) => {
                     ended = true;
                     break;
                 }
-                Err(failure) => {
-                    let _ = copying.abort("the source failed").await;
-                    return Err(Direct::Failed(failure));
+                Err(problem) => {
+                    let _ = copying.abort("the load stopped").await;
+                    return Err(problem);
                 }
             };
-            if let Some(mark) = rows.mark.as_mut() {
-                mark.take(&mut batch);
-            }
-            for row in &batch {
-                match rows.check(row) {
-                    Ok(hash) if keep_state => {
-                        state_line(&rows.shape.key, row, hash, &mut state, copy_text_value);
-                    }
-                    Ok(_) => {}
-                    Err(problem) => {
-                        let _ = copying.abort("a row failed its checks").await;
-                        return Err(problem);
-                    }
-                }
-            }
-            let mut text = Vec::with_capacity(64 * batch.len());
-            copy_text(&batch, &mut text);
             copying.send(text).await.map_err(Direct::from_sql)?;
             if rows.number - chunk_start >= CHUNK_ROWS || state.len() >= CHUNK_STATE_BYTES {
                 break;
@@ -302,7 +320,7 @@ async fn copy(
 
 /// A state row (the key's values, each written by `write`, and the hash) in `COPY`'s text
 /// form.
-pub(super) fn state_line(
+fn state_line(
     key: &[usize],
     row: &[Value],
     hash: i64,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use mysql_async::prelude::Queryable as _;
 
-use super::direct::{CHUNK_ROWS, CHUNK_STATE_BYTES, Checker, Direct, Statements, state_line};
+use super::direct::{CHUNK_ROWS, CHUNK_STATE_BYTES, Checker, Direct, Statements};
 use super::statements::Sql;
 use super::target::{MYSQL_REFUSED, refused_state};
 use crate::query::MYSQL_TRANSIENT;
@@ -142,44 +142,20 @@ pub(super) async fn load(
         let feed = async {
             let mut problem = None;
             loop {
-                let mut batch = match batches.next().await {
-                    Ok(Some(batch)) => batch,
+                let text = match rows
+                    .next_text(batches, infile_value, keep_state.then_some(&mut state))
+                    .await
+                {
+                    Ok(Some(text)) => text,
                     Ok(None) => {
                         ended = true;
                         break;
                     }
-                    Err(failure) => {
-                        problem = Some(Direct::Failed(failure));
+                    Err(found) => {
+                        problem = Some(found);
                         break;
                     }
                 };
-                if let Some(mark) = rows.mark.as_mut() {
-                    mark.take(&mut batch);
-                }
-                let mut text = Vec::with_capacity(64 * batch.len());
-                for row in &batch {
-                    match rows.check(row) {
-                        Ok(hash) => {
-                            if keep_state {
-                                state_line(&rows.shape.key, row, hash, &mut state, infile_value);
-                            }
-                            for (index, value) in row.iter().enumerate() {
-                                if index > 0 {
-                                    text.push(b'\t');
-                                }
-                                infile_value(value, &mut text);
-                            }
-                            text.push(b'\n');
-                        }
-                        Err(found) => {
-                            problem = Some(found);
-                            break;
-                        }
-                    }
-                }
-                if problem.is_some() {
-                    break;
-                }
                 if !send(&sender, Bytes::from(text)).await {
                     // The statement ended early: its error says why.
                     break;

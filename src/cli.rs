@@ -264,6 +264,9 @@ pub(crate) enum BenchCommand {
         /// How many rows.
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+        /// How many times to run every step; the summary gives each step's median and range.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
     },
     /// Run the engine workloads W1–W5 and print a table.
     Engine {

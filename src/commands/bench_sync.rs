@@ -23,9 +23,15 @@ const SOURCE_COPY: &str = "COPY ferry_bench_sync_source (id, school_id, grade, c
 /// The target table's columns, as both databases write them.
 const COLUMNS: &str = "id BIGINT PRIMARY KEY, school_id INTEGER NOT NULL, grade INTEGER NOT NULL, class_id INTEGER NOT NULL, day VARCHAR(10) NOT NULL, students INTEGER NOT NULL, points BIGINT NOT NULL";
 
-/// Runs the benchmark with `rows` rows: the source and PostgreSQL target at `postgres`, the
-/// MariaDB target at `mysql` (if given).
-pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<ExitCode> {
+/// Runs the benchmark with `rows` rows `repeat` times: the source and PostgreSQL target at
+/// `postgres`, the MariaDB target at `mysql` (if given).
+pub(crate) fn run(
+    postgres: &str,
+    mysql: Option<&str>,
+    rows: usize,
+    repeat: usize,
+) -> Result<ExitCode> {
+    let repeat = repeat.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,139 +53,248 @@ pub(crate) fn run(postgres: &str, mysql: Option<&str>, rows: usize) -> Result<Ex
         }
         let connectors = ferry_connectors::LiveConnectors::new(connections);
         fill_source(postgres, rows).await?;
-        let copy = copy_baseline(postgres).await?;
-        let floor = read_alone(postgres).await?;
-        out!("ferry bench sync: {rows} rows from PostgreSQL, reverse_sync (upsert by id: stage, diff, publish in one transaction)");
-        out!(
-            "PostgreSQL's own COPY of the same rows into a table with a primary key: {copy:.2} s ({:.0} rows/s)",
-            rows as f64 / copy
-        );
-        out!(
-            "Reading the source's rows alone (COPY … TO STDOUT, nothing written): {floor:.2} s; a rerun reads them all to find what changed"
-        );
-        out!(
-            "{:<10} {:<22} {:>9} {:>12} {:>10} {:>14} {:>9} {:>9}",
-            "target", "sync", "seconds", "rows/s", "written", "peak RSS (MB)", "staging", "publish"
-        );
+        out!("ferry bench sync: {rows} rows from PostgreSQL, reverse_sync (upsert by id: stage, diff, publish in one transaction), {repeat} pass(es)");
         let mut targets = vec![("pg", postgres)];
         if let Some(url) = mysql {
             targets.push(("mysql", url));
         }
-        for (target, url) in targets {
-            reset_target(target, url).await?;
-            let work = SyncWork {
-                source: "pg".to_string(),
-                sql: "SELECT id, school_id, grade, class_id, day, students, points FROM ferry_bench_sync_source".to_string(),
-                target: target.to_string(),
-                table: "ferry_bench_sync_target".to_string(),
-                key: vec!["id".to_string()],
-                mode: SyncMode::Upsert,
-                columns: Vec::new(),
-                scope: Vec::new(),
-                max_delete: RowLimit::Percent(10.0),
-                max_rejected: RowLimit::Count(0),
-                batch_size: 10_000,
-                timeout: None,
-                plan_only: false,
-                incremental: None,
-            };
-            // The same sync reading only rows at or past the highest `updated_at` it read.
-            let incremental = SyncWork {
-                sql: "SELECT id, school_id, grade, class_id, day, students, points, updated_at FROM ferry_bench_sync_source".to_string(),
-                incremental: Some("updated_at".to_string()),
-                ..work.clone()
-            };
-            let (work, incremental) = (
-                ConnectorWork::ReverseSync(Box::new(work)),
-                ConnectorWork::ReverseSync(Box::new(incremental)),
+        let mut copies = Vec::new();
+        // Seconds by target and step, one per pass.
+        let mut timed: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+        for pass in 1..=repeat {
+            let copy = copy_baseline(postgres).await?;
+            let floor = read_alone(postgres).await?;
+            copies.push(copy);
+            out!("pass {pass} of {repeat}");
+            out!(
+                "PostgreSQL's own COPY of the same rows into a table with a primary key: {copy:.2} s ({:.0} rows/s)",
+                rows as f64 / copy
             );
-            let mut full = 0.0;
-            let mut state = None;
-            for (round, label) in [
-                "first full load",
-                "rerun, 1% changed",
-                "rerun, nothing changed",
-                "incremental: first load",
-                "incremental: 1% changed",
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                if round == 1 || round == 4 {
-                    change_one_percent(postgres).await?;
+            out!(
+                "Reading the source's rows alone (COPY … TO STDOUT, nothing written): {floor:.2} s; a rerun reads them all to find what changed"
+            );
+            out!(
+                "{:<10} {:<24} {:>9} {:>12} {:>10} {:>14} {:>9} {:>9}",
+                "target", "sync", "seconds", "rows/s", "written", "peak RSS (MB)", "staging", "publish"
+            );
+            for (index, &(target, url)) in targets.iter().enumerate() {
+                let seconds = one_pass(&connectors, (target, url), postgres, rows).await?;
+                for (round, second) in seconds.into_iter().enumerate() {
+                    timed.entry((index, round)).or_default().push(second);
                 }
-                if round == 3 {
-                    drop_state(target, url, state.as_deref()).await?;
-                    reset_target(target, url).await?;
-                }
-                let work = if round < 3 { &work } else { &incremental };
-                reset_peak_memory();
-                let key = AttemptKey {
-                    dag: "bench".to_string(),
-                    task: format!("sync_{target}"),
-                    run_id: format!("bench_{round}"),
-                    run_queued_at: 0,
-                    try_number: 1,
-                    lease: 1,
-                };
-                let started = Instant::now();
-                let done = super::outside::attempt(&connectors, work, &key).await;
-                let seconds = started.elapsed().as_secs_f64();
-                if !matches!(done.outcome, Outcome::Succeeded { .. }) {
-                    bail!("the sync into {target} failed: {:?}\n{}", done.outcome, done.log);
-                }
-                state = done
-                    .log
-                    .lines()
-                    .find_map(|l| l.split("the synced state is kept in ").nth(1))
-                    .map(str::to_string);
-                let figure = |name: &str| done.figures.get(name).copied().unwrap_or(0);
-                let written = figure("rows_inserted") + figure("rows_updated");
-                if round == 0 {
-                    full = seconds;
-                }
-                let peak = peak_resident_memory()
-                    .map_or("?".to_string(), |kib| format!("{:.1}", kib as f64 / 1024.0));
-                let speed = if round == 0 || round == 3 {
-                    format!("{:.0}", rows as f64 / seconds)
-                } else {
-                    format!("{:.1}x faster", full / seconds)
-                };
-                let phase = |marker: &str| {
-                    done.log
-                        .lines()
-                        .find_map(|l| l.split(marker).nth(1))
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .unwrap_or("?")
-                        .to_string()
-                };
-                out!(
-                    "{:<10} {:<22} {:>9.2} {:>12} {:>10} {:>14} {:>9} {:>9}",
-                    if target == "pg" { "postgres" } else { "mariadb" },
-                    label,
-                    seconds,
-                    speed,
-                    written,
-                    peak,
-                    if done.log.contains("loaded straight into") {
-                        "direct".to_string()
-                    } else {
-                        phase("unchanged) in ")
-                    },
-                    phase("published in ")
-                );
             }
-            if target == "pg" {
-                out!(
-                    "postgres full load at {:.0}% of COPY's speed; reading the source alone is {:.1}x faster than the full load",
-                    100.0 * copy / full,
-                    full / floor
-                );
-            }
-            drop_state(target, url, state.as_deref()).await?;
         }
+        summary(&targets, rows, &copies, &timed);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The steps of a pass, in order: the first and the fourth are full loads, each followed by
+/// a rerun whose speed is compared with the first.
+const STEPS: [&str; 5] = [
+    "first full load",
+    "rerun, 1% changed",
+    "rerun, nothing changed",
+    "incremental: first load",
+    "incremental: 1% changed",
+];
+
+/// Runs every step once into `target`, printing a line each; the seconds of each step.
+async fn one_pass(
+    connectors: &ferry_connectors::LiveConnectors,
+    (target, url): (&str, &str),
+    postgres: &str,
+    rows: usize,
+) -> Result<Vec<f64>> {
+    reset_target(target, url).await?;
+    let work = SyncWork {
+        source: "pg".to_string(),
+        sql: "SELECT id, school_id, grade, class_id, day, students, points FROM ferry_bench_sync_source".to_string(),
+        target: target.to_string(),
+        table: "ferry_bench_sync_target".to_string(),
+        key: vec!["id".to_string()],
+        mode: SyncMode::Upsert,
+        columns: Vec::new(),
+        scope: Vec::new(),
+        max_delete: RowLimit::Percent(10.0),
+        max_rejected: RowLimit::Count(0),
+        batch_size: 10_000,
+        timeout: None,
+        plan_only: false,
+        incremental: None,
+    };
+    // The same sync reading only rows at or past the highest `updated_at` it read.
+    let incremental = SyncWork {
+        sql: "SELECT id, school_id, grade, class_id, day, students, points, updated_at FROM ferry_bench_sync_source".to_string(),
+        incremental: Some("updated_at".to_string()),
+        ..work.clone()
+    };
+    let (work, incremental) = (
+        ConnectorWork::ReverseSync(Box::new(work)),
+        ConnectorWork::ReverseSync(Box::new(incremental)),
+    );
+    let mut full = 0.0;
+    let mut state = None;
+    let mut timed = Vec::new();
+    for (round, label) in STEPS.into_iter().enumerate() {
+        if round == 1 || round == 4 {
+            change_one_percent(postgres).await?;
+        }
+        if round == 3 {
+            drop_state(target, url, state.as_deref()).await?;
+            reset_target(target, url).await?;
+        }
+        let work = if round < 3 { &work } else { &incremental };
+        reset_peak_memory();
+        let key = AttemptKey {
+            dag: "bench".to_string(),
+            task: format!("sync_{target}"),
+            run_id: format!("bench_{round}"),
+            run_queued_at: 0,
+            try_number: 1,
+            lease: 1,
+        };
+        let started = Instant::now();
+        let done = super::outside::attempt(connectors, work, &key).await;
+        let seconds = started.elapsed().as_secs_f64();
+        if !matches!(done.outcome, Outcome::Succeeded { .. }) {
+            bail!(
+                "the sync into {target} failed: {:?}\n{}",
+                done.outcome,
+                done.log
+            );
+        }
+        timed.push(seconds);
+        state = done
+            .log
+            .lines()
+            .find_map(|l| l.split("the synced state is kept in ").nth(1))
+            .map(str::to_string);
+        let figure = |name: &str| done.figures.get(name).copied().unwrap_or(0);
+        let written = figure("rows_inserted") + figure("rows_updated");
+        if round == 0 {
+            full = seconds;
+        }
+        let peak = peak_resident_memory()
+            .map_or("?".to_string(), |kib| format!("{:.1}", kib as f64 / 1024.0));
+        let speed = if round == 0 || round == 3 {
+            format!("{:.0}", rows as f64 / seconds)
+        } else {
+            format!("{:.1}x faster", full / seconds)
+        };
+        let phase = |marker: &str| {
+            done.log
+                .lines()
+                .find_map(|l| l.split(marker).nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string()
+        };
+        out!(
+            "{:<10} {:<24} {:>9.2} {:>12} {:>10} {:>14} {:>9} {:>9}",
+            database_name(target),
+            label,
+            seconds,
+            speed,
+            written,
+            peak,
+            if done.log.contains("loaded straight into") {
+                "direct".to_string()
+            } else {
+                phase("unchanged) in ")
+            },
+            phase("published in ")
+        );
+    }
+    drop_state(target, url, state.as_deref()).await?;
+    Ok(timed)
+}
+
+/// How the summary names a target.
+fn database_name(target: &str) -> &'static str {
+    if target == "pg" {
+        "postgres"
+    } else {
+        "mariadb"
+    }
+}
+
+/// The median of `values` (not empty), and their range.
+fn median(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    let median = if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    };
+    (median, sorted[0], sorted[sorted.len() - 1])
+}
+
+/// Prints each step's median and range over the passes, the full load against `COPY` and
+/// each rerun against the full load of its pass.
+fn summary(
+    targets: &[(&str, &str)],
+    rows: usize,
+    copies: &[f64],
+    timed: &BTreeMap<(usize, usize), Vec<f64>>,
+) {
+    let (copy, copy_low, copy_high) = median(copies);
+    out!(
+        "summary over {} pass(es): median (fastest–slowest)",
+        copies.len()
+    );
+    out!("PostgreSQL's own COPY: {copy:.2} s ({copy_low:.2}–{copy_high:.2})");
+    out!(
+        "{:<10} {:<24} {:>20} {:>12} {:>28}",
+        "target",
+        "sync",
+        "seconds",
+        "rows/s",
+        "vs the first full load"
+    );
+    for (index, &(target, _)) in targets.iter().enumerate() {
+        let Some(full) = timed.get(&(index, 0)) else {
+            continue;
+        };
+        for (round, label) in STEPS.into_iter().enumerate() {
+            let Some(seconds) = timed.get(&(index, round)) else {
+                continue;
+            };
+            let (middle, low, high) = median(seconds);
+            let (speed, versus) = if round == 0 || round == 3 {
+                (format!("{:.0}", rows as f64 / middle), String::new())
+            } else {
+                // Each pass's rerun against that pass's full load.
+                let ratios: Vec<f64> = full.iter().zip(seconds).map(|(f, s)| f / s).collect();
+                let (ratio, worst, best) = median(&ratios);
+                (
+                    String::new(),
+                    format!("{ratio:.1}x faster ({worst:.1}–{best:.1})"),
+                )
+            };
+            out!(
+                "{:<10} {:<24} {:>20} {:>12} {:>28}",
+                database_name(target),
+                label,
+                format!("{middle:.2} ({low:.2}–{high:.2})"),
+                speed,
+                versus
+            );
+        }
+        if target == "pg" {
+            let shares: Vec<f64> = copies
+                .iter()
+                .zip(full)
+                .map(|(c, f)| 100.0 * c / f)
+                .collect();
+            let (share, low, high) = median(&shares);
+            out!(
+                "postgres full load at {share:.0}% of COPY's speed ({low:.0}–{high:.0}% over the passes)"
+            );
+        }
+    }
 }
 
 /// Makes `ferry_bench_sync_source` with `rows` generated rows (inside PostgreSQL).

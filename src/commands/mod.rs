@@ -77,7 +77,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             postgres,
             mysql,
             rows,
-        }) => bench_sync::run(&postgres, mysql.as_deref(), rows),
+            repeat,
+        }) => bench_sync::run(&postgres, mysql.as_deref(), rows, repeat),
         Command::Bench(BenchCommand::Engine { database_url }) => {
             bench_engine::run(&config()?, database_url.as_deref())
         }

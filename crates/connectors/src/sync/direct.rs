@@ -110,9 +110,20 @@ pub(super) async fn load(
     }
     db.run("BEGIN").await?;
     let loaded: Result<i64, Direct> = async {
+        // The state is empty: its index is built once at the end.
+        let reindex = keep_state
+            .then(|| sql.drop_state_index())
+            .flatten()
+            .zip(sql.create_state().pop());
+        if let Some((drop, _)) = &reindex {
+            db.run(drop).await?;
+        }
         match db {
             TargetDb::Postgres(pg) => copy(pg, sql, batches, &mut rows, keep_state).await?,
             _ => insert(db, sql, batches, &mut rows, keep_state).await?,
+        }
+        if let Some((_, create)) = &reindex {
+            db.run(create).await?;
         }
         end_checks(db, sql, &rows, (fields, fence)).await
     }

@@ -343,7 +343,7 @@ async fn sync(
         )));
     }
     let state_table = format!("ferry_state_{sync_id}");
-    let sql = Sql::new(
+    let mut sql = Sql::new(
         dialect,
         &work.table,
         &state_table,
@@ -361,7 +361,9 @@ async fn sync(
         .map_err(failed("creating the stage"))?;
     let diffed = matches!(mode, SyncMode::Upsert | SyncMode::Update | SyncMode::Mirror);
     if diffed {
-        prepare_state(&mut db, &sql, work.plan_only).await?;
+        if !prepare_state(&mut db, &sql, work.plan_only).await? {
+            sql.state_without_unique_key();
+        }
         scope
             .log
             .note(&format!("the synced state is kept in {state_table}"));
@@ -622,15 +624,16 @@ fn stale(mine: i64, held: i64) -> String {
 }
 
 /// Makes sure the sync's state table is there (a plan uses an empty temporary one when the
-/// sync has none yet, and creates nothing).
-async fn prepare_state(db: &mut TargetDb, sql: &Sql, plan_only: bool) -> Result<(), Failure> {
+/// sync has none yet, and creates nothing). Whether it has its unique index on the key.
+async fn prepare_state(db: &mut TargetDb, sql: &Sql, plan_only: bool) -> Result<bool, Failure> {
     if plan_only {
         if db.execute(&sql.probe_state()).await.is_err() {
             db.execute(&sql.create_plan_state())
                 .await
                 .map_err(failed("preparing the plan"))?;
+            return Ok(false);
         }
-        return Ok(());
+        return Ok(true);
     }
     let [create, index] = sql
         .create_state()
@@ -639,16 +642,18 @@ async fn prepare_state(db: &mut TargetDb, sql: &Sql, plan_only: bool) -> Result<
     db.execute(&create)
         .await
         .map_err(failed("creating the sync's state table"))?;
+    let mysql_error = |e: &sqlx::Error| match e {
+        sqlx::Error::Database(e) => e
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| m.number()),
+        _ => None,
+    };
     match db.execute(&index).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // MySQL has no `IF NOT EXISTS` for indexes: an index already there is fine, and a
         // TEXT key cannot be indexed without a length (the state is then kept without one).
-        Err(sqlx::Error::Database(e))
-            if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some_and(|m| matches!(m.number(), 1061 | 1170)) =>
-        {
-            Ok(())
-        }
+        Err(e) if mysql_error(&e) == Some(1061) => Ok(true),
+        Err(e) if mysql_error(&e) == Some(1170) => Ok(false),
         Err(error) => Err(failed("indexing the sync's state table")(error)),
     }
 }
@@ -743,9 +748,17 @@ async fn publish(
         }
     }
     let last = db.count(&sql.last_row()).await.map_err(&publishing)?;
+    // PostgreSQL remembers the hashes in the statement that updates (a plan's state is
+    // thrown away, so a plan compares only).
+    let remembering = !work.plan_only && sql.update_remembering("1 = 1").is_some();
     if diffed && sql.update_changed("1 = 1").is_some() {
         counts.updated = sieve(db, (sql, diffed), fields, last, &mut rejects, |range| {
-            sql.update_changed(range).unwrap_or_default()
+            if remembering {
+                sql.update_remembering(range)
+            } else {
+                sql.update_changed(range)
+            }
+            .unwrap_or_default()
         })
         .await?;
         let staged = db
@@ -768,7 +781,9 @@ async fn publish(
     }
     // A plan's state is thrown away (and MySQL cannot read and write a temporary one in one
     // statement).
-    if diffed && !work.plan_only {
+    // Remembered now, unless the update remembered every staged row's hash (a row refused
+    // since has had its hash forgotten).
+    if diffed && !work.plan_only && !remembering {
         for statement in sql.remember(mode == SyncMode::Update) {
             db.execute(&statement).await.map_err(&publishing)?;
         }

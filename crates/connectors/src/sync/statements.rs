@@ -33,6 +33,9 @@ pub(crate) struct Sql {
     key: Vec<String>,
     /// The scope: column, value.
     scope: Vec<(String, String)>,
+    /// Whether the state has its unique index on the key (MySQL cannot index a TEXT key
+    /// without a length, and keeps such a state without one).
+    state_unique: bool,
 }
 
 impl Sql {
@@ -56,7 +59,13 @@ impl Sql {
             columns: columns.to_vec(),
             key: key.to_vec(),
             scope: scope.to_vec(),
+            state_unique: true,
         }
+    }
+
+    /// Records that the state has no unique index on the key.
+    pub(crate) fn state_without_unique_key(&mut self) {
+        self.state_unique = false;
     }
 
     fn q(&self, name: &str) -> String {
@@ -280,6 +289,18 @@ impl Sql {
                 self.list_plain(&self.key)
             ),
         ]
+    }
+
+    /// PostgreSQL: drops the state's unique index, for a first load into an empty state
+    /// that builds it again at the end (one sorted build is cheaper than a million
+    /// insertions), in the same transaction.
+    pub(crate) fn drop_state_index(&self) -> Option<String> {
+        (self.dialect == Dialect::Postgres && self.has_key()).then(|| {
+            format!(
+                "DROP INDEX IF EXISTS {}",
+                self.q(&format!("{}_key", self.state.trim_matches(['"', '`'])))
+            )
+        })
     }
 
     /// Whether the sync has a key.
@@ -529,6 +550,33 @@ impl Sql {
         })
     }
 
+    /// PostgreSQL: remembers the hash of the staged rows `range` and updates the target rows
+    /// whose hash changed (or was not known), in one statement: the state's upsert returns
+    /// the keys it changed, and only those rows are updated. One look at the state per row
+    /// instead of two (`update_changed`, then `remember`). `None` when every column is in the
+    /// key.
+    pub(crate) fn update_remembering(&self, range: &str) -> Option<String> {
+        let values = self.values();
+        if values.is_empty() || self.dialect != Dialect::Postgres {
+            return None;
+        }
+        let columns = self.list_plain(&self.key);
+        Some(format!(
+            "WITH h AS (INSERT INTO {state} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {stage} AS s WHERE {range} ON CONFLICT ({columns}) DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE {state}.ferry_hash <> excluded.ferry_hash RETURNING {columns}) UPDATE {target} AS t SET {set} FROM {stage} AS s JOIN h ON {joined} WHERE {matched} AND {range}",
+            state = self.state,
+            selected = self.list("s", &self.key),
+            stage = self.stage,
+            target = self.target,
+            set = values
+                .iter()
+                .map(|c| format!("{c} = s.{c}", c = self.q(c)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            joined = self.same_key("h", "s"),
+            matched = self.same_key("t", "s"),
+        ))
+    }
+
     /// Inserts the staged rows `range` whose key is not in the target (every one without a key).
     pub(crate) fn insert_new(&self, range: &str) -> String {
         let mut condition = range.to_string();
@@ -549,9 +597,8 @@ impl Sql {
     }
 
     /// Remembers the hash of every staged key (only of keys now in the target when
-    /// `only_present`): PostgreSQL and SQLite by one upsert on the state's unique key; MySQL
-    /// (whose index on a TEXT key may be missing) by forgetting changed hashes, then adding
-    /// the keys the state lacks.
+    /// `only_present`): by one upsert on the state's unique key; on MySQL without that
+    /// index (a TEXT key) by forgetting changed hashes, then adding the keys the state lacks.
     pub(crate) fn remember(&self, only_present: bool) -> Vec<String> {
         let mut condition = if only_present {
             format!(
@@ -564,6 +611,13 @@ impl Sql {
         };
         let columns = self.list_plain(&self.key);
         let selected = self.list("s", &self.key);
+        if self.dialect == Dialect::Mysql && self.state_unique {
+            // The selected hash, not `VALUES()` (which MySQL 8 deprecates).
+            return vec![format!(
+                "INSERT INTO {} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {} AS s WHERE {condition} ON DUPLICATE KEY UPDATE ferry_hash = s.ferry_hash",
+                self.state, self.stage
+            )];
+        }
         if self.dialect != Dialect::Mysql {
             return vec![format!(
                 "INSERT INTO {state} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {} AS s WHERE {condition} ON CONFLICT ({columns}) DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE {state}.ferry_hash <> excluded.ferry_hash",
@@ -749,7 +803,21 @@ mod tests {
             pg.delete_gone(),
             r#"DELETE FROM "app"."class_scores" AS t WHERE t."school_id" = '7' AND NOT EXISTS (SELECT 1 FROM "ferry_stage" AS s WHERE s."school_id" = t."school_id" AND s."class_id" = t."class_id")"#
         );
-        let mysql = sql(Dialect::Mysql);
+        assert_eq!(
+            pg.update_remembering("s.ferry_row >= 1 AND s.ferry_row < 9")
+                .as_deref(),
+            Some(
+                r#"WITH h AS (INSERT INTO "ferry_state_y" ("school_id", "class_id", ferry_hash) SELECT s."school_id", s."class_id", s.ferry_hash FROM "ferry_stage" AS s WHERE s.ferry_row >= 1 AND s.ferry_row < 9 ON CONFLICT ("school_id", "class_id") DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE "ferry_state_y".ferry_hash <> excluded.ferry_hash RETURNING "school_id", "class_id") UPDATE "app"."class_scores" AS t SET "avg_points" = s."avg_points" FROM "ferry_stage" AS s JOIN h ON h."school_id" = s."school_id" AND h."class_id" = s."class_id" WHERE t."school_id" = s."school_id" AND t."class_id" = s."class_id" AND s.ferry_row >= 1 AND s.ferry_row < 9"#
+            )
+        );
+        let mut mysql = sql(Dialect::Mysql);
+        assert_eq!(mysql.update_remembering("1 = 1"), None);
+        assert_eq!(
+            mysql.remember(false),
+            vec!["INSERT INTO `ferry_state_y` (`school_id`, `class_id`, ferry_hash) SELECT s.`school_id`, s.`class_id`, s.ferry_hash FROM `ferry_stage` AS s WHERE 1 = 1 ON DUPLICATE KEY UPDATE ferry_hash = s.ferry_hash".to_string()]
+        );
+        mysql.state_without_unique_key();
+        assert!(mysql.remember(false)[0].starts_with("DELETE h FROM `ferry_state_y` AS h JOIN"));
         assert!(
             mysql
                 .delete_gone()

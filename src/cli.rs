@@ -321,6 +321,10 @@ pub(crate) struct ServeArgs {
     pub(crate) engine: EngineArgs,
     #[command(flatten)]
     pub(crate) stop: StopArgs,
+    /// Where the HTTP API answers, `host:port` (default: `[api] listen`, 127.0.0.1:8080; port
+    /// 0 picks a free one, printed at start).
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -106,6 +106,7 @@ fn unprivileged(dir: &Path, args: &[&str]) -> Command {
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
         command.env_remove(name);
     }
+    command.env(crate::util::ANY_PORT.0, crate::util::ANY_PORT.1);
     command
 }
 
@@ -730,6 +731,7 @@ fn issue6_a_20000_task_run_does_not_delay_heartbeats_or_timeouts() {
     let progress = std::fs::File::create(dir.path().join("serve.out")).expect("file");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .arg("serve")
+        .env(crate::util::ANY_PORT.0, crate::util::ANY_PORT.1)
         .current_dir(dir.path())
         .stdout(progress)
         .stderr(Stdio::null())

@@ -1344,6 +1344,7 @@ fn issue7_catch_up_moves_past_intervals_that_already_have_runs() {
     let serve = Spawned::from(
         std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("serve")
+            .env(crate::util::ANY_PORT.0, crate::util::ANY_PORT.1)
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

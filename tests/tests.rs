@@ -28,3 +28,6 @@ mod cloud;
 
 // Issue 9: reverse sync into the application's databases.
 mod sync;
+
+// Issue 10: the HTTP API.
+mod api;

@@ -15,13 +15,18 @@ pub(crate) fn fixtures() -> PathBuf {
 /// A fixed "now" so DST look-ahead and upcoming runs are reproducible.
 pub(crate) const NOW: &str = "2026-11-25T00:00:00Z";
 
-/// Runs `ferry` with `args` in `dir`, with no FERRY environment variables but `env`.
+/// Tests run daemons side by side: each one's HTTP API takes a free port.
+pub(crate) const ANY_PORT: (&str, &str) = ("FERRY__API__LISTEN", "127.0.0.1:0");
+
+/// Runs `ferry` with `args` in `dir`, with no FERRY environment variables but `env` (and
+/// [`ANY_PORT`]).
 pub(crate) fn ferry_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
     command.args(args).current_dir(dir);
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
         command.env_remove(name);
     }
+    command.env(ANY_PORT.0, ANY_PORT.1);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -143,6 +148,7 @@ pub(crate) fn spawn_ferry_logged(dir: &Path, args: &[&str]) -> Spawned {
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
         command.env_remove(name);
     }
+    command.env(ANY_PORT.0, ANY_PORT.1);
     Spawned::from(command.spawn().expect("ferry starts"))
 }
 
@@ -157,6 +163,7 @@ pub(crate) fn spawn_ferry_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) 
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("FERRY")) {
         command.env_remove(name);
     }
+    command.env(ANY_PORT.0, ANY_PORT.1);
     for (name, value) in env {
         command.env(name, value);
     }

@@ -230,7 +230,7 @@ impl Project {
             .open(&self.log)?;
         let mut command = Command::new(std::env::current_exe()?);
         command
-            .arg("serve")
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use ferry_config::Config;
 use ferry_dag::Catalog;
 use ferry_scheduler::Reload;
@@ -27,6 +27,11 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
     block_on(async {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let owner = own_or_wait_for_intervention(&store).await?;
+        let listen = args.listen.as_deref().unwrap_or(&config.api.listen);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (`--listen` or `[api] listen`)"))?;
+        let address = listener.local_addr()?;
         let mut engine = engine(
             config,
             store.clone(),
@@ -52,6 +57,16 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             store.shown()
         );
         let signals = watch_signals(stop_message(config, &args.stop), Some(FORCED_STOP))?;
+        let api_stop = tokio_util::sync::CancellationToken::new();
+        let api = tokio::spawn(ferry_api::serve(
+            listener,
+            ferry_api::router(store.clone(), &config.api),
+            api_stop.clone().cancelled_owned(),
+        ));
+        say!(
+            "ferry: the HTTP API answers on http://{address} ({} token(s) configured)",
+            config.api.tokens.len()
+        );
         let state = Mutex::new((
             fingerprint(config),
             catalog.diagnostics.clone(),
@@ -105,6 +120,12 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 Some((Arc::new(reload), every)),
             )
             .await?;
+        api_stop.cancel();
+        match api.await {
+            Ok(Err(error)) => say!("ferry: the HTTP API stopped: {error}"),
+            Err(error) => say!("ferry: the HTTP API stopped: {error}"),
+            Ok(Ok(())) => {}
+        }
         drop(engine);
         store.close().await;
         say!("ferry: stopped");

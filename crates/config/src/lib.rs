@@ -34,7 +34,7 @@ pub use secret::{MASK, Secret};
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The top-level sections a configuration may have.
-const SECTIONS: [&str; 4] = ["dags", "engine", "alerts", "environments"];
+const SECTIONS: [&str; 5] = ["dags", "engine", "alerts", "api", "environments"];
 
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize)]
@@ -45,6 +45,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Alert channels.
     pub alerts: AlertsConfig,
+    /// The HTTP API.
+    pub api: ApiConfig,
     /// The environment in effect (`--env`, `FERRY_ENV`, else `dev`).
     pub environment: String,
     /// Every environment and its connections.
@@ -135,6 +137,48 @@ impl EngineConfig {
 pub struct DagsConfig {
     /// Folders searched recursively for `*.yaml` / `*.yml` DAG files.
     pub folders: Vec<PathBuf>,
+}
+
+/// `[api]`: the HTTP API that `ferry serve` answers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The address `ferry serve` listens on (`host:port`).
+    pub listen: String,
+    /// Bearer tokens by name (the name is what the event log records).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, ApiToken>,
+}
+
+/// A bearer token of the API: only its hash is kept.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// `sha256:` followed by the hexadecimal SHA-256 of the token.
+    pub hash: String,
+    /// What the token may do.
+    pub role: Role,
+}
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read.
+    Viewer,
+    /// Read, trigger, rerun, pause.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl ApiToken {
+    /// The SHA-256 in hexadecimal, when `hash` is well formed.
+    pub fn sha256_hex(&self) -> Option<&str> {
+        self.hash
+            .strip_prefix("sha256:")
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
 }
 
 /// `[alerts]`: the channels DAGs may name.
@@ -325,6 +369,16 @@ impl Config {
             }
         }
         let alerts = section::<AlertsSection>(&figment, &mut problems);
+        let api = section::<ApiSection>(&figment, &mut problems);
+        if let Some(ApiSection { api }) = &api {
+            for (name, token) in &api.tokens {
+                if token.sha256_hex().is_none() {
+                    problems.push(format!(
+                        "`api.tokens.{name}.hash`: expected `sha256:` and 64 hexadecimal digits (the SHA-256 of the token, e.g. `printf %s \"$TOKEN\" | sha256sum`), never the token itself"
+                    ));
+                }
+            }
+        }
         let environments = section::<EnvironmentsSection>(&figment, &mut problems);
         let environment = sources
             .environment_name
@@ -346,17 +400,19 @@ impl Config {
                 names.join(", ")
             ));
         }
-        match (dags, engine, alerts, environments) {
+        match (dags, engine, alerts, api, environments) {
             (
                 Some(DagsSection { dags }),
                 Some(EngineSection { engine }),
                 Some(AlertsSection { alerts }),
+                Some(ApiSection { api }),
                 Some(EnvironmentsSection { environments }),
             ) if problems.is_empty() => {
                 let mut config = Self {
                     dags,
                     engine,
                     alerts,
+                    api,
                     environment,
                     environments,
                 };
@@ -454,6 +510,11 @@ struct DagsSection {
 #[derive(Deserialize)]
 struct EngineSection {
     engine: EngineConfig,
+}
+
+#[derive(Deserialize)]
+struct ApiSection {
+    api: ApiConfig,
 }
 
 #[derive(Deserialize)]

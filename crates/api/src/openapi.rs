@@ -1,0 +1,57 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers' own
+//! declarations (no token: it holds no data).
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{health, runs};
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ferry", description = "ferry's HTTP API: run state for on-call."),
+    paths(health::health, document, runs::list, runs::detail),
+    modifiers(&Bearer)
+)]
+pub(crate) struct ApiDoc;
+
+/// Declares the bearer scheme the routes name.
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3 document of every route.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json"))
+)]
+pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_document() {
+        let document = ApiDoc::openapi();
+        for (path, _) in crate::routes() {
+            assert!(
+                document.paths.paths.contains_key(path),
+                "{path} is served but not in the OpenAPI document"
+            );
+        }
+        assert_eq!(document.paths.paths.len(), crate::routes().len());
+    }
+}

@@ -18,14 +18,25 @@ struct Answer {
 }
 
 fn get(base: &str, path: &str, token: Option<&str>) -> Answer {
+    call("GET", base, path, token, None)
+}
+
+/// `method` on `path` with `token` and, if given, a JSON `body`.
+fn call(method: &str, base: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
         .block_on(async {
-            let mut request = reqwest::Client::new().get(format!("{base}{path}"));
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+            let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
             if let Some(token) = token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
             }
             let response = request.send().await.expect("the API answers");
             let status = response.status().as_u16();
@@ -44,45 +55,35 @@ fn get(base: &str, path: &str, token: Option<&str>) -> Answer {
         })
 }
 
-#[test]
-fn issue10_serve_answers_run_state_to_a_configured_token_only() {
-    let dir = project(&[(
-        "nightly.yaml",
-        "tasks:\n  - {id: extract, type: command, command: 'echo extracted'}\n  - {id: publish, type: noop, depends_on: [extract]}\n",
-    )]);
-    let hash = {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sha256sum runs");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(TOKEN.as_bytes())
-            .expect("written");
-        let out = child.wait_with_output().expect("sha256sum ends");
-        format!(
-            "sha256:{}",
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .expect("a digest")
-        )
-    };
-    let config = dir.path().join("ferry.toml");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "[api.tokens.oncall]\nhash = \"{hash}\"\nrole = \"viewer\"\n[api.tokens.other]\nhash = \"{OTHER_SHA256}\"\nrole = \"admin\"\n"
-    ));
-    std::fs::write(&config, text).expect("config written");
-    let ran = ferry_in(dir.path(), &["run", "nightly"], &[]);
-    assert!(ran.status.success(), "{}", stderr(&ran));
+/// `sha256:` and the SHA-256 of `token` in hex, by the system's `sha256sum` (as the docs
+/// tell users to make it).
+fn sha256(token: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(token.as_bytes())
+        .expect("written");
+    let out = child.wait_with_output().expect("sha256sum ends");
+    format!(
+        "sha256:{}",
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .expect("a digest")
+    )
+}
 
-    let serve = spawn_ferry_logged(dir.path(), &["serve"]);
-    let log = dir.path().join("serve.log");
+/// `ferry serve` in `dir` (its output in `serve.log`), and the API's base URL it printed.
+fn serve(dir: &std::path::Path) -> (crate::util::Spawned, String) {
+    let serve = spawn_ferry_logged(dir, &["serve"]);
+    let log = dir.join("serve.log");
     let address = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -93,6 +94,27 @@ fn issue10_serve_answers_run_state_to_a_configured_token_only() {
     };
     wait_until(Duration::from_secs(20), || address().is_some());
     let base = address().expect("the address is printed");
+    (serve, base)
+}
+
+#[test]
+fn issue10_serve_answers_run_state_to_a_configured_token_only() {
+    let dir = project(&[(
+        "nightly.yaml",
+        "tasks:\n  - {id: extract, type: command, command: 'echo extracted'}\n  - {id: publish, type: noop, depends_on: [extract]}\n",
+    )]);
+    let hash = sha256(TOKEN);
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.oncall]\nhash = \"{hash}\"\nrole = \"viewer\"\n[api.tokens.other]\nhash = \"{OTHER_SHA256}\"\nrole = \"admin\"\n"
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let ran = ferry_in(dir.path(), &["run", "nightly"], &[]);
+    assert!(ran.status.success(), "{}", stderr(&ran));
+
+    let (serve, base) = serve(dir.path());
+    let log = dir.path().join("serve.log");
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     // No token needed for the health check and the document.
@@ -194,4 +216,214 @@ fn issue10_serve_answers_run_state_to_a_configured_token_only() {
     let printed = std::fs::read_to_string(&log).expect("log");
     assert!(!printed.contains(TOKEN), "{printed}");
     assert!(printed.contains("ferry: stopped"), "{printed}");
+}
+
+#[test]
+fn issue10_an_operator_token_reruns_marks_and_pauses_a_viewer_token_cannot() {
+    let flag = tempfile::tempdir().expect("flag dir");
+    let ready = flag.path().join("ready");
+    let dag = format!(
+        "tasks:\n  - {{id: load, type: command, command: 'test -f {ready}'}}\n  - {{id: publish, type: noop, depends_on: [load]}}\n  - {{id: audit, type: noop}}\n",
+        ready = ready.display()
+    );
+    let dir = project(&[("nightly.yaml", &dag)]);
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.dashboards]\nhash = \"{}\"\nrole = \"viewer\"\n[api.tokens.oncall]\nhash = \"{}\"\nrole = \"operator\"\n",
+        sha256("viewer-token"),
+        sha256("operator-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let ran = ferry_in(dir.path(), &["run", "nightly"], &[]);
+    assert!(!ran.status.success(), "the load fails: {}", stderr(&ran));
+    let (serve, base) = serve(dir.path());
+    let runs = get(
+        &base,
+        "/api/v1/runs?dag_id=nightly&state=failed",
+        Some("viewer-token"),
+    );
+    let run_id = runs.body["runs"][0]["run_id"]
+        .as_str()
+        .expect("the failed run")
+        .to_string();
+    let rerun = format!("/api/v1/runs/{run_id}/rerun-failed");
+
+    // Reading is not enough to act; no token at all is not either.
+    let refused = call("POST", &base, &rerun, Some("viewer-token"), None);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("`dashboards` has the role viewer")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(call("POST", &base, &rerun, None, None).status, 401);
+
+    // A bare clear is a dry run of the failed tasks: it lists them and changes nothing.
+    let clear = format!("/api/v1/runs/{run_id}/clear");
+    let dry = call("POST", &base, &clear, Some("operator-token"), None);
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(dry.body["dry_run"], true);
+    let planned: Vec<&str> = dry.body["plan"]["tasks"]
+        .as_array()
+        .expect("planned tasks")
+        .iter()
+        .filter_map(|t| t["task_id"].as_str())
+        .collect();
+    assert_eq!(planned, ["load", "publish"], "{}", dry.body);
+    let still = get(
+        &base,
+        &format!("/api/v1/runs/{run_id}"),
+        Some("viewer-token"),
+    );
+    assert_eq!(still.body["state"], "failed");
+    let bad = call(
+        "POST",
+        &base,
+        &clear,
+        Some("operator-token"),
+        Some(r#"{"dry_run": "no"}"#),
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(
+        bad.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid type")),
+        "{}",
+        bad.body
+    );
+    let unknown_field = call(
+        "POST",
+        &base,
+        &clear,
+        Some("operator-token"),
+        Some(r#"{"tasks": ["load"]}"#),
+    );
+    assert_eq!(unknown_field.status, 422);
+    assert!(
+        unknown_field.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("`tasks`")),
+        "{}",
+        unknown_field.body
+    );
+
+    // One call reruns every failed task and what depends on them; the run then succeeds.
+    std::fs::write(&ready, "").expect("the load's input arrives");
+    let done = call(
+        "POST",
+        &base,
+        &rerun,
+        Some("operator-token"),
+        Some(r#"{"reason": "input arrived"}"#),
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    let mut cleared: Vec<&str> = done.body["report"]["cleared"]
+        .as_array()
+        .expect("cleared tasks")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    cleared.sort_unstable();
+    assert_eq!(cleared, ["load", "publish"], "{}", done.body);
+    wait_until(Duration::from_secs(30), || {
+        get(
+            &base,
+            &format!("/api/v1/runs/{run_id}"),
+            Some("viewer-token"),
+        )
+        .body["state"]
+            == "success"
+    });
+    let again = call("POST", &base, &rerun, Some("operator-token"), None);
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.body["cleared"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        again.body
+    );
+
+    // Marking: a bad state is 422, an unknown task or run 404, a good one is done.
+    let mark = |task: &str, body: &str| {
+        call(
+            "POST",
+            &base,
+            &format!("/api/v1/runs/{run_id}/tasks/{task}/mark"),
+            Some("operator-token"),
+            Some(body),
+        )
+    };
+    assert_eq!(mark("audit", r#"{"state": "bogus"}"#).status, 422);
+    assert_eq!(mark("nope", r#"{"state": "failed"}"#).status, 404);
+    assert_eq!(mark("audit", r#"{}"#).status, 422);
+    let marked = mark(
+        "audit",
+        r#"{"state": "failed", "reason": "audit found a gap"}"#,
+    );
+    assert_eq!(marked.status, 200, "{}", marked.body);
+    let missing_run = call(
+        "POST",
+        &base,
+        "/api/v1/runs/manual__nope/rerun-failed",
+        Some("operator-token"),
+        None,
+    );
+    assert_eq!(missing_run.status, 404);
+
+    // Pausing.
+    let pause = |body: &str| {
+        call(
+            "PATCH",
+            &base,
+            "/api/v1/dags/nightly",
+            Some("operator-token"),
+            Some(body),
+        )
+    };
+    let paused = pause(r#"{"is_paused": true, "reason": "maintenance"}"#);
+    assert_eq!(
+        (paused.status, &paused.body["changed"]),
+        (200, &serde_json::json!(true)),
+        "{}",
+        paused.body
+    );
+    assert_eq!(pause(r#"{"is_paused": true}"#).body["changed"], false);
+    let bad_pause = pause(r#"{"is_paused": "yes"}"#);
+    assert_eq!(bad_pause.status, 422);
+    let unknown = call(
+        "PATCH",
+        &base,
+        "/api/v1/dags/other",
+        Some("operator-token"),
+        Some(r#"{"is_paused": true}"#),
+    );
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        call(
+            "PATCH",
+            &base,
+            "/api/v1/dags/nightly",
+            Some("viewer-token"),
+            Some(r#"{"is_paused": false}"#)
+        )
+        .status,
+        403
+    );
+
+    crate::util::nix_kill(&serve, "TERM");
+    let output = serve.wait_with_output().expect("serve exits");
+    assert!(output.status.success(), "{output:?}");
+    // Every write is in the event log with the token's name and the reason.
+    let shown = ferry_in(dir.path(), &["runs", "show", &run_id], &[]);
+    let shown = crate::util::stdout(&shown);
+    assert!(shown.contains("api token oncall"), "{shown}");
+    assert!(
+        shown.contains("input arrived") && shown.contains("audit found a gap"),
+        "{shown}"
+    );
+    let listed = crate::util::stdout(&ferry_in(dir.path(), &["dags", "list"], &[]));
+    assert!(listed.contains("paused"), "{listed}");
 }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use ferry_config::ApiConfig;
+use ferry_config::{ApiConfig, Role};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Shared;
 use crate::problem::Problem;
 
-/// The configured tokens' hashes, by name.
+/// The configured tokens' hashes, with their names and roles.
 pub struct Tokens {
-    hashes: Vec<(String, [u8; 32])>,
+    hashes: Vec<(String, [u8; 32], Role)>,
 }
 
 impl Tokens {
@@ -31,29 +31,51 @@ impl Tokens {
                 for (i, byte) in hash.iter_mut().enumerate() {
                     *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
                 }
-                Some((name.clone(), hash))
+                Some((name.clone(), hash, token.role))
             })
             .collect();
         Self { hashes }
     }
 
-    /// The name of the token whose hash `token` has.
-    fn name_of(&self, token: &str) -> Option<&str> {
+    /// The name and role of the token whose hash `token` has.
+    fn find(&self, token: &str) -> Option<(&str, Role)> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every hash is compared, so the time taken does not tell which one was close.
         let mut found = None;
-        for (name, known) in &self.hashes {
+        for (name, known, role) in &self.hashes {
             if bool::from(known.ct_eq(&hash)) {
-                found = Some(name.as_str());
+                found = Some((name.as_str(), *role));
             }
         }
         found
     }
 }
 
-/// A request that carried a configured token. Every token may read, which is all the API
-/// does so far; the roles will tell writers from readers.
-pub(crate) struct Caller;
+/// A request that carried a configured token: its name (what the event log records) and role.
+pub(crate) struct Caller {
+    /// The token's name in the configuration.
+    pub(crate) name: String,
+    /// What it may do.
+    role: Role,
+}
+
+impl Caller {
+    /// Refuses (403) a caller whose role is below `needed`.
+    pub(crate) fn needs(&self, needed: Role) -> Result<(), Problem> {
+        if self.role >= needed {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the token `{}` has the role {}; this needs {} or above",
+                self.name,
+                self.role.as_str(),
+                needed.as_str()
+            ),
+        ))
+    }
+}
 
 impl FromRequestParts<Arc<Shared>> for Caller {
     type Rejection = Problem;
@@ -74,8 +96,11 @@ impl FromRequestParts<Arc<Shared>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty());
-        match token.and_then(|t| shared.tokens.name_of(t)) {
-            Some(_) => Ok(Caller),
+        match token.and_then(|t| shared.tokens.find(t)) {
+            Some((name, role)) => Ok(Caller {
+                name: name.to_string(),
+                role,
+            }),
             None => Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "the token is not one configured under [api.tokens] (expected `Authorization: Bearer <token>`)",
@@ -101,10 +126,10 @@ mod tests {
         .expect("valid");
         let tokens = Tokens::from_config(&config);
         // sha256("secret")
-        assert_eq!(tokens.name_of("secret"), Some("oncall"));
-        assert_eq!(tokens.name_of("Secret"), None);
+        assert_eq!(tokens.find("secret"), Some(("oncall", Role::Viewer)));
+        assert_eq!(tokens.find("Secret"), None);
         assert_eq!(
-            tokens.name_of("2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"),
+            tokens.find("2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"),
             None
         );
     }

@@ -4,13 +4,17 @@
 //! - `GET /health`: the daemon and its state database answer (no token);
 //! - `GET /api/v1/runs`: runs, newest first, by DAG and state;
 //! - `GET /api/v1/runs/{run_id}`: a run and its task instances;
+//! - `POST /api/v1/runs/{run_id}/clear`, `…/rerun-failed`, `…/tasks/{task_id}/mark`,
+//!   `PATCH /api/v1/dags/{dag_id}`: an operator's interventions, as the CLI's;
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of every route (no token).
 //!
 //! Every `/api/v1` answer but the document needs `Authorization: Bearer <token>`, a token whose
-//! SHA-256 is configured under `[api.tokens]`. Errors are `application/problem+json`.
+//! SHA-256 is configured under `[api.tokens]`; the interventions need an `operator` (or
+//! `admin`) token. Errors are `application/problem+json`.
 
 mod auth;
 mod health;
+mod interventions;
 mod openapi;
 mod problem;
 mod runs;
@@ -38,12 +42,22 @@ pub(crate) type State = axum::extract::State<Arc<Shared>>;
 
 /// Every route: its path and its handlers (the OpenAPI document must list each).
 fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
-    use axum::routing::get;
+    use axum::routing::{get, patch, post};
     vec![
         ("/health", get(health::health)),
         ("/api/v1/openapi.json", get(openapi::document)),
+        ("/api/v1/dags/{dag_id}", patch(interventions::patch_dag)),
         ("/api/v1/runs", get(runs::list)),
         ("/api/v1/runs/{run_id}", get(runs::detail)),
+        ("/api/v1/runs/{run_id}/clear", post(interventions::clear)),
+        (
+            "/api/v1/runs/{run_id}/rerun-failed",
+            post(interventions::rerun_failed),
+        ),
+        (
+            "/api/v1/runs/{run_id}/tasks/{task_id}/mark",
+            post(interventions::mark),
+        ),
     ]
 }
 

@@ -5,13 +5,25 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{health, runs};
+use crate::{health, interventions, runs};
 
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ferry", description = "ferry's HTTP API: run state for on-call."),
-    paths(health::health, document, runs::list, runs::detail),
+    info(
+        title = "ferry",
+        description = "ferry's HTTP API: run state and interventions for on-call."
+    ),
+    paths(
+        health::health,
+        document,
+        runs::list,
+        runs::detail,
+        interventions::clear,
+        interventions::rerun_failed,
+        interventions::mark,
+        interventions::patch_dag
+    ),
     modifiers(&Bearer)
 )]
 pub(crate) struct ApiDoc;

@@ -172,6 +172,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 impl ApiToken {
     /// The SHA-256 in hexadecimal, when `hash` is well formed.
     pub fn sha256_hex(&self) -> Option<&str> {

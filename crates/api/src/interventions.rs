@@ -1,0 +1,346 @@
+//! An operator's interventions over HTTP, with the semantics of the CLI's (they share
+//! `ferry_scheduler::operations`): clear, rerun from failed, mark, pause. Each needs an
+//! `operator` token and is recorded in the event log under the token's name. The daemon serving
+//! the API owns the store, so it stops a cleared task's running attempt itself and goes on
+//! with the run at once.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use ferry_config::Role;
+use ferry_scheduler::operations::{self, ClearSelection, OperationError, Operator};
+use ferry_store::{Intervention, RunRecord};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use crate::State;
+use crate::auth::Caller;
+use crate::problem::Problem;
+
+/// What to clear in a run. Airflow's defaults: without a body, a dry run of the failed tasks.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClearBody {
+    /// The tasks; empty: every task of the run.
+    task_ids: Vec<String>,
+    /// Also every task downstream of them.
+    include_downstream: bool,
+    /// Also every task upstream of them.
+    include_upstream: bool,
+    /// Only those in `failed` or `upstream_failed` (default true).
+    only_failed: bool,
+    /// List what would be cleared, clear nothing (default true).
+    dry_run: bool,
+    /// Why, for the event log.
+    reason: Option<String>,
+}
+
+impl Default for ClearBody {
+    fn default() -> Self {
+        Self {
+            task_ids: Vec::new(),
+            include_downstream: false,
+            include_upstream: false,
+            only_failed: true,
+            dry_run: true,
+            reason: None,
+        }
+    }
+}
+
+/// Why, for the event log.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ReasonBody {
+    /// Why.
+    reason: Option<String>,
+}
+
+/// The state to mark a task with.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MarkBody {
+    /// `success`, `failed` or `skipped`.
+    state: String,
+    /// Why, for the event log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Pause or unpause a DAG.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DagPatch {
+    /// Whether the DAG gets new scheduled runs (runs already made go on).
+    is_paused: bool,
+    /// Why, for the event log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Clears task instances of a run so that they run again (a cleared task gets its full retries
+/// again; a finished run is running again). Without a body: a dry run of the failed tasks.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{run_id}/clear",
+    params(("run_id" = String, Path, description = "The run's id")),
+    request_body(content = ClearBody, description = "What to clear (optional)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What was (or, with dry_run, would be) cleared", content_type = "application/json"),
+        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
+        (status = 404, description = "No such run or task", content_type = "application/problem+json"),
+        (status = 409, description = "A running attempt could not be stopped", content_type = "application/problem+json"),
+        (status = 422, description = "The body is not as described", content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn clear(
+    caller: Caller,
+    axum::extract::State(shared): State,
+    Path(run_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.needs(Role::Operator)?;
+    let body: ClearBody = parse(&body)?;
+    let run = run_named(&shared.store, &run_id).await?;
+    let selection = ClearSelection {
+        tasks: body.task_ids,
+        downstream: body.include_downstream,
+        upstream: body.include_upstream,
+        only_failed: body.only_failed,
+    };
+    carry_out(
+        &shared.store,
+        &run,
+        &selection,
+        body.dry_run,
+        operator(&caller, body.reason),
+    )
+    .await
+}
+
+/// Reruns a run from its failed tasks: every `failed` or `upstream_failed` task and what depends
+/// on them, in one call.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{run_id}/rerun-failed",
+    params(("run_id" = String, Path, description = "The run's id")),
+    request_body(content = ReasonBody, description = "Why (optional)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What was cleared (nothing when no task failed)", content_type = "application/json"),
+        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
+        (status = 404, description = "No such run", content_type = "application/problem+json"),
+        (status = 409, description = "A running attempt could not be stopped", content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn rerun_failed(
+    caller: Caller,
+    axum::extract::State(shared): State,
+    Path(run_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.needs(Role::Operator)?;
+    let body: ReasonBody = parse(&body)?;
+    let run = run_named(&shared.store, &run_id).await?;
+    let selection = operations::rerun_selection(&shared.store, &run)
+        .await
+        .map_err(refused)?;
+    if selection.tasks.is_empty() {
+        return Ok(Json(serde_json::json!({
+            "run_id": run.run_id,
+            "cleared": [],
+            "detail": "no failed or upstream_failed task: nothing to rerun",
+        })));
+    }
+    carry_out(
+        &shared.store,
+        &run,
+        &selection,
+        false,
+        operator(&caller, body.reason),
+    )
+    .await
+}
+
+/// Marks a task instance `success`, `failed` or `skipped` by hand; the tasks downstream of it
+/// that were decided without running follow their trigger rules again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{run_id}/tasks/{task_id}/mark",
+    params(
+        ("run_id" = String, Path, description = "The run's id"),
+        ("task_id" = String, Path, description = "The task's id"),
+    ),
+    request_body = MarkBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Marked; the tasks cleared downstream", content_type = "application/json"),
+        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
+        (status = 404, description = "No such run or task", content_type = "application/problem+json"),
+        (status = 422, description = "Not a state a task can be marked with", content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn mark(
+    caller: Caller,
+    axum::extract::State(shared): State,
+    Path((run_id, task_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.needs(Role::Operator)?;
+    let body: MarkBody = parse_required(&body)?;
+    let run = run_named(&shared.store, &run_id).await?;
+    let dag = operations::dag_of_run(&shared.store, &run)
+        .await
+        .map_err(refused)?;
+    let who = operator(&caller, body.reason);
+    let cleared = operations::mark(&shared.store, &run, &dag, &task_id, &body.state, true, &who)
+        .await
+        .map_err(refused)?;
+    Ok(Json(serde_json::json!({
+        "run_id": run.run_id,
+        "task_id": task_id,
+        "state": body.state,
+        "cleared_downstream": cleared,
+    })))
+}
+
+/// Pauses or unpauses a DAG: a paused DAG gets no new scheduled runs; runs already made go on.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/dags/{dag_id}",
+    params(("dag_id" = String, Path, description = "The DAG's id")),
+    request_body = DagPatch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The DAG's pause state, and whether this call changed it", content_type = "application/json"),
+        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
+        (status = 404, description = "The daemon never loaded a DAG with this id", content_type = "application/problem+json"),
+        (status = 422, description = "The body is not as described", content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn patch_dag(
+    caller: Caller,
+    axum::extract::State(shared): State,
+    Path(dag_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.needs(Role::Operator)?;
+    let body: DagPatch = parse_required(&body)?;
+    let known = shared
+        .store
+        .latest_dag_versions()
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    if !known.contains_key(&dag_id) {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("the daemon never loaded a DAG `{dag_id}`"),
+        ));
+    }
+    let who = operator(&caller, body.reason);
+    let changed = shared
+        .store
+        .set_paused(
+            &dag_id,
+            body.is_paused,
+            Intervention {
+                actor: &who.actor,
+                reason: who.reason.as_deref(),
+                at: who.at,
+            },
+        )
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    shared.store.wake().await.map_err(|e| Problem::store(&e))?;
+    Ok(Json(serde_json::json!({
+        "dag_id": dag_id,
+        "is_paused": body.is_paused,
+        "changed": changed,
+    })))
+}
+
+/// Plans a clear of `selection`, and carries it out unless `dry_run`.
+async fn carry_out(
+    store: &ferry_store::Store,
+    run: &RunRecord,
+    selection: &ClearSelection,
+    dry_run: bool,
+    who: Operator,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let dag = operations::dag_of_run(store, run).await.map_err(refused)?;
+    let plan = operations::plan_clear(store, run, &dag, None, selection)
+        .await
+        .map_err(refused)?;
+    let answer = if dry_run {
+        serde_json::json!({"dry_run": true, "plan": plan})
+    } else {
+        // The daemon owns the store: its engine stops a cleared attempt that still runs.
+        let report = operations::clear(store, run, plan, true, &who)
+            .await
+            .map_err(refused)?;
+        serde_json::json!({"dry_run": false, "report": report})
+    };
+    Ok(Json(answer))
+}
+
+/// The run with exactly this id.
+async fn run_named(store: &ferry_store::Store, run_id: &str) -> Result<RunRecord, Problem> {
+    store
+        .run(run_id)
+        .await
+        .map_err(|e| Problem::store(&e))?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no run has the id `{run_id}` (GET /api/v1/runs lists them)"),
+            )
+        })
+}
+
+/// The token's name as the event log records it, and why.
+fn operator(caller: &Caller, reason: Option<String>) -> Operator {
+    Operator {
+        actor: format!("api token {}", caller.name),
+        reason,
+        at: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+/// An intervention refused, as an answer.
+fn refused(error: OperationError) -> Problem {
+    let status = match &error {
+        OperationError::Store(e) => return Problem::store(e),
+        OperationError::UnknownRun(_) | OperationError::UnknownTask { .. } => StatusCode::NOT_FOUND,
+        OperationError::BadMark(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        OperationError::UnknownVersion(_)
+        | OperationError::Elsewhere { .. }
+        | OperationError::DidNotStop(_)
+        | OperationError::DroppedTaskRuns(_) => StatusCode::CONFLICT,
+    };
+    Problem::new(status, error.to_string())
+}
+
+/// A JSON body, or the defaults when there is none.
+fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_required(body)
+}
+
+/// A JSON body; a bad one is 422 with serde's words (which name the field).
+fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|error| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the request body: {error}"),
+        )
+    })
+}

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use crate::State;
 use crate::auth::Caller;
-use crate::problem::Problem;
+use crate::problem::{NeedsOperator, Problem};
 
 /// What to clear in a run. Airflow's defaults: without a body, a dry run of the failed tasks.
 #[derive(Deserialize, ToSchema)]
@@ -89,9 +89,8 @@ pub(crate) struct DagPatch {
     request_body(content = ClearBody, description = "What to clear (optional)"),
     security(("bearer" = [])),
     responses(
+        NeedsOperator,
         (status = 200, description = "What was (or, with dry_run, would be) cleared", content_type = "application/json"),
-        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
-        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
         (status = 404, description = "No such run or task", content_type = "application/problem+json"),
         (status = 409, description = "A running attempt could not be stopped", content_type = "application/problem+json"),
         (status = 422, description = "The body is not as described", content_type = "application/problem+json"),
@@ -131,9 +130,8 @@ pub(crate) async fn clear(
     request_body(content = ReasonBody, description = "Why (optional)"),
     security(("bearer" = [])),
     responses(
+        NeedsOperator,
         (status = 200, description = "What was cleared (nothing when no task failed)", content_type = "application/json"),
-        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
-        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
         (status = 404, description = "No such run", content_type = "application/problem+json"),
         (status = 409, description = "A running attempt could not be stopped", content_type = "application/problem+json"),
     )
@@ -179,9 +177,8 @@ pub(crate) async fn rerun_failed(
     request_body = MarkBody,
     security(("bearer" = [])),
     responses(
+        NeedsOperator,
         (status = 200, description = "Marked; the tasks cleared downstream", content_type = "application/json"),
-        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
-        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
         (status = 404, description = "No such run or task", content_type = "application/problem+json"),
         (status = 422, description = "Not a state a task can be marked with", content_type = "application/problem+json"),
     )
@@ -218,9 +215,8 @@ pub(crate) async fn mark(
     request_body = DagPatch,
     security(("bearer" = [])),
     responses(
+        NeedsOperator,
         (status = 200, description = "The DAG's pause state, and whether this call changed it", content_type = "application/json"),
-        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
-        (status = 403, description = "The token is not an operator's", content_type = "application/problem+json"),
         (status = 404, description = "The daemon never loaded a DAG with this id", content_type = "application/problem+json"),
         (status = 422, description = "The body is not as described", content_type = "application/problem+json"),
     )

@@ -65,5 +65,13 @@ mod tests {
             );
         }
         assert_eq!(document.paths.paths.len(), crate::routes().len());
+        let json = serde_json::to_value(&document).expect("a JSON document");
+        let clear = &json["paths"]["/api/v1/runs/{run_id}/clear"]["post"]["responses"];
+        for status in ["200", "401", "403", "404", "409", "422"] {
+            assert!(clear.get(status).is_some(), "{status} missing: {clear}");
+        }
+        let runs = &json["paths"]["/api/v1/runs"]["get"];
+        assert!(runs["responses"].get("401").is_some(), "{runs}");
+        assert_eq!(runs["security"][0]["bearer"], serde_json::json!([]));
     }
 }

@@ -61,3 +61,22 @@ pub(crate) async fn no_route(uri: axum::http::Uri) -> Problem {
         format!("no such route: {} (see /api/v1/openapi.json)", uri.path()),
     )
 }
+
+/// The refusals of a route that needs a token (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+pub(crate) enum NeedsToken {
+    /// No token, or not a configured one.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized,
+}
+
+/// The refusals of a route that needs an operator's token (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+pub(crate) enum NeedsOperator {
+    /// No token, or not a configured one.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized,
+    /// The token is not an operator's (nor an admin's).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden,
+}

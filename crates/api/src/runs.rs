@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::State;
 use crate::auth::Caller;
-use crate::problem::Problem;
+use crate::problem::{NeedsToken, Problem};
 
 /// The most runs one answer lists.
 const MOST: i64 = 1000;
@@ -103,8 +103,8 @@ pub(crate) struct RunDetail {
     params(RunsQuery),
     security(("bearer" = [])),
     responses(
+        NeedsToken,
         (status = 200, description = "The runs", body = RunList),
-        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not as described", content_type = "application/problem+json"),
     )
 )]
@@ -153,8 +153,8 @@ pub(crate) async fn list(
     params(("run_id" = String, Path, description = "The run's id")),
     security(("bearer" = [])),
     responses(
+        NeedsToken,
         (status = 200, description = "The run", body = RunDetail),
-        (status = 401, description = "No token, or not a configured one", content_type = "application/problem+json"),
         (status = 404, description = "No run has this id", content_type = "application/problem+json"),
     )
 )]

@@ -290,9 +290,20 @@ fn issue10_an_operator_token_reruns_marks_and_pauses_a_viewer_token_cannot() {
     assert!(
         bad.body["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("invalid type")),
+            .is_some_and(|d| d.starts_with("`dry_run`: invalid type")),
         "{}",
         bad.body
+    );
+    let wrong_method = call("GET", &base, &clear, Some("operator-token"), None);
+    assert_eq!(
+        (wrong_method.status, wrong_method.content_type.as_str()),
+        (405, "application/problem+json")
+    );
+    let huge = format!("{{\"reason\": \"{}\"}}", "x".repeat(3 << 20));
+    let too_big = call("POST", &base, &clear, Some("operator-token"), Some(&huge));
+    assert_eq!(
+        (too_big.status, too_big.content_type.as_str()),
+        (413, "application/problem+json")
     );
     let unknown_field = call(
         "POST",

@@ -28,10 +28,17 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         let store = open_store(config, &args.engine, OpenMode::Create).await?;
         let owner = own_or_wait_for_intervention(&store).await?;
         let listen = args.listen.as_deref().unwrap_or(&config.api.listen);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (`--listen` or `[api] listen`)"))?;
-        let address = listener.local_addr()?;
+        let listener = if listen == ferry_config::API_OFF {
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                format!(
+                    "cannot listen on {listen} (`--listen` or `[api] listen`; \"off\" for no HTTP API)"
+                )
+            })?;
+            let address = listener.local_addr()?;
+            Some((listener, address))
+        };
         let mut engine = engine(
             config,
             store.clone(),
@@ -57,16 +64,19 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             store.shown()
         );
         let signals = watch_signals(stop_message(config, &args.stop), Some(FORCED_STOP))?;
-        let api_stop = tokio_util::sync::CancellationToken::new();
-        let api = tokio::spawn(ferry_api::serve(
-            listener,
-            ferry_api::router(store.clone(), &config.api),
-            api_stop.clone().cancelled_owned(),
-        ));
-        say!(
-            "ferry: the HTTP API answers on http://{address} ({} token(s) configured)",
-            config.api.tokens.len()
-        );
+        // The API stops taking requests as soon as a stop is asked for (an intervention
+        // needs the engine to go on with it).
+        let api = listener.map(|(listener, address)| {
+            say!(
+                "ferry: the HTTP API answers on http://{address} ({} token(s) configured)",
+                config.api.tokens.len()
+            );
+            tokio::spawn(ferry_api::serve(
+                listener,
+                ferry_api::router(store.clone(), &config.api),
+                signals.shutdown.requested.clone().cancelled_owned(),
+            ))
+        });
         let state = Mutex::new((
             fingerprint(config),
             catalog.diagnostics.clone(),
@@ -120,11 +130,15 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 Some((Arc::new(reload), every)),
             )
             .await?;
-        api_stop.cancel();
-        match api.await {
-            Ok(Err(error)) => say!("ferry: the HTTP API stopped: {error}"),
-            Err(error) => say!("ferry: the HTTP API stopped: {error}"),
-            Ok(Ok(())) => {}
+        if let Some(mut api) = api {
+            // Requests under way get a few seconds to end (a client that never finishes its
+            // request does not hold the daemon up).
+            match tokio::time::timeout(Duration::from_secs(5), &mut api).await {
+                Ok(Ok(Err(error))) => say!("ferry: the HTTP API stopped: {error}"),
+                Ok(Err(error)) => say!("ferry: the HTTP API stopped: {error}"),
+                Ok(Ok(Ok(()))) => {}
+                Err(_) => api.abort(),
+            }
         }
         drop(engine);
         store.close().await;

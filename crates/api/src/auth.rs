@@ -14,14 +14,14 @@ use crate::Shared;
 use crate::problem::Problem;
 
 /// The configured tokens' hashes, with their names and roles.
-pub struct Tokens {
+pub(crate) struct Tokens {
     hashes: Vec<(String, [u8; 32], Role)>,
 }
 
 impl Tokens {
     /// The tokens of `config` (one whose hash is malformed, which loading the configuration
     /// refuses, is left out).
-    pub fn from_config(config: &ApiConfig) -> Self {
+    pub(crate) fn from_config(config: &ApiConfig) -> Self {
         let hashes = config
             .tokens
             .iter()
@@ -90,11 +90,13 @@ impl FromRequestParts<Arc<Shared>> for Caller {
                 "no token: send `Authorization: Bearer <token>` with a token configured under [api.tokens]",
             ));
         };
+        // The scheme's name is case-insensitive (RFC 9110).
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty());
         match token.and_then(|t| shared.tokens.find(t)) {
             Some((name, role)) => Ok(Caller {

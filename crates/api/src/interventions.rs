@@ -133,6 +133,7 @@ pub(crate) async fn clear(
         NeedsOperator,
         (status = 200, description = "What was cleared (nothing when no task failed)", content_type = "application/json"),
         (status = 404, description = "No such run", content_type = "application/problem+json"),
+        (status = 422, description = "The body is not as described", content_type = "application/problem+json"),
         (status = 409, description = "A running attempt could not be stopped", content_type = "application/problem+json"),
     )
 )]
@@ -180,6 +181,7 @@ pub(crate) async fn rerun_failed(
         NeedsOperator,
         (status = 200, description = "Marked; the tasks cleared downstream", content_type = "application/json"),
         (status = 404, description = "No such run or task", content_type = "application/problem+json"),
+        (status = 409, description = "A running attempt could not be stopped", content_type = "application/problem+json"),
         (status = 422, description = "Not a state a task can be marked with", content_type = "application/problem+json"),
     )
 )]
@@ -331,12 +333,16 @@ fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Problem> {
     parse_required(body)
 }
 
-/// A JSON body; a bad one is 422 with serde's words (which name the field).
+/// A JSON body; a bad one is 422 naming the field.
 fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
-    serde_json::from_slice(body).map_err(|error| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the request body: {error}"),
-        )
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        let detail = if path == "." {
+            format!("the request body: {}", error.inner())
+        } else {
+            format!("`{path}`: {}", error.inner())
+        };
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
     })
 }

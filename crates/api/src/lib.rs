@@ -27,7 +27,7 @@ use axum::routing::MethodRouter;
 use ferry_config::ApiConfig;
 use ferry_store::Store;
 
-pub use auth::Tokens;
+use crate::auth::Tokens;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -73,6 +73,8 @@ pub fn router(store: Store, config: &ApiConfig) -> Router {
             router.route(path, handlers)
         })
         .fallback(problem::no_route)
+        .method_not_allowed_fallback(problem::wrong_method)
+        .layer(axum::middleware::map_response(problem::as_problem))
         .with_state(shared)
 }
 

@@ -54,6 +54,35 @@ impl IntoResponse for Problem {
     }
 }
 
+/// A route that does not answer this method.
+pub(crate) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not an operation of {} (see /api/v1/openapi.json)",
+            uri.path()
+        ),
+    )
+}
+
+/// Turns an error answered by axum itself (a body too large, a path that does not decode)
+/// into problem+json, its text as the detail.
+pub(crate) async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default();
+    Problem::new(status, text).into_response()
+}
+
 /// A path no route has.
 pub(crate) async fn no_route(uri: axum::http::Uri) -> Problem {
     Problem::new(
@@ -64,14 +93,25 @@ pub(crate) async fn no_route(uri: axum::http::Uri) -> Problem {
 
 /// The refusals of a route that needs a token (for the OpenAPI document).
 #[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "only the OpenAPI document names them; handlers answer `Problem`"
+)]
 pub(crate) enum NeedsToken {
     /// No token, or not a configured one.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized,
+    /// The state database does not answer: try again.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable,
 }
 
 /// The refusals of a route that needs an operator's token (for the OpenAPI document).
 #[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "only the OpenAPI document names them; handlers answer `Problem`"
+)]
 pub(crate) enum NeedsOperator {
     /// No token, or not a configured one.
     #[response(status = 401, content_type = "application/problem+json")]
@@ -79,4 +119,7 @@ pub(crate) enum NeedsOperator {
     /// The token is not an operator's (nor an admin's).
     #[response(status = 403, content_type = "application/problem+json")]
     Forbidden,
+    /// The state database does not answer: try again.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable,
 }

@@ -30,7 +30,7 @@ pub(crate) struct RunsQuery {
 /// A DAG run.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Run {
-    /// The run's id (`scheduled__2026-11-28T23:00:00+00:00`).
+    /// The run's id (`dashboard_daily__scheduled__2026-11-28T23:00:00+00:00`).
     run_id: String,
     /// Its DAG.
     dag_id: String,

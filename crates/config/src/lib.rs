@@ -139,11 +139,14 @@ pub struct DagsConfig {
     pub folders: Vec<PathBuf>,
 }
 
+/// `[api] listen` that turns the HTTP API off.
+pub const API_OFF: &str = "off";
+
 /// `[api]`: the HTTP API that `ferry serve` answers.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// The address `ferry serve` listens on (`host:port`).
+    /// The address `ferry serve` listens on (`host:port`), or `off`.
     pub listen: String,
     /// Bearer tokens by name (the name is what the event log records).
     #[serde(default)]
@@ -382,7 +385,24 @@ impl Config {
         let alerts = section::<AlertsSection>(&figment, &mut problems);
         let api = section::<ApiSection>(&figment, &mut problems);
         if let Some(ApiSection { api }) = &api {
+            let port = api
+                .listen
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty())
+                .and_then(|(_, port)| port.parse::<u16>().ok());
+            if api.listen != API_OFF && port.is_none() {
+                problems.push(format!(
+                    "`api.listen`: `{}` is not `host:port` (127.0.0.1:8080), nor `{API_OFF}`",
+                    api.listen
+                ));
+            }
+            let mut seen = BTreeMap::new();
             for (name, token) in &api.tokens {
+                if let Some(other) = seen.insert(token.hash.to_ascii_lowercase(), name) {
+                    problems.push(format!(
+                        "`api.tokens.{name}.hash`: the same as `api.tokens.{other}.hash`; give each token its own"
+                    ));
+                }
                 if token.sha256_hex().is_none() {
                     problems.push(format!(
                         "`api.tokens.{name}.hash`: expected `sha256:` and 64 hexadecimal digits (the SHA-256 of the token, e.g. `printf %s \"$TOKEN\" | sha256sum`), never the token itself"
@@ -617,6 +637,27 @@ mod tests {
             config.alerts.channel_names(),
             BTreeSet::from(["log".to_string(), "oncall".to_string()])
         );
+    }
+
+    #[test]
+    fn refuses_a_bad_listen_address_and_two_tokens_with_one_hash() {
+        let hash = format!("sha256:{}", "ab".repeat(32));
+        let (_dir, sources) = with_file(
+            &format!(
+                "[api]\nlisten = \"8080\"\n[api.tokens.a]\nhash = \"{hash}\"\nrole = \"viewer\"\n[api.tokens.b]\nhash = \"{hash}\"\nrole = \"admin\"\n[api.tokens.c]\nhash = \"secret\"\nrole = \"viewer\"\n"
+            ),
+            &[],
+        );
+        let problems = Config::load(&sources).expect_err("invalid").problems;
+        let has = |start: &str| problems.iter().any(|p| p.starts_with(start));
+        assert!(has("`api.listen`: `8080`"), "{problems:?}");
+        assert!(
+            has("`api.tokens.b.hash`: the same as `api.tokens.a.hash`"),
+            "{problems:?}"
+        );
+        assert!(has("`api.tokens.c.hash`: expected"), "{problems:?}");
+        let (_dir, sources) = with_file("[api]\nlisten = \"off\"\n", &[]);
+        assert_eq!(Config::load(&sources).expect("valid").api.listen, API_OFF);
     }
 
     #[test]

@@ -122,10 +122,13 @@ pub(super) async fn load(
             TargetDb::Postgres(pg) => copy(pg, sql, batches, &mut rows, keep_state).await?,
             _ => insert(db, sql, batches, &mut rows, keep_state).await?,
         }
+        // After the checks, which name keys read twice (past the keys held in memory) rather
+        // than let the index refuse them; the fence's row stays locked until the commit.
+        let read = end_checks(db, sql, &rows, (fields, fence)).await?;
         if let Some((_, create)) = &reindex {
             db.run(create).await?;
         }
-        end_checks(db, sql, &rows, (fields, fence)).await
+        Ok(read)
     }
     .await;
     let ended = end_transaction(db, loaded).await;

@@ -750,11 +750,12 @@ async fn publish(
     let last = db.count(&sql.last_row()).await.map_err(&publishing)?;
     // PostgreSQL remembers the hashes in the statement that updates (a plan's state is
     // thrown away, so a plan compares only).
-    let remembering = !work.plan_only && sql.update_remembering("1 = 1").is_some();
+    let only_present = mode == SyncMode::Update;
+    let remembering = !work.plan_only && sql.update_remembering("1 = 1", only_present).is_some();
     if diffed && sql.update_changed("1 = 1").is_some() {
         counts.updated = sieve(db, (sql, diffed), fields, last, &mut rejects, |range| {
             if remembering {
-                sql.update_remembering(range)
+                sql.update_remembering(range, only_present)
             } else {
                 sql.update_changed(range)
             }
@@ -784,7 +785,7 @@ async fn publish(
     // Remembered now, unless the update remembered every staged row's hash (a row refused
     // since has had its hash forgotten).
     if diffed && !work.plan_only && !remembering {
-        for statement in sql.remember(mode == SyncMode::Update) {
+        for statement in sql.remember(only_present) {
             db.execute(&statement).await.map_err(&publishing)?;
         }
     }

@@ -553,16 +553,26 @@ impl Sql {
     /// PostgreSQL: remembers the hash of the staged rows `range` and updates the target rows
     /// whose hash changed (or was not known), in one statement: the state's upsert returns
     /// the keys it changed, and only those rows are updated. One look at the state per row
-    /// instead of two (`update_changed`, then `remember`). `None` when every column is in the
-    /// key.
-    pub(crate) fn update_remembering(&self, range: &str) -> Option<String> {
+    /// instead of two (`update_changed`, then `remember`). Only the hashes of keys in the
+    /// target when `only_present` (`update`, which inserts nothing). `None` when every column
+    /// is in the key.
+    pub(crate) fn update_remembering(&self, range: &str, only_present: bool) -> Option<String> {
         let values = self.values();
         if values.is_empty() || self.dialect != Dialect::Postgres {
             return None;
         }
         let columns = self.list_plain(&self.key);
+        let present = if only_present {
+            format!(
+                " AND EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+                self.target,
+                self.same_key("t", "s")
+            )
+        } else {
+            String::new()
+        };
         Some(format!(
-            "WITH h AS (INSERT INTO {state} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {stage} AS s WHERE {range} ON CONFLICT ({columns}) DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE {state}.ferry_hash <> excluded.ferry_hash RETURNING {columns}) UPDATE {target} AS t SET {set} FROM {stage} AS s JOIN h ON {joined} WHERE {matched} AND {range}",
+            "WITH h AS (INSERT INTO {state} ({columns}, ferry_hash) SELECT {selected}, s.ferry_hash FROM {stage} AS s WHERE {range}{present} ON CONFLICT ({columns}) DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE {state}.ferry_hash <> excluded.ferry_hash RETURNING {columns}) UPDATE {target} AS t SET {set} FROM {stage} AS s JOIN h ON {joined} WHERE {matched} AND {range}",
             state = self.state,
             selected = self.list("s", &self.key),
             stage = self.stage,
@@ -804,14 +814,20 @@ mod tests {
             r#"DELETE FROM "app"."class_scores" AS t WHERE t."school_id" = '7' AND NOT EXISTS (SELECT 1 FROM "ferry_stage" AS s WHERE s."school_id" = t."school_id" AND s."class_id" = t."class_id")"#
         );
         assert_eq!(
-            pg.update_remembering("s.ferry_row >= 1 AND s.ferry_row < 9")
+            pg.update_remembering("s.ferry_row >= 1 AND s.ferry_row < 9", false)
                 .as_deref(),
             Some(
                 r#"WITH h AS (INSERT INTO "ferry_state_y" ("school_id", "class_id", ferry_hash) SELECT s."school_id", s."class_id", s.ferry_hash FROM "ferry_stage" AS s WHERE s.ferry_row >= 1 AND s.ferry_row < 9 ON CONFLICT ("school_id", "class_id") DO UPDATE SET ferry_hash = excluded.ferry_hash WHERE "ferry_state_y".ferry_hash <> excluded.ferry_hash RETURNING "school_id", "class_id") UPDATE "app"."class_scores" AS t SET "avg_points" = s."avg_points" FROM "ferry_stage" AS s JOIN h ON h."school_id" = s."school_id" AND h."class_id" = s."class_id" WHERE t."school_id" = s."school_id" AND t."class_id" = s."class_id" AND s.ferry_row >= 1 AND s.ferry_row < 9"#
             )
         );
         let mut mysql = sql(Dialect::Mysql);
-        assert_eq!(mysql.update_remembering("1 = 1"), None);
+        assert_eq!(mysql.update_remembering("1 = 1", false), None);
+        assert!(
+            pg.update_remembering("1 = 1", true)
+                .is_some_and(|u| u.contains(
+                    "WHERE 1 = 1 AND EXISTS (SELECT 1 FROM \"app\".\"class_scores\" AS t WHERE"
+                ))
+        );
         assert_eq!(
             mysql.remember(false),
             vec!["INSERT INTO `ferry_state_y` (`school_id`, `class_id`, ferry_hash) SELECT s.`school_id`, s.`class_id`, s.ferry_hash FROM `ferry_stage` AS s WHERE 1 = 1 ON DUPLICATE KEY UPDATE ferry_hash = s.ferry_hash".to_string()]

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::State;
 use crate::auth::Caller;
 use crate::problem::{NeedsOperator, Problem};
+use crate::runs::run_named;
 
 /// What to clear in a run. Airflow's defaults: without a body, a dry run of the failed tasks.
 #[derive(Deserialize, ToSchema)]
@@ -286,20 +287,6 @@ async fn carry_out(
         serde_json::json!({"dry_run": false, "report": report})
     };
     Ok(Json(answer))
-}
-
-/// The run with exactly this id.
-async fn run_named(store: &ferry_store::Store, run_id: &str) -> Result<RunRecord, Problem> {
-    store
-        .run(run_id)
-        .await
-        .map_err(|e| Problem::store(&e))?
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                format!("no run has the id `{run_id}` (GET /api/v1/runs lists them)"),
-            )
-        })
 }
 
 /// The token's name as the event log records it, and why.

@@ -163,17 +163,7 @@ pub(crate) async fn detail(
     axum::extract::State(shared): State,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunDetail>, Problem> {
-    let Some(record) = shared
-        .store
-        .run(&run_id)
-        .await
-        .map_err(|e| Problem::store(&e))?
-    else {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            format!("no run has the id `{run_id}` (GET /api/v1/runs lists them)"),
-        ));
-    };
+    let record = run_named(&shared.store, &run_id).await?;
     let mut tasks = shared
         .store
         .task_instances(record.id)
@@ -184,6 +174,23 @@ pub(crate) async fn detail(
         run: run(&record),
         task_instances: tasks.iter().map(task_instance).collect(),
     }))
+}
+
+/// The run with exactly this id (404 without one).
+pub(crate) async fn run_named(
+    store: &ferry_store::Store,
+    run_id: &str,
+) -> Result<RunRecord, Problem> {
+    store
+        .run(run_id)
+        .await
+        .map_err(|e| Problem::store(&e))?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no run has the id `{run_id}` (GET /api/v1/runs lists them)"),
+            )
+        })
 }
 
 /// Unix milliseconds as RFC 3339 in UTC.

@@ -274,7 +274,7 @@ impl Sql {
         };
         let index_name = match self.dialect {
             Dialect::Mysql => String::new(),
-            _ => self.q(&format!("{}_key", self.state.trim_matches(['"', '`']))),
+            _ => self.state_index(),
         };
         vec![
             format!(
@@ -295,12 +295,13 @@ impl Sql {
     /// that builds it again at the end (one sorted build is cheaper than a million
     /// insertions), in the same transaction.
     pub(crate) fn drop_state_index(&self) -> Option<String> {
-        (self.dialect == Dialect::Postgres && self.has_key()).then(|| {
-            format!(
-                "DROP INDEX IF EXISTS {}",
-                self.q(&format!("{}_key", self.state.trim_matches(['"', '`'])))
-            )
-        })
+        (self.dialect == Dialect::Postgres && self.has_key())
+            .then(|| format!("DROP INDEX IF EXISTS {}", self.state_index()))
+    }
+
+    /// The state's unique index, quoted (PostgreSQL and SQLite).
+    fn state_index(&self) -> String {
+        self.q(&format!("{}_key", self.state.trim_matches(['"', '`'])))
     }
 
     /// Whether the sync has a key.
@@ -461,11 +462,26 @@ impl Sql {
 
     /// Staged rows whose key is not in the target (`update` rejects them).
     pub(crate) fn missing_condition(&self) -> String {
+        format!("NOT {}", self.in_target())
+    }
+
+    /// Staged rows whose key is in the target.
+    fn in_target(&self) -> String {
         format!(
-            "NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+            "EXISTS (SELECT 1 FROM {} AS t WHERE {})",
             self.target,
             self.same_key("t", "s")
         )
+    }
+
+    /// `c = s.c` for every non-key column `values` (each target column prefixed with
+    /// `target`: `t.` on MySQL, nothing elsewhere).
+    fn assignments(&self, values: &[String], target: &str) -> String {
+        values
+            .iter()
+            .map(|c| format!("{target}{c} = s.{c}", c = self.q(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Records the staged rows matching `condition` as rejected for `reason`.
@@ -530,20 +546,12 @@ impl Sql {
                 self.target,
                 self.stage,
                 self.same_key("t", "s"),
-                values
-                    .iter()
-                    .map(|c| format!("t.{c} = s.{c}", c = self.q(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.assignments(&values, "t.")
             ),
             _ => format!(
                 "UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND {range} AND {unchanged}",
                 self.target,
-                values
-                    .iter()
-                    .map(|c| format!("{c} = s.{c}", c = self.q(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                self.assignments(&values, ""),
                 self.stage,
                 self.same_key("t", "s")
             ),
@@ -563,11 +571,7 @@ impl Sql {
         }
         let columns = self.list_plain(&self.key);
         let present = if only_present {
-            format!(
-                " AND EXISTS (SELECT 1 FROM {} AS t WHERE {})",
-                self.target,
-                self.same_key("t", "s")
-            )
+            format!(" AND {}", self.in_target())
         } else {
             String::new()
         };
@@ -577,11 +581,7 @@ impl Sql {
             selected = self.list("s", &self.key),
             stage = self.stage,
             target = self.target,
-            set = values
-                .iter()
-                .map(|c| format!("{c} = s.{c}", c = self.q(c)))
-                .collect::<Vec<_>>()
-                .join(", "),
+            set = self.assignments(&values, ""),
             joined = self.same_key("h", "s"),
             matched = self.same_key("t", "s"),
         ))
@@ -611,11 +611,7 @@ impl Sql {
     /// index (a TEXT key) by forgetting changed hashes, then adding the keys the state lacks.
     pub(crate) fn remember(&self, only_present: bool) -> Vec<String> {
         let mut condition = if only_present {
-            format!(
-                "EXISTS (SELECT 1 FROM {} AS t WHERE {})",
-                self.target,
-                self.same_key("t", "s")
-            )
+            self.in_target()
         } else {
             "1 = 1".to_string()
         };

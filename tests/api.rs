@@ -10,11 +10,12 @@ const TOKEN: &str = "oncall-token-7f3a";
 const OTHER_SHA256: &str =
     "sha256:6b3d0b1b0a8fae5b2e3f8a9f54bb1bb6a0e3a4e7b2f0a6d8c1e9d3b5a7c2f4e1";
 
-/// One answer: status, content type, body.
+/// One answer: status, content type, body and headers.
 struct Answer {
     status: u16,
     content_type: String,
     body: serde_json::Value,
+    headers: reqwest::header::HeaderMap,
 }
 
 fn get(base: &str, path: &str, token: Option<&str>) -> Answer {
@@ -23,6 +24,18 @@ fn get(base: &str, path: &str, token: Option<&str>) -> Answer {
 
 /// `method` on `path` with `token` and, if given, a JSON `body`.
 fn call(method: &str, base: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+    call_with(method, base, path, token, body, &[])
+}
+
+/// [`call`] with extra request headers.
+fn call_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,6 +45,9 @@ fn call(method: &str, base: &str, path: &str, token: Option<&str>, body: Option<
             let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
             if let Some(token) = token {
                 request = request.bearer_auth(token);
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
             }
             if let Some(body) = body {
                 request = request
@@ -46,11 +62,13 @@ fn call(method: &str, base: &str, path: &str, token: Option<&str>, body: Option<
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
+            let headers = response.headers().clone();
             let body = response.json().await.unwrap_or(serde_json::Value::Null);
             Answer {
                 status,
                 content_type,
                 body,
+                headers,
             }
         })
 }
@@ -437,4 +455,240 @@ fn issue10_an_operator_token_reruns_marks_and_pauses_a_viewer_token_cannot() {
     );
     let listed = crate::util::stdout(&ferry_in(dir.path(), &["dags", "list"], &[]));
     assert!(listed.contains("paused"), "{listed}");
+}
+
+#[test]
+fn issue10_a_trigger_with_an_idempotency_key_makes_one_run_and_tokens_keep_to_their_trees() {
+    let dir = project(&[(
+        "nightly.yaml",
+        "params:\n  days: {type: integer, default: 7}\ntasks:\n  - {id: build, type: command, command: 'echo built {{ params.days }} days'}\n",
+    )]);
+    let user_facing = dir.path().join("dags/user-facing");
+    std::fs::create_dir_all(&user_facing).expect("user-facing folder");
+    std::fs::write(
+        user_facing.join("dashboard.yaml"),
+        "owner: data-platform\ntags: [dashboard]\nsla: {within: 4h}\nalerts: {on_failure: [log], on_sla_miss: [log]}\ntasks:\n  - {id: publish, type: noop}\n",
+    )
+    .expect("user-facing DAG");
+    std::fs::write(
+        dir.path().join("dags/internal/broken.yaml"),
+        "tasks:\n  - {id: a, type: comand}\n",
+    )
+    .expect("broken DAG");
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.ops]\nhash = \"{}\"\nrole = \"operator\"\n[api.tokens.internal-ops]\nhash = \"{}\"\nrole = \"operator\"\ntrees = [\"internal\"]\n",
+        sha256("ops-token"),
+        sha256("internal-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let (serve, base) = serve(dir.path());
+    let ops = Some("ops-token");
+    let internal = Some("internal-token");
+
+    // The DAGs loaded, with their trees; the broken file is reported, not lost.
+    let dags = get(&base, "/api/v1/dags", ops);
+    assert_eq!(dags.status, 200, "{}", dags.body);
+    let listed: Vec<(&str, &str)> = dags.body["dags"]
+        .as_array()
+        .expect("DAGs")
+        .iter()
+        .map(|d| {
+            (
+                d["dag_id"].as_str().unwrap_or(""),
+                d["tree"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("dashboard", "user-facing"), ("nightly", "internal")]
+    );
+    let errors = dags.body["load_errors"].as_array().expect("load errors");
+    assert!(
+        errors.iter().any(|e| e["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("broken.yaml"))
+            && e["line"] == 2),
+        "{}",
+        dags.body
+    );
+    let scoped = get(&base, "/api/v1/dags", internal);
+    assert_eq!(
+        scoped.body["dags"].as_array().map(|d| d.len()),
+        Some(1),
+        "{}",
+        scoped.body
+    );
+    let detail = get(&base, "/api/v1/dags/nightly", ops);
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert_eq!(detail.body["tasks"][0]["task_type"], "command");
+    assert_eq!(detail.body["params"]["days"]["default"], 7);
+    assert_eq!(get(&base, "/api/v1/dags/dashboard", internal).status, 403);
+    assert_eq!(get(&base, "/api/v1/dags/nope", ops).status, 404);
+
+    // A trigger with a key makes one run; the same request again returns it.
+    let trigger = |token: Option<&str>, dag: &str, body: &str, key: Option<&str>| {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        call_with(
+            "POST",
+            &base,
+            &format!("/api/v1/dags/{dag}/runs"),
+            token,
+            Some(body),
+            &headers,
+        )
+    };
+    let body = r#"{"logical_date": "2026-11-24", "conf": {"days": 3}, "reason": "late data"}"#;
+    let first = trigger(ops, "nightly", body, Some("k-1"));
+    assert_eq!(first.status, 201, "{}", first.body);
+    let run_id = first.body["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(run_id, "nightly__manual__2026-11-24T00:00:00+00:00");
+    assert_eq!(first.body["conf"]["days"], 3);
+    let again = trigger(ops, "nightly", body, Some("k-1"));
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["run_id"], run_id.as_str());
+    assert_eq!(
+        again
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let reused = trigger(
+        ops,
+        "nightly",
+        r#"{"logical_date": "2026-11-25"}"#,
+        Some("k-1"),
+    );
+    assert_eq!(reused.status, 422, "{}", reused.body);
+    let twice = trigger(ops, "nightly", body, None);
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    assert!(
+        twice.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&run_id)),
+        "{}",
+        twice.body
+    );
+    let bad = trigger(ops, "nightly", r#"{"conf": {"days": "three"}}"#, None);
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("`conf`: parameter `days`")),
+        "{}",
+        bad.body
+    );
+    assert_eq!(trigger(ops, "nope", "{}", None).status, 404);
+    assert_eq!(trigger(internal, "dashboard", "{}", None).status, 403);
+
+    // Eight clients race with one key: one run, and every client gets it.
+    let raced: Vec<Answer> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| trigger(ops, "nightly", "{}", Some("k-race"))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a client"))
+            .collect()
+    });
+    let ids: std::collections::BTreeSet<&str> = raced
+        .iter()
+        .filter_map(|a| a.body["run_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "{:?}",
+        raced.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    assert_eq!(raced.iter().filter(|a| a.status == 201).count(), 1);
+    assert!(raced.iter().all(|a| a.status == 201 || a.status == 200));
+
+    // The engine runs what was triggered, with its parameters.
+    wait_until(Duration::from_secs(30), || {
+        get(&base, &format!("/api/v1/runs/{run_id}"), ops).body["state"] == "success"
+    });
+    let shown = ferry_in(dir.path(), &["runs", "show", &run_id], &[]);
+    let shown_text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown_text.contains("api token ops"), "{shown_text}");
+    let logs = ferry_in(dir.path(), &["logs", &run_id, "build"], &[]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("built 3 days"));
+
+    // Pages of runs, newest first, by cursor and by date.
+    for day in ["2026-11-20", "2026-11-21", "2026-11-22"] {
+        let made = trigger(
+            ops,
+            "nightly",
+            &format!(r#"{{"logical_date": "{day}"}}"#),
+            None,
+        );
+        assert_eq!(made.status, 201, "{}", made.body);
+    }
+    let dashboard = trigger(ops, "dashboard", "{}", None);
+    assert_eq!(dashboard.status, 201, "{}", dashboard.body);
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/runs?dag_id=nightly&limit=2".to_string();
+    loop {
+        let page = get(&base, &path, ops);
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(
+            page.body["runs"]
+                .as_array()
+                .expect("runs")
+                .iter()
+                .map(|r| r["logical_date"].as_str().unwrap_or("").to_string()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/runs?dag_id=nightly&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+    let dated = get(
+        &base,
+        "/api/v1/runs?dag_id=nightly&logical_date_gte=2026-11-21&logical_date_lt=2026-11-24",
+        ops,
+    );
+    let dates: Vec<&str> = dated.body["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["logical_date"].as_str())
+        .collect();
+    assert_eq!(
+        dates,
+        ["2026-11-22T00:00:00.000Z", "2026-11-21T00:00:00.000Z"]
+    );
+    assert_eq!(get(&base, "/api/v1/runs?cursor=zzz", ops).status, 422);
+    assert_eq!(
+        get(&base, "/api/v1/runs?logical_date_gte=yesterday", ops).status,
+        422
+    );
+
+    // A token limited to internal DAGs sees only their runs, and not the others' runs.
+    let all = get(&base, "/api/v1/runs?limit=1000", ops);
+    let scoped = get(&base, "/api/v1/runs?limit=1000", internal);
+    let count = |a: &Answer| a.body["runs"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(&all), count(&scoped) + 1);
+    let dashboard_run = dashboard.body["run_id"].as_str().expect("dashboard run");
+    assert_eq!(
+        get(&base, &format!("/api/v1/runs/{dashboard_run}"), internal).status,
+        403
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &base,
+            &format!("/api/v1/runs/{dashboard_run}/rerun-failed"),
+            internal,
+            None
+        )
+        .status,
+        403
+    );
+    drop(serve);
 }

@@ -256,8 +256,8 @@ impl Project {
                 let found = store
                     .runs(&RunFilter {
                         dag_id: Some(self.dag_id.clone()),
-                        states: Vec::new(),
                         limit: Some(10_000),
+                        ..RunFilter::default()
                     })
                     .await?;
                 store.close().await;

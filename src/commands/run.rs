@@ -4,11 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use chrono::{Duration, SubsecRound as _, Utc};
+use chrono::{Duration, Utc};
 use ferry_config::Config;
 use ferry_dag::Dag;
 use ferry_dag::timetable::{DataInterval, parse_instant};
 use ferry_scheduler::clock::{Clock, SystemClock};
+use ferry_scheduler::manual::{check_interval, interval_for};
 use ferry_store::RunState;
 
 use super::engine::{
@@ -237,59 +238,6 @@ fn finish(ended: &[ferry_store::RunRecord]) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The data interval for `--date` (or the latest complete one); for a manual-only DAG, the
-/// instant itself.
-pub(crate) fn interval_for(
-    dag: &Dag,
-    date: Option<&str>,
-    now: chrono::DateTime<Utc>,
-) -> Result<DataInterval> {
-    let at = match date {
-        Some(text) => Some(
-            parse_instant(text, dag.timezone)
-                .with_context(|| format!("`{text}` is not a date (write 2026-11-24)"))?,
-        ),
-        None => None,
-    };
-    let Some(schedule) = &dag.schedule else {
-        // Run ids and logical dates carry microseconds, as Airflow's do.
-        let at = at.unwrap_or(now).trunc_subsecs(6);
-        return Ok(DataInterval { start: at, end: at });
-    };
-    let start = match at {
-        Some(at) => schedule.at_or_after(at),
-        None => schedule
-            .previous_before(now + Duration::nanoseconds(1))
-            .and_then(|end| schedule.previous_before(end)),
-    };
-    start
-        .and_then(|s| schedule.interval_from(s))
-        .context("the schedule has no interval there")
-}
-
-/// A run for `interval` is refused (unless forced) when the interval has not ended yet (its
-/// data is not complete) or begins before the DAG's `start_date`.
-fn check_interval(dag: &Dag, interval: DataInterval, now: chrono::DateTime<Utc>) -> Result<()> {
-    let tz = dag.timezone;
-    if interval.end > now {
-        bail!(
-            "the interval {} .. {} of DAG `{}` has not ended yet, so its data is not complete (use --force to run it anyway)",
-            interval.start.with_timezone(&tz).to_rfc3339(),
-            interval.end.with_timezone(&tz).to_rfc3339(),
-            dag.id
-        );
-    }
-    if let Some(start) = dag.start_date.filter(|start| interval.start < *start) {
-        bail!(
-            "the interval starting {} is before the start_date {} of DAG `{}` (use --force to run it anyway)",
-            interval.start.with_timezone(&tz).to_rfc3339(),
-            start.with_timezone(&tz).to_rfc3339(),
-            dag.id
-        );
-    }
-    Ok(())
 }
 
 /// `--param name=value` overrides, checked against the DAG's declared parameters: values are

@@ -43,6 +43,7 @@ pub(crate) fn list(
                 dag_id: dag.map(str::to_string),
                 states,
                 limit: Some(limit),
+                ..RunFilter::default()
             })
             .await?;
         match format {

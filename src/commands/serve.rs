@@ -66,6 +66,8 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         let signals = watch_signals(stop_message(config, &args.stop), Some(FORCED_STOP))?;
         // The API stops taking requests as soon as a stop is asked for (an intervention
         // needs the engine to go on with it).
+        let served = ferry_api::DagCatalog::default();
+        served.replace(shown(&sources(&catalog), &catalog, &ferry_api::Loaded::default()));
         let api = listener.map(|(listener, address)| {
             say!(
                 "ferry: the HTTP API answers on http://{address} ({} token(s) configured)",
@@ -73,7 +75,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             );
             tokio::spawn(ferry_api::serve(
                 listener,
-                ferry_api::router(store.clone(), &config.api),
+                ferry_api::router(store.clone(), &config.api, served.clone()),
                 signals.shutdown.requested.clone().cancelled_owned(),
             ))
         });
@@ -83,6 +85,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             versions(&catalog),
         ));
         let reload_config = config.clone();
+        let served = served.clone();
         let reload = move || {
             let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
             // Parse again only when a file was added, removed or changed.
@@ -94,15 +97,8 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             let catalog = read(&reload_config);
             report(&catalog, Some(&state.1));
             state.1 = catalog.diagnostics.clone();
-            let dags: Vec<(ferry_dag::Dag, String)> = catalog
-                .dags
-                .values()
-                .filter_map(|dag| {
-                    std::fs::read_to_string(&dag.file)
-                        .ok()
-                        .map(|source| (dag.clone(), source))
-                })
-                .collect();
+            let dags = sources(&catalog);
+            served.replace(shown(&dags, &catalog, &served.current()));
             let now: BTreeMap<String, String> = dags
                 .iter()
                 .map(|(dag, source)| {
@@ -200,6 +196,53 @@ fn fingerprint(config: &Config) -> Fingerprint {
 
 fn read(config: &Config) -> Catalog {
     super::load_catalog(config, &[], &crate::cli::DagSource { now: None })
+}
+
+/// Every valid DAG of `catalog` with its file's text.
+fn sources(catalog: &Catalog) -> Vec<(ferry_dag::Dag, String)> {
+    catalog
+        .dags
+        .values()
+        .filter_map(|dag| {
+            std::fs::read_to_string(&dag.file)
+                .ok()
+                .map(|source| (dag.clone(), source))
+        })
+        .collect()
+}
+
+/// What the API shows after a (re)load: the valid DAGs, and (as the engine does) the last
+/// valid version of a DAG whose file has errors now or could not be read.
+fn shown(
+    dags: &[(ferry_dag::Dag, String)],
+    catalog: &Catalog,
+    before: &ferry_api::Loaded,
+) -> ferry_api::Loaded {
+    let mut shown: BTreeMap<String, ferry_api::ServedDag> = dags
+        .iter()
+        .map(|(dag, source)| {
+            (
+                dag.id.clone(),
+                ferry_api::ServedDag {
+                    dag: dag.clone(),
+                    source: source.clone(),
+                },
+            )
+        })
+        .collect();
+    for (id, kept) in &before.dags {
+        let broken = catalog
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && d.dag.as_deref() == Some(id.as_str()));
+        if !shown.contains_key(id) && (broken || !catalog.unreadable.is_empty()) {
+            shown.insert(id.clone(), kept.clone());
+        }
+    }
+    ferry_api::Loaded {
+        dags: shown,
+        diagnostics: catalog.diagnostics.clone(),
+    }
 }
 
 /// The content hash of every valid DAG's file, by DAG id.

@@ -33,7 +33,7 @@ pub(crate) fn plan(
         );
     }
     let now = now.unwrap_or_else(Utc::now);
-    let interval = super::run::interval_for(dag, date, now)?;
+    let interval = ferry_scheduler::manual::interval_for(dag, date, now)?;
     let secrets = config.secrets();
     let prepared = super::prepare_preview(
         dag,

@@ -54,7 +54,7 @@ fn dry_runs(config: &Config, catalog: &Catalog, now: DateTime<Utc>) -> Result<us
             else {
                 continue;
             };
-            let interval = super::run::interval_for(dag, None, now)?;
+            let interval = ferry_scheduler::manual::interval_for(dag, None, now)?;
             let place = format!(
                 "{}: dag `{}`, task `{}`",
                 dag.file.display(),

@@ -15,7 +15,40 @@ use crate::problem::Problem;
 
 /// The configured tokens' hashes, with their names and roles.
 pub(crate) struct Tokens {
-    hashes: Vec<(String, [u8; 32], Role)>,
+    hashes: Vec<(String, [u8; 32], Role, Scope)>,
+}
+
+/// The DAGs a token may see and act on: every limit given must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Scope {
+    /// Only DAGs of these trees (all when empty).
+    trees: Vec<String>,
+    /// Only DAGs with one of these tags (all when empty).
+    tags: Vec<String>,
+}
+
+impl Scope {
+    /// True when the token may see every DAG.
+    pub(crate) fn is_everything(&self) -> bool {
+        self.trees.is_empty() && self.tags.is_empty()
+    }
+
+    /// True when a DAG of `tree` with `tags` is in the scope.
+    pub(crate) fn covers(&self, tree: &str, tags: &[String]) -> bool {
+        (self.trees.is_empty() || self.trees.iter().any(|t| t == tree))
+            && (self.tags.is_empty() || self.tags.iter().any(|t| tags.contains(t)))
+    }
+
+    fn shown(&self) -> String {
+        let mut limits = Vec::new();
+        if !self.trees.is_empty() {
+            limits.push(format!("trees {}", self.trees.join(", ")));
+        }
+        if !self.tags.is_empty() {
+            limits.push(format!("tags {}", self.tags.join(", ")));
+        }
+        limits.join(" and ")
+    }
 }
 
 impl Tokens {
@@ -31,20 +64,24 @@ impl Tokens {
                 for (i, byte) in hash.iter_mut().enumerate() {
                     *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
                 }
-                Some((name.clone(), hash, token.role))
+                let scope = Scope {
+                    trees: token.trees.clone(),
+                    tags: token.tags.clone(),
+                };
+                Some((name.clone(), hash, token.role, scope))
             })
             .collect();
         Self { hashes }
     }
 
-    /// The name and role of the token whose hash `token` has.
-    fn find(&self, token: &str) -> Option<(&str, Role)> {
+    /// The name, role and scope of the token whose hash `token` has.
+    fn find(&self, token: &str) -> Option<(&str, Role, &Scope)> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every hash is compared, so the time taken does not tell which one was close.
         let mut found = None;
-        for (name, known, role) in &self.hashes {
+        for (name, known, role, scope) in &self.hashes {
             if bool::from(known.ct_eq(&hash)) {
-                found = Some((name.as_str(), *role));
+                found = Some((name.as_str(), *role, scope));
             }
         }
         found
@@ -57,6 +94,8 @@ pub(crate) struct Caller {
     pub(crate) name: String,
     /// What it may do.
     role: Role,
+    /// Which DAGs it may see and act on.
+    pub(crate) scope: Scope,
 }
 
 impl Caller {
@@ -72,6 +111,26 @@ impl Caller {
                 self.name,
                 self.role.as_str(),
                 needed.as_str()
+            ),
+        ))
+    }
+
+    /// Refuses (403) a DAG of `tree` with `tags` outside the token's scope.
+    pub(crate) fn may_touch(
+        &self,
+        dag_id: &str,
+        tree: &str,
+        tags: &[String],
+    ) -> Result<(), Problem> {
+        if self.scope.covers(tree, tags) {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the token `{}` is limited to DAGs of {}; DAG `{dag_id}` ({tree}) is not one",
+                self.name,
+                self.scope.shown()
             ),
         ))
     }
@@ -99,9 +158,10 @@ impl FromRequestParts<Arc<Shared>> for Caller {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty());
         match token.and_then(|t| shared.tokens.find(t)) {
-            Some((name, role)) => Ok(Caller {
+            Some((name, role, scope)) => Ok(Caller {
                 name: name.to_string(),
                 role,
+                scope: scope.clone(),
             }),
             None => Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
@@ -128,7 +188,10 @@ mod tests {
         .expect("valid");
         let tokens = Tokens::from_config(&config);
         // sha256("secret")
-        assert_eq!(tokens.find("secret"), Some(("oncall", Role::Viewer)));
+        assert_eq!(
+            tokens.find("secret"),
+            Some(("oncall", Role::Viewer, &Scope::default()))
+        );
         assert_eq!(tokens.find("Secret"), None);
         assert_eq!(
             tokens.find("2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"),

@@ -12,13 +12,12 @@ use ferry_config::Role;
 use ferry_scheduler::operations::{self, ClearSelection, OperationError, Operator};
 use ferry_store::{Intervention, RunRecord};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::State;
 use crate::auth::Caller;
 use crate::problem::{NeedsOperator, Problem};
-use crate::runs::run_named;
+use crate::runs::run_for;
 
 /// What to clear in a run. Airflow's defaults: without a body, a dry run of the failed tasks.
 #[derive(Deserialize, ToSchema)]
@@ -104,8 +103,8 @@ pub(crate) async fn clear(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.needs(Role::Operator)?;
-    let body: ClearBody = parse(&body)?;
-    let run = run_named(&shared.store, &run_id).await?;
+    let body: ClearBody = crate::body::optional(&body)?;
+    let run = run_for(&shared, &caller, &run_id).await?;
     let selection = ClearSelection {
         tasks: body.task_ids,
         downstream: body.include_downstream,
@@ -145,8 +144,8 @@ pub(crate) async fn rerun_failed(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.needs(Role::Operator)?;
-    let body: ReasonBody = parse(&body)?;
-    let run = run_named(&shared.store, &run_id).await?;
+    let body: ReasonBody = crate::body::optional(&body)?;
+    let run = run_for(&shared, &caller, &run_id).await?;
     let selection = operations::rerun_selection(&shared.store, &run)
         .await
         .map_err(refused)?;
@@ -193,8 +192,8 @@ pub(crate) async fn mark(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.needs(Role::Operator)?;
-    let body: MarkBody = parse_required(&body)?;
-    let run = run_named(&shared.store, &run_id).await?;
+    let body: MarkBody = crate::body::required(&body)?;
+    let run = run_for(&shared, &caller, &run_id).await?;
     let dag = operations::dag_of_run(&shared.store, &run)
         .await
         .map_err(refused)?;
@@ -231,7 +230,7 @@ pub(crate) async fn patch_dag(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.needs(Role::Operator)?;
-    let body: DagPatch = parse_required(&body)?;
+    let body: DagPatch = crate::body::required(&body)?;
     let known = shared
         .store
         .latest_dag_versions()
@@ -243,6 +242,7 @@ pub(crate) async fn patch_dag(
             format!("the daemon never loaded a DAG `{dag_id}`"),
         ));
     }
+    shared.check_scope(&caller, &dag_id, None).await?;
     let who = operator(&caller, body.reason);
     let changed = shared
         .store
@@ -310,26 +310,4 @@ fn refused(error: OperationError) -> Problem {
         | OperationError::DroppedTaskRuns(_) => StatusCode::CONFLICT,
     };
     Problem::new(status, error.to_string())
-}
-
-/// A JSON body, or the defaults when there is none.
-fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    parse_required(body)
-}
-
-/// A JSON body; a bad one is 422 naming the field.
-fn parse_required<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
-    let mut json = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut json).map_err(|error| {
-        let path = error.path().to_string();
-        let detail = if path == "." {
-            format!("the request body: {}", error.inner())
-        } else {
-            format!("`{path}`: {}", error.inner())
-        };
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
-    })
 }

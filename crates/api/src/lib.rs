@@ -2,6 +2,9 @@
 //! run's state at 3 a.m., behind bearer tokens.
 //!
 //! - `GET /health`: the daemon and its state database answer (no token);
+//! - `GET /api/v1/dags`, `GET /api/v1/dags/{dag_id}`: the DAGs loaded now, their last and next
+//!   runs, tasks and versions; `POST /api/v1/dags/{dag_id}/runs` triggers a run (at most once
+//!   per `Idempotency-Key`);
 //! - `GET /api/v1/runs`: runs, newest first, by DAG and state;
 //! - `GET /api/v1/runs/{run_id}`: a run and its task instances;
 //! - `POST /api/v1/runs/{run_id}/clear`, `…/rerun-failed`, `…/tasks/{task_id}/mark`,
@@ -13,6 +16,8 @@
 //! `admin`) token. Errors are `application/problem+json`.
 
 mod auth;
+mod body;
+mod dags;
 mod health;
 mod interventions;
 mod openapi;
@@ -28,6 +33,7 @@ use ferry_config::ApiConfig;
 use ferry_store::Store;
 
 use crate::auth::Tokens;
+pub use crate::dags::{DagCatalog, Loaded, ServedDag};
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -35,6 +41,36 @@ pub(crate) struct Shared {
     store: Store,
     /// The configured tokens.
     tokens: Tokens,
+    /// The DAGs the daemon has loaded.
+    dags: DagCatalog,
+}
+
+impl Shared {
+    /// Refuses (403) a DAG outside the caller's scope: the DAG as loaded now, else as `run`
+    /// recorded it; a token limited to some DAGs may not act on one it cannot place.
+    async fn check_scope(
+        &self,
+        caller: &auth::Caller,
+        dag_id: &str,
+        run: Option<&ferry_store::RunRecord>,
+    ) -> Result<(), problem::Problem> {
+        if caller.scope.is_everything() {
+            return Ok(());
+        }
+        if let Some(served) = self.dags.current().dags.get(dag_id) {
+            return caller.may_touch(dag_id, served.dag.tree.as_str(), &served.dag.tags);
+        }
+        let recorded = match run {
+            Some(run) => ferry_scheduler::operations::dag_of_run(&self.store, run)
+                .await
+                .ok(),
+            None => None,
+        };
+        match recorded {
+            Some(dag) => caller.may_touch(dag_id, dag.tree.as_str(), &dag.tags),
+            None => caller.may_touch(dag_id, "unknown", &[]),
+        }
+    }
 }
 
 /// The API's state, as handlers receive it.
@@ -42,11 +78,16 @@ pub(crate) type State = axum::extract::State<Arc<Shared>>;
 
 /// Every route: its path and its handlers (the OpenAPI document must list each).
 fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
-    use axum::routing::{get, patch, post};
+    use axum::routing::{get, post};
     vec![
         ("/health", get(health::health)),
         ("/api/v1/openapi.json", get(openapi::document)),
-        ("/api/v1/dags/{dag_id}", patch(interventions::patch_dag)),
+        ("/api/v1/dags", get(dags::list)),
+        (
+            "/api/v1/dags/{dag_id}",
+            get(dags::detail).patch(interventions::patch_dag),
+        ),
+        ("/api/v1/dags/{dag_id}/runs", post(dags::trigger)),
         ("/api/v1/runs", get(runs::list)),
         ("/api/v1/runs/{run_id}", get(runs::detail)),
         ("/api/v1/runs/{run_id}/clear", post(interventions::clear)),
@@ -61,11 +102,12 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
     ]
 }
 
-/// The API over `store`, with the tokens of `config`.
-pub fn router(store: Store, config: &ApiConfig) -> Router {
+/// The API over `store` and the DAGs of `dags`, with the tokens of `config`.
+pub fn router(store: Store, config: &ApiConfig, dags: DagCatalog) -> Router {
     let shared = Arc::new(Shared {
         store,
         tokens: Tokens::from_config(config),
+        dags,
     });
     routes()
         .into_iter()

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{health, interventions, runs};
+use crate::{dags, health, interventions, runs};
 
 /// The document.
 #[derive(OpenApi)]
@@ -17,6 +17,9 @@ use crate::{health, interventions, runs};
     paths(
         health::health,
         document,
+        dags::list,
+        dags::detail,
+        dags::trigger,
         runs::list,
         runs::detail,
         interventions::clear,

@@ -8,9 +8,9 @@ use ferry_store::{RunFilter, RunRecord, RunState, TaskInstanceRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::State;
 use crate::auth::Caller;
 use crate::problem::{NeedsToken, Problem};
+use crate::{Shared, State};
 
 /// The most runs one answer lists.
 const MOST: i64 = 1000;
@@ -23,10 +23,16 @@ pub(crate) struct RunsQuery {
     dag_id: Option<String>,
     /// Only runs in this state: `queued`, `running`, `success` or `failed`.
     state: Option<String>,
+    /// Only runs whose logical date is at or after this (RFC 3339, or a date: `2026-11-24`
+    /// is its midnight UTC).
+    logical_date_gte: Option<String>,
+    /// Only runs whose logical date is before this.
+    logical_date_lt: Option<String>,
     /// At most this many (1–1000, default 100).
     limit: Option<i64>,
+    /// The page after the one that gave this `next_cursor`.
+    cursor: Option<String>,
 }
-
 /// A DAG run.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Run {
@@ -60,6 +66,8 @@ pub(crate) struct Run {
 pub(crate) struct RunList {
     /// The runs.
     runs: Vec<Run>,
+    /// Pass it as `cursor` for the next page; none when this page is the last.
+    next_cursor: Option<String>,
 }
 
 /// A task instance of a run.
@@ -109,7 +117,7 @@ pub(crate) struct RunDetail {
     )
 )]
 pub(crate) async fn list(
-    _caller: Caller,
+    caller: Caller,
     axum::extract::State(shared): State,
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<RunList>, Problem> {
@@ -131,19 +139,76 @@ pub(crate) async fn list(
             format!("`limit`: {limit} is not between 1 and {MOST}"),
         ));
     }
+    let after = query.cursor.as_deref().map(read_cursor).transpose()?;
     let filter = RunFilter {
         dag_id: query.dag_id,
         states,
         limit: Some(limit),
+        logical_date_from: query
+            .logical_date_gte
+            .as_deref()
+            .map(|t| instant("logical_date_gte", t))
+            .transpose()?,
+        logical_date_before: query
+            .logical_date_lt
+            .as_deref()
+            .map(|t| instant("logical_date_lt", t))
+            .transpose()?,
+        after,
+        dag_ids: (!caller.scope.is_everything()).then(|| {
+            shared
+                .dags
+                .current()
+                .dags
+                .values()
+                .filter(|s| caller.scope.covers(s.dag.tree.as_str(), &s.dag.tags))
+                .map(|s| s.dag.id.clone())
+                .collect()
+        }),
     };
     let runs = shared
         .store
         .runs(&filter)
         .await
         .map_err(|e| Problem::store(&e))?;
+    let next_cursor = runs
+        .last()
+        .filter(|_| runs.len() as i64 == limit)
+        .map(|last| format!("{}.{}", last.logical_date, last.id));
     Ok(Json(RunList {
         runs: runs.iter().map(run).collect(),
+        next_cursor,
     }))
+}
+
+/// The position a `next_cursor` names: the logical date and row of the last run listed.
+fn read_cursor(text: &str) -> Result<(i64, i64), Problem> {
+    text.split_once('.')
+        .and_then(|(date, id)| Some((date.parse().ok()?, id.parse().ok()?)))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "`cursor`: `{text}` is not a cursor this API gave (pass `next_cursor` as it is)"
+                ),
+            )
+        })
+}
+
+/// An RFC 3339 instant, or a date (its midnight UTC), as Unix ms.
+fn instant(field: &str, text: &str) -> Result<i64, Problem> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis())
+        })
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("`{field}`: `{text}` is not an RFC 3339 instant (2026-11-24T23:00:00Z) nor a date (2026-11-24)"),
+            )
+        })
 }
 
 /// A run and its task instances.
@@ -159,11 +224,11 @@ pub(crate) async fn list(
     )
 )]
 pub(crate) async fn detail(
-    _caller: Caller,
+    caller: Caller,
     axum::extract::State(shared): State,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunDetail>, Problem> {
-    let record = run_named(&shared.store, &run_id).await?;
+    let record = run_for(&shared, &caller, &run_id).await?;
     let mut tasks = shared
         .store
         .task_instances(record.id)
@@ -176,11 +241,20 @@ pub(crate) async fn detail(
     }))
 }
 
-/// The run with exactly this id (404 without one).
-pub(crate) async fn run_named(
-    store: &ferry_store::Store,
+/// The run with exactly this id (404 without one), when the caller's token may see its DAG
+/// (403 otherwise).
+pub(crate) async fn run_for(
+    shared: &Shared,
+    caller: &Caller,
     run_id: &str,
 ) -> Result<RunRecord, Problem> {
+    let run = run_named(&shared.store, run_id).await?;
+    shared.check_scope(caller, &run.dag_id, Some(&run)).await?;
+    Ok(run)
+}
+
+/// The run with exactly this id (404 without one).
+async fn run_named(store: &ferry_store::Store, run_id: &str) -> Result<RunRecord, Problem> {
     store
         .run(run_id)
         .await
@@ -194,13 +268,14 @@ pub(crate) async fn run_named(
 }
 
 /// Unix milliseconds as RFC 3339 in UTC.
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn run(record: &RunRecord) -> Run {
+/// A run as the API shows it.
+pub(crate) fn run(record: &RunRecord) -> Run {
     Run {
         run_id: record.run_id.clone(),
         dag_id: record.dag_id.clone(),

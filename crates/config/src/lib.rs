@@ -161,7 +161,16 @@ pub struct ApiToken {
     pub hash: String,
     /// What the token may do.
     pub role: Role,
+    /// Only DAGs of these trees (`internal`, `user-facing`); every tree when empty.
+    #[serde(default)]
+    pub trees: Vec<String>,
+    /// Only DAGs with at least one of these tags; any DAG when empty.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
+
+/// The DAG trees a token's `trees` may name.
+pub const TREES: [&str; 2] = ["internal", "user-facing"];
 
 /// What a token may do; each role may do what the ones before it may.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -401,6 +410,11 @@ impl Config {
                 if let Some(other) = seen.insert(token.hash.to_ascii_lowercase(), name) {
                     problems.push(format!(
                         "`api.tokens.{name}.hash`: the same as `api.tokens.{other}.hash`; give each token its own"
+                    ));
+                }
+                for tree in token.trees.iter().filter(|t| !TREES.contains(&t.as_str())) {
+                    problems.push(format!(
+                        "`api.tokens.{name}.trees`: `{tree}` is not a DAG tree (internal, user-facing)"
                     ));
                 }
                 if token.sha256_hex().is_none() {

@@ -154,6 +154,21 @@ impl Param {
 }
 
 impl ParamType {
+    /// The declaration as JSON Schema would say it: `{"type": "integer"}`, `{"enum": [...]}`,
+    /// `{}` for anything.
+    pub fn schema(&self) -> Value {
+        let name = match self {
+            ParamType::Any => return Value::Object(serde_json::Map::new()),
+            ParamType::Enum(values) => return serde_json::json!({"enum": values}),
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Number => "number",
+            ParamType::Boolean => "boolean",
+            ParamType::Date => return serde_json::json!({"type": "string", "format": "date"}),
+        };
+        serde_json::json!({"type": name})
+    }
+
     fn described(&self) -> String {
         match self {
             ParamType::Any => "anything".to_string(),
@@ -184,9 +199,42 @@ pub fn resolve(
     declared: &BTreeMap<String, Param>,
     given: &[(String, String)],
 ) -> Result<serde_json::Map<String, Value>, String> {
+    resolve_with(
+        dag_id,
+        declared,
+        given,
+        |param, text| param.parse(text),
+        |name| format!("give it with `--param {name}=...`"),
+    )
+}
+
+/// The parameters of a new run given as a JSON object (an HTTP trigger's `conf`): the
+/// defaults, overridden by `given`, each value checked against its declaration.
+pub fn resolve_values(
+    dag_id: &str,
+    declared: &BTreeMap<String, Param>,
+    given: &serde_json::Map<String, Value>,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let given: Vec<(String, Value)> = given.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    resolve_with(
+        dag_id,
+        declared,
+        &given,
+        |param, value| param.check(value).map(|()| value.clone()),
+        |name| format!("give it in `conf` (`{{\"{name}\": ...}}`)"),
+    )
+}
+
+fn resolve_with<T>(
+    dag_id: &str,
+    declared: &BTreeMap<String, Param>,
+    given: &[(String, T)],
+    read: impl Fn(&Param, &T) -> Result<Value, String>,
+    how_to_give: impl Fn(&str) -> String,
+) -> Result<serde_json::Map<String, Value>, String> {
     let mut conf = serde_json::Map::new();
     let mut problems = Vec::new();
-    for (name, text) in given {
+    for (name, given) in given {
         let Some(param) = declared.get(name) else {
             let names: Vec<&str> = declared.keys().map(String::as_str).collect();
             let hint = suggestion(name, names.iter().copied())
@@ -194,7 +242,7 @@ pub fn resolve(
             problems.push(format!("DAG `{dag_id}` has no parameter `{name}` ({hint})"));
             continue;
         };
-        match param.parse(text) {
+        match read(param, given) {
             Ok(value) => {
                 conf.insert(name.clone(), value);
             }
@@ -204,7 +252,8 @@ pub fn resolve(
     for (name, param) in declared {
         if param.default.is_none() && !conf.contains_key(name) {
             problems.push(format!(
-                "parameter `{name}` has no default: give it with `--param {name}=...`"
+                "parameter `{name}` has no default: {}",
+                how_to_give(name)
             ));
         }
     }
@@ -285,6 +334,34 @@ mod tests {
         assert_eq!(
             resolve("d", &declared, &given(&[("days", "x"), ("dais", "1")])),
             Err("parameter `days`: `x` is not an integer; DAG `d` has no parameter `dais` (did you mean `days`?); parameter `day` has no default: give it with `--param day=...`".to_string())
+        );
+    }
+
+    #[test]
+    fn a_json_conf_is_checked_as_given_not_as_text() {
+        let declared = BTreeMap::from([
+            (
+                "days".to_string(),
+                Param::read(&json!({"type": "integer", "default": 7})).expect("days"),
+            ),
+            (
+                "day".to_string(),
+                Param::read(&json!({"type": "date"})).expect("day"),
+            ),
+        ]);
+        let conf = |value: serde_json::Value| value.as_object().cloned().expect("object");
+        assert_eq!(
+            resolve_values(
+                "d",
+                &declared,
+                &conf(json!({"day": "2026-11-24", "days": 3}))
+            ),
+            Ok(conf(json!({"day": "2026-11-24", "days": 3})))
+        );
+        // "3" is text, not an integer: a JSON body says what it means.
+        assert_eq!(
+            resolve_values("d", &declared, &conf(json!({"days": "3"}))),
+            Err("parameter `days`: `3` is not an integer; parameter `day` has no default: give it in `conf` (`{\"day\": ...}`)".to_string())
         );
     }
 }

@@ -843,7 +843,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// The task instances a new run of `dag` starts with.
-fn new_instances(dag: &Dag) -> Vec<NewTaskInstance<'_>> {
+pub(crate) fn new_instances(dag: &Dag) -> Vec<NewTaskInstance<'_>> {
     dag.tasks
         .iter()
         .map(|task| NewTaskInstance {
@@ -880,7 +880,11 @@ fn new_run<'a>(
 /// with the DAG so that `ferry logs RUN TASK` needs no DAG).
 /// Airflow's run id form: `<dag>__<type>__<logical date, UTC, RFC 3339>`, with microseconds
 /// only when the logical date has them (a manual run of a DAG without a schedule).
-fn run_id(dag_id: &str, run_type: &str, interval: ferry_dag::timetable::DataInterval) -> String {
+pub(crate) fn run_id(
+    dag_id: &str,
+    run_type: &str,
+    interval: ferry_dag::timetable::DataInterval,
+) -> String {
     use chrono::SubsecRound as _;
     let start = interval.start.trunc_subsecs(6);
     let format = if start.timestamp_subsec_micros() == 0 {

@@ -27,6 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::SqlitePool;
 
 pub use interventions::{Intervention, PausedDag, TaskToClear, VersionChange};
+pub use manual::{ManualRequest, ManualRun};
 pub use open::OpenMode;
 pub use owner::OwnerLock;
 pub use records::{
@@ -296,6 +297,7 @@ macro_rules! append_event {
 }
 
 mod interventions;
+mod manual;
 mod owner;
 
 /// Which runs to list.
@@ -307,6 +309,15 @@ pub struct RunFilter {
     pub states: Vec<RunState>,
     /// At most this many, newest logical date first (default 100).
     pub limit: Option<i64>,
+    /// Only runs whose logical date (Unix ms) is at or after this.
+    pub logical_date_from: Option<i64>,
+    /// Only runs whose logical date is before this.
+    pub logical_date_before: Option<i64>,
+    /// Only runs after this one in the order listed (its logical date and row id): the next
+    /// page.
+    pub after: Option<(i64, i64)>,
+    /// Only these DAGs' runs (all when `None`).
+    pub dag_ids: Option<Vec<String>>,
 }
 
 /// The same change for many tasks of a run (see [`Store::transition_tasks`]).
@@ -556,6 +567,18 @@ impl Store {
         runs: &[(NewRun<'_>, &[NewTaskInstance<'_>])],
         cause: &str,
     ) -> Result<Vec<Option<RunRecord>>, StoreError> {
+        self.insert_runs(runs, cause, None).await
+    }
+
+    /// [`Store::create_runs`], for runs asked for by `manual` when given: its actor and reason go
+    /// into the event log and its idempotency key (when it has one) is written in the same
+    /// transaction, naming the run.
+    async fn insert_runs(
+        &self,
+        runs: &[(NewRun<'_>, &[NewTaskInstance<'_>])],
+        cause: &str,
+        manual: Option<&ManualRequest<'_>>,
+    ) -> Result<Vec<Option<RunRecord>>, StoreError> {
         let mut created: std::collections::HashMap<(String, i64), RunRecord> =
             std::collections::HashMap::new();
         with_pool!(self, pool => {
@@ -608,16 +631,32 @@ impl Store {
                 .collect();
             for chunk in new_runs.chunks(1000) {
                 let mut insert =
-                    sqlx::QueryBuilder::new("INSERT INTO events (at, dag_id, run_id, to_state, cause, detail) ");
+                    sqlx::QueryBuilder::new("INSERT INTO events (at, dag_id, run_id, to_state, cause, detail, actor, reason) ");
                 insert.push_values(chunk, |mut row, run| {
                     row.push_bind(run.at)
                         .push_bind(run.dag_id)
                         .push_bind(run.run_id)
                         .push_bind(RunState::Queued.as_str())
                         .push_bind(cause)
-                        .push_bind(run.run_type);
+                        .push_bind(run.run_type)
+                        .push_bind(manual.map(|m| m.actor))
+                        .push_bind(manual.and_then(|m| m.reason));
                 });
                 insert.build().execute(&mut *tx).await?;
+            }
+            if let Some((key, fingerprint)) = manual.and_then(|m| m.key)
+                && let Some(run) = new_runs.first()
+            {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (idempotency_key, fingerprint, run_id, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(key)
+                .bind(fingerprint)
+                .bind(run.run_id)
+                .bind(run.at)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok::<(), StoreError>(())
@@ -633,19 +672,64 @@ impl Store {
         let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
         let states_json = serde_json::to_string(&states).unwrap_or_else(|_| "[]".to_string());
         let limit = filter.limit.unwrap_or(100);
+        let dags_json = filter
+            .dag_ids
+            .as_ref()
+            .map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_string()));
+        let (after_date, after_id) = filter.after.unzip();
         with_pool!(self, pool => {
-            // The state list travels as one JSON text so the same SQL works on both backends.
+            // Lists travel as one JSON text so the same SQL works on both backends (DAG ids
+            // and states hold no quote).
             let runs: Vec<RunRecord> = sqlx::query_as(
                 "SELECT * FROM dag_runs WHERE ($1 IS NULL OR dag_id = $1) \
                  AND ($2 = '[]' OR $2 LIKE '%\"' || state || '\"%') \
+                 AND ($4 IS NULL OR logical_date >= $4) \
+                 AND ($5 IS NULL OR logical_date < $5) \
+                 AND ($6 IS NULL OR logical_date < $6 OR (logical_date = $6 AND id < $7)) \
+                 AND ($8 IS NULL OR $8 LIKE '%\"' || dag_id || '\"%') \
                  ORDER BY logical_date DESC, id DESC LIMIT $3",
             )
             .bind(filter.dag_id.as_deref())
             .bind(&states_json)
             .bind(limit)
+            .bind(filter.logical_date_from)
+            .bind(filter.logical_date_before)
+            .bind(after_date)
+            .bind(after_id)
+            .bind(dags_json.as_deref())
             .fetch_all(pool)
             .await?;
             Ok(runs)
+        })
+    }
+
+    /// The latest run (by logical date) of every DAG that has one, by DAG id.
+    pub async fn latest_runs(
+        &self,
+    ) -> Result<std::collections::HashMap<String, RunRecord>, StoreError> {
+        with_pool!(self, pool => {
+            let runs: Vec<RunRecord> = sqlx::query_as(
+                "SELECT r.* FROM dag_runs r WHERE r.logical_date = \
+                 (SELECT MAX(l.logical_date) FROM dag_runs l WHERE l.dag_id = r.dag_id)",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(runs.into_iter().map(|run| (run.dag_id.clone(), run)).collect())
+        })
+    }
+
+    /// The recorded versions of a DAG, newest first: (version id, content hash, first loaded at).
+    pub async fn dag_versions_of(
+        &self,
+        dag_id: &str,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT id, content_hash, loaded_at FROM dag_versions WHERE dag_id = $1 ORDER BY id DESC",
+            )
+            .bind(dag_id)
+            .fetch_all(pool)
+            .await?)
         })
     }
 

@@ -391,6 +391,136 @@ async fn runs_are_listed_by_dag_and_state() {
 }
 
 #[tokio::test]
+async fn runs_are_paged_by_cursor_and_dated() {
+    for (store, _dir) in stores().await {
+        for (i, start) in [100, 200, 300, 400, 500].iter().enumerate() {
+            run_with_tasks(&store, &format!("r{i}"), *start).await;
+        }
+        let page = |after: Option<(i64, i64)>| RunFilter {
+            limit: Some(2),
+            after,
+            ..RunFilter::default()
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let runs = store.runs(&page(after)).await.expect("page");
+            seen.extend(runs.iter().map(|r| r.logical_date));
+            match runs.last() {
+                Some(last) if runs.len() == 2 => after = Some((last.logical_date, last.id)),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, [500, 400, 300, 200, 100], "{:?}", store.backend());
+        let dated = store
+            .runs(&RunFilter {
+                logical_date_from: Some(200),
+                logical_date_before: Some(400),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("dated");
+        assert_eq!(
+            dated.iter().map(|r| r.logical_date).collect::<Vec<_>>(),
+            [300, 200]
+        );
+        let none = store
+            .runs(&RunFilter {
+                dag_ids: Some(vec!["other".to_string()]),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("scoped");
+        assert!(none.is_empty());
+        let latest = store.latest_runs().await.expect("latest");
+        assert_eq!(latest.get("d").map(|r| r.logical_date), Some(500));
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_names_one_run_even_when_two_calls_race() {
+    for (store, _dir) in stores().await {
+        let version = store
+            .record_dag_version("d", "hash", "d.yaml", "tasks: []", 1)
+            .await
+            .expect("version");
+        let request = |key| ManualRequest {
+            actor: "api token ops",
+            reason: Some("late data"),
+            key: Some((key, "fp")),
+        };
+        // Two calls with one key but different logical dates (a DAG without a schedule runs
+        // at "now"): one run is made; the other call finds the key taken.
+        let one = NewRun {
+            run_type: "manual",
+            dag_version_id: version,
+            ..new_run("m1", 100)
+        };
+        let other = NewRun {
+            run_id: "m2",
+            interval_start: 200,
+            ..one.clone()
+        };
+        let (asked_one, asked_other) = (request("k1"), request("k1"));
+        let (first, second) = tokio::join!(
+            store.create_manual_run(&one, &[], &asked_one),
+            store.create_manual_run(&other, &[], &asked_other)
+        );
+        let outcomes = [first.expect("first"), second.expect("second")];
+        let made: Vec<&RunRecord> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                ManualRun::Created(run) => Some(run),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(made.len(), 1, "{outcomes:?}");
+        assert!(
+            outcomes.iter().any(|o| matches!(o, ManualRun::KeyTaken)),
+            "{outcomes:?}"
+        );
+        let (run, fingerprint) = store
+            .run_of_idempotency_key("k1")
+            .await
+            .expect("lookup")
+            .expect("the key names a run");
+        assert_eq!(run.run_id, made[0].run_id);
+        assert_eq!(fingerprint, "fp");
+        assert_eq!(
+            store.runs(&RunFilter::default()).await.expect("runs").len(),
+            1
+        );
+        let events = store.events(&run.run_id).await.expect("events");
+        assert_eq!(events[0].actor.as_deref(), Some("api token ops"));
+        assert_eq!(events[0].reason.as_deref(), Some("late data"));
+        // A date that has a run already: nothing is made, the run is named.
+        let taken = store
+            .create_manual_run(
+                &NewRun {
+                    run_type: "manual",
+                    dag_version_id: version,
+                    ..new_run("m3", run.logical_date)
+                },
+                &[],
+                &request("k2"),
+            )
+            .await
+            .expect("taken");
+        assert!(
+            matches!(taken, ManualRun::DateTaken(ref r) if r.run_id == run.run_id),
+            "{taken:?}"
+        );
+        assert!(
+            store
+                .run_of_idempotency_key("k2")
+                .await
+                .expect("k2")
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_damaged_file_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("ferry.db");

@@ -692,3 +692,216 @@ fn issue10_a_trigger_with_an_idempotency_key_makes_one_run_and_tokens_keep_to_th
     );
     drop(serve);
 }
+
+/// Reads `path` as a stream until `done` says the text read so far is enough (or 30 s pass).
+fn read_stream(
+    base: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    done: impl Fn(&str) -> bool,
+) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let mut request = reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .bearer_auth(token);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let mut response = request.send().await.expect("the API answers");
+            assert_eq!(response.status().as_u16(), 200, "{path}");
+            let mut text = String::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !done(&text) {
+                match tokio::time::timeout_at(deadline, response.chunk()).await {
+                    Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                    Ok(Ok(None)) => break,
+                    Ok(Err(error)) => panic!("{path}: {error}"),
+                    Err(_) => panic!("{path}: still waiting after 30 s; read: {text}"),
+                }
+            }
+            text
+        })
+}
+
+#[test]
+fn issue10_a_running_tasks_log_is_followed_and_events_stream_as_they_happen() {
+    let flag = tempfile::tempdir().expect("flag dir");
+    let go = flag.path().join("go");
+    let dag = format!(
+        "tasks:\n  - {{id: load, type: command, command: 'echo first; while test ! -f {go}; do sleep 0.1; done; echo second; echo third'}}\n  - {{id: publish, type: noop, depends_on: [load]}}\n",
+        go = go.display()
+    );
+    let dir = project(&[("nightly.yaml", &dag)]);
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.ops]\nhash = \"{}\"\nrole = \"operator\"\n",
+        sha256("ops-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let (serve, base) = serve(dir.path());
+    let ops = Some("ops-token");
+
+    // The stream starts now: it sends what happens from here on.
+    let stream_base = base.clone();
+    let events = std::thread::spawn(move || {
+        read_stream(
+            &stream_base,
+            "/api/v1/events/stream",
+            "ops-token",
+            &[],
+            |text| {
+                // The run's own success ends the story.
+                text.lines().any(|l| {
+                    l.starts_with("data:")
+                        && l.contains("\"task_id\":null")
+                        && l.contains("\"to_state\":\"success\"")
+                })
+            },
+        )
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let made = call("POST", &base, "/api/v1/dags/nightly/runs", ops, None);
+    assert_eq!(made.status, 201, "{}", made.body);
+    let run_id = made.body["run_id"].as_str().expect("run id").to_string();
+    let logs = format!("/api/v1/runs/{run_id}/tasks/load/logs");
+    wait_until(Duration::from_secs(20), || {
+        call("GET", &base, &logs, ops, None).status == 200
+    });
+    let running = get(&base, &format!("/api/v1/runs/{run_id}/tasks/load"), ops);
+    assert_eq!(running.body["state"], "running", "{}", running.body);
+    assert_eq!(
+        running.body["attempts"][0]["ended_at"],
+        serde_json::Value::Null
+    );
+
+    // Followed while it runs: what it wrote, then what comes, then its end.
+    let follow_base = base.clone();
+    let follow_path = format!("{logs}?follow=true");
+    let followed = std::thread::spawn(move || {
+        read_stream(&follow_base, &follow_path, "ops-token", &[], |text| {
+            text.contains("# ended:")
+        })
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(&go, "").expect("the task may go on");
+    let followed = followed.join().expect("followed");
+    assert!(
+        followed.starts_with("first\n") && followed.contains("second\nthird\n"),
+        "{followed}"
+    );
+    assert!(followed.ends_with("# ended: success\n"), "{followed}");
+
+    // Ended: the tail, a range from an offset, and the attempt in the task's detail.
+    wait_until(Duration::from_secs(20), || {
+        get(&base, &format!("/api/v1/runs/{run_id}"), ops).body["state"] == "success"
+    });
+    let raw = |path: &str| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let response = reqwest::Client::new()
+                    .get(format!("{base}{path}"))
+                    .bearer_auth("ops-token")
+                    .send()
+                    .await
+                    .expect("answer");
+                let offset = response
+                    .headers()
+                    .get("x-ferry-log-offset")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                (response.text().await.expect("text"), offset)
+            })
+    };
+    assert_eq!(raw(&format!("{logs}?tail=2")).0, "second\nthird\n");
+    let (all, offset) = raw(&logs);
+    assert_eq!(all, "first\nsecond\nthird\n");
+    assert_eq!(offset.as_deref(), Some("19"));
+    assert_eq!(raw(&format!("{logs}?offset=6")).0, "second\nthird\n");
+    assert_eq!(raw(&format!("{logs}?offset=19")).0, "");
+    assert_eq!(
+        call(
+            "GET",
+            &base,
+            &format!("{logs}?tail=1&follow=true"),
+            ops,
+            None
+        )
+        .status,
+        422
+    );
+    assert_eq!(
+        call("GET", &base, &format!("{logs}?try_number=2"), ops, None).status,
+        404
+    );
+    let detail = get(&base, &format!("/api/v1/runs/{run_id}/tasks/load"), ops);
+    assert_eq!(
+        detail.body["attempts"][0]["outcome"], "success",
+        "{}",
+        detail.body
+    );
+    assert_eq!(
+        get(&base, &format!("/api/v1/runs/{run_id}/tasks/lod"), ops).status,
+        404
+    );
+
+    // The run's event log, the system's, and the stream all tell the same story.
+    let of_run = get(&base, &format!("/api/v1/runs/{run_id}/events"), ops);
+    let states: Vec<(Option<&str>, &str)> = of_run.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["task_id"].as_str(), e["to_state"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(states.first(), Some(&(None, "queued")));
+    assert_eq!(states.last(), Some(&(None, "success")));
+    assert!(states.contains(&(Some("load"), "running")), "{states:?}");
+    assert_eq!(of_run.body["events"][0]["actor"], "api token ops");
+    let page = get(&base, "/api/v1/events?limit=2", ops);
+    assert_eq!(page.body["events"].as_array().map(Vec::len), Some(2));
+    let next = page.body["next_after"].as_i64().expect("next_after");
+    let rest = get(
+        &base,
+        &format!("/api/v1/events?after={next}&limit=1000"),
+        ops,
+    );
+    assert_eq!(
+        2 + rest.body["events"].as_array().map_or(0, Vec::len),
+        states.len()
+    );
+    let streamed = events.join().expect("stream");
+    let ids: Vec<i64> = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect();
+    assert_eq!(ids.len(), states.len(), "{streamed}");
+    assert!(
+        streamed.contains("event: task") || streamed.contains("event:task"),
+        "{streamed}"
+    );
+    // Resumed after the third event: the rest, and only the rest.
+    let third = ids[2].to_string();
+    let resumed = read_stream(
+        &base,
+        "/api/v1/events/stream",
+        "ops-token",
+        &[("Last-Event-ID", &third)],
+        |text| text.lines().filter(|l| l.starts_with("id:")).count() >= ids.len() - 3,
+    );
+    let resumed_ids: Vec<i64> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect();
+    assert_eq!(resumed_ids, ids[3..]);
+    drop(serve);
+}

@@ -89,6 +89,7 @@ impl Tokens {
 }
 
 /// A request that carried a configured token: its name (what the event log records) and role.
+#[derive(Clone)]
 pub(crate) struct Caller {
     /// The token's name in the configuration.
     pub(crate) name: String,

@@ -7,6 +7,10 @@
 //!   per `Idempotency-Key`);
 //! - `GET /api/v1/runs`: runs, newest first, by DAG and state;
 //! - `GET /api/v1/runs/{run_id}`: a run and its task instances;
+//! - `GET /api/v1/runs/{run_id}/tasks/{task_id}` and `…/logs`: a task instance with every
+//!   attempt, and an attempt's log (tail, byte range, or followed as it grows);
+//! - `GET /api/v1/runs/{run_id}/events`, `GET /api/v1/events`, `GET /api/v1/events/stream`: the
+//!   event log of a run, of the system, and as server-sent events;
 //! - `POST /api/v1/runs/{run_id}/clear`, `…/rerun-failed`, `…/tasks/{task_id}/mark`,
 //!   `PATCH /api/v1/dags/{dag_id}`: an operator's interventions, as the CLI's;
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of every route (no token).
@@ -18,11 +22,13 @@
 mod auth;
 mod body;
 mod dags;
+mod events;
 mod health;
 mod interventions;
 mod openapi;
 mod problem;
 mod runs;
+mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +52,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The DAGs loaded now that `caller` may see, or `None` when it may see every DAG.
+    fn dags_in_scope(&self, caller: &auth::Caller) -> Option<Vec<String>> {
+        (!caller.scope.is_everything()).then(|| {
+            self.dags
+                .current()
+                .dags
+                .values()
+                .filter(|s| caller.scope.covers(s.dag.tree.as_str(), &s.dag.tags))
+                .map(|s| s.dag.id.clone())
+                .collect()
+        })
+    }
+
     /// Refuses (403) a DAG outside the caller's scope: the DAG as loaded now, else as `run`
     /// recorded it; a token limited to some DAGs may not act on one it cannot place.
     async fn check_scope(
@@ -90,6 +109,14 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
         ("/api/v1/dags/{dag_id}/runs", post(dags::trigger)),
         ("/api/v1/runs", get(runs::list)),
         ("/api/v1/runs/{run_id}", get(runs::detail)),
+        ("/api/v1/runs/{run_id}/events", get(events::of_run)),
+        ("/api/v1/runs/{run_id}/tasks/{task_id}", get(tasks::detail)),
+        (
+            "/api/v1/runs/{run_id}/tasks/{task_id}/logs",
+            get(tasks::logs),
+        ),
+        ("/api/v1/events", get(events::all)),
+        ("/api/v1/events/stream", get(events::stream)),
         ("/api/v1/runs/{run_id}/clear", post(interventions::clear)),
         (
             "/api/v1/runs/{run_id}/rerun-failed",

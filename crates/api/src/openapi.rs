@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dags, health, interventions, runs};
+use crate::{dags, events, health, interventions, runs, tasks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -22,6 +22,11 @@ use crate::{dags, health, interventions, runs};
         dags::trigger,
         runs::list,
         runs::detail,
+        tasks::detail,
+        tasks::logs,
+        events::of_run,
+        events::all,
+        events::stream,
         interventions::clear,
         interventions::rerun_failed,
         interventions::mark,

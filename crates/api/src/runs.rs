@@ -155,16 +155,7 @@ pub(crate) async fn list(
             .map(|t| instant("logical_date_lt", t))
             .transpose()?,
         after,
-        dag_ids: (!caller.scope.is_everything()).then(|| {
-            shared
-                .dags
-                .current()
-                .dags
-                .values()
-                .filter(|s| caller.scope.covers(s.dag.tree.as_str(), &s.dag.tags))
-                .map(|s| s.dag.id.clone())
-                .collect()
-        }),
+        dag_ids: shared.dags_in_scope(&caller),
     };
     let runs = shared
         .store
@@ -291,7 +282,8 @@ pub(crate) fn run(record: &RunRecord) -> Run {
     }
 }
 
-fn task_instance(record: &TaskInstanceRecord) -> TaskInstance {
+/// A task instance as the API shows it.
+pub(crate) fn task_instance(record: &TaskInstanceRecord) -> TaskInstance {
     TaskInstance {
         task_id: record.task_id.clone(),
         state: record.state.clone(),

@@ -7,12 +7,14 @@
 //! - [`retry`]: retry delays with backoff and jitter;
 //! - [`render`]: a task of a run rendered for execution;
 //! - [`engine`]: the event-driven loop;
+//! - [`logs`]: an attempt's log as it stands;
 //! - [`operations`]: an operator's interventions (clear, rerun, mark), the same for every front end;
 //! - [`manual`]: runs made by hand, at most once per idempotency key.
 
 pub mod clock;
 pub mod due;
 pub mod engine;
+pub mod logs;
 pub mod manual;
 pub mod operations;
 pub mod render;

@@ -1244,6 +1244,47 @@ impl Store {
         })
     }
 
+    /// Every event after event `after` (0 for all), oldest first, at most `limit`; only of
+    /// `dag_ids` when given: the system's event log, a page at a time.
+    pub async fn events_since(
+        &self,
+        after: i64,
+        limit: i64,
+        dag_ids: Option<&[String]>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let dags_json =
+            dag_ids.map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_string()));
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT * FROM events WHERE id > $1 \
+                 AND ($3 IS NULL OR $3 LIKE '%\"' || dag_id || '\"%') ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .bind(dags_json.as_deref())
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// The number of the latest event (0 without any).
+    pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
+        with_pool!(self, pool => {
+            let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(pool).await?;
+            Ok(latest.unwrap_or(0))
+        })
+    }
+
+    /// Every attempt of a task instance, first try first.
+    pub async fn attempts(&self, task_instance_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as("SELECT * FROM attempts WHERE task_instance_id = $1 ORDER BY try_number")
+                .bind(task_instance_id)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
     /// An attempt of a task of a run: the given try, or the latest.
     pub async fn attempt(
         &self,

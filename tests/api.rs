@@ -905,3 +905,67 @@ fn issue10_a_running_tasks_log_is_followed_and_events_stream_as_they_happen() {
     assert_eq!(resumed_ids, ids[3..]);
     drop(serve);
 }
+
+#[test]
+fn issue10_a_fresh_data_directory_gets_an_admin_token_that_only_its_owner_reads() {
+    let dir = project(&[("nightly.yaml", "tasks:\n  - {id: build, type: noop}\n")]);
+    let (serve_first, base) = serve(dir.path());
+    let log = dir.path().join("serve.log");
+    let token_file = dir.path().join(".ferry/api-token");
+    let token = std::fs::read_to_string(&token_file).expect("the token is kept");
+    let token = token.trim();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&token_file)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never open: no token is still 401; the kept one is an admin's.
+    assert_eq!(get(&base, "/api/v1/dags", None).status, 401);
+    let made = call(
+        "POST",
+        &base,
+        "/api/v1/dags/nightly/runs",
+        Some(token),
+        None,
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    crate::util::nix_kill(&serve_first, "TERM");
+    let first = serve_first.wait_with_output().expect("serve exits");
+    assert!(first.status.success(), "{first:?}");
+    let printed = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        printed.contains("made the admin token `local-admin`"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(token),
+        "the token itself is never printed: {printed}"
+    );
+
+    // The next start uses the same token.
+    let (serve_again, base) = serve(dir.path());
+    assert_eq!(get(&base, "/api/v1/dags", Some(token)).status, 200);
+    let printed = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        printed.contains("using the admin token `local-admin`"),
+        "{printed}"
+    );
+    let shown = ferry_in(
+        dir.path(),
+        &[
+            "runs",
+            "show",
+            made.body["run_id"].as_str().expect("run id"),
+        ],
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("api token local-admin"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    drop(serve_again);
+}

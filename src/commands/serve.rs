@@ -68,14 +68,19 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         // needs the engine to go on with it).
         let served = ferry_api::DagCatalog::default();
         served.replace(shown(&sources(&catalog), &catalog, &ferry_api::Loaded::default()));
+        let api_config = if listener.is_some() {
+            with_local_token(config)?
+        } else {
+            config.api.clone()
+        };
         let api = listener.map(|(listener, address)| {
             say!(
-                "ferry: the HTTP API answers on http://{address} ({} token(s) configured)",
-                config.api.tokens.len()
+                "ferry: the HTTP API answers on http://{address} ({} token(s))",
+                api_config.tokens.len()
             );
             tokio::spawn(ferry_api::serve(
                 listener,
-                ferry_api::router(store.clone(), &config.api, served.clone()),
+                ferry_api::router(store.clone(), &api_config, served.clone()),
                 signals.shutdown.requested.clone().cancelled_owned(),
             ))
         });
@@ -142,6 +147,32 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
+}
+
+/// The API's tokens: those configured; with none, the admin token kept in the data directory
+/// (made on the first start), so that the API is usable at once and never open.
+fn with_local_token(config: &Config) -> Result<ferry_config::ApiConfig> {
+    let mut api = config.api.clone();
+    if !api.tokens.is_empty() {
+        return Ok(api);
+    }
+    let (token, path, made) = ferry_api::local_token::local_admin_token(&config.engine.data_dir)
+        .with_context(|| {
+            format!(
+                "no [api.tokens] are configured, and the admin token in {} cannot be kept",
+                config.engine.data_dir.display()
+            )
+        })?;
+    say!(
+        "ferry: no [api.tokens] configured: {} the admin token `{}` in {} (readable by you only); call the API with `Authorization: Bearer $(cat {})`",
+        if made { "made" } else { "using" },
+        ferry_api::local_token::LOCAL_ADMIN,
+        path.display(),
+        path.display()
+    );
+    api.tokens
+        .insert(ferry_api::local_token::LOCAL_ADMIN.to_string(), token);
+    Ok(api)
 }
 
 /// Takes the store; an operator's intervention holding it for a moment (`ferry tasks clear`

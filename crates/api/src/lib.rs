@@ -25,6 +25,7 @@ mod dags;
 mod events;
 mod health;
 mod interventions;
+pub mod local_token;
 mod openapi;
 mod problem;
 mod runs;

@@ -903,6 +903,37 @@ fn issue10_a_running_tasks_log_is_followed_and_events_stream_as_they_happen() {
         .filter_map(|id| id.trim().parse().ok())
         .collect();
     assert_eq!(resumed_ids, ids[3..]);
+
+    // Prometheus metrics, without a token.
+    let metrics = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            reqwest::get(format!("{base}/metrics"))
+                .await
+                .expect("answer")
+                .text()
+                .await
+                .expect("text")
+        });
+    for line in [
+        "ferry_dag_runs{state=\"success\"} 1",
+        "ferry_dag_runs{state=\"failed\"} 0",
+        "ferry_task_instances{state=\"success\"} 2",
+        "ferry_queue_depth 0",
+        "ferry_pool_slots{pool=\"default\"} 16",
+        "ferry_pool_slots_in_use{pool=\"default\"} 0",
+        "ferry_dag_load_errors 0",
+        "ferry_task_duration_seconds_count{dag_id=\"nightly\",outcome=\"success\"} 2",
+        "ferry_api_request_duration_seconds_count{route=\"/api/v1/dags/{dag_id}/runs\",method=\"POST\",status=\"201\"} 1",
+        "# TYPE ferry_scheduler_loop_lag_seconds gauge",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "`{line}` is not in:\n{metrics}"
+        );
+    }
     drop(serve);
 }
 

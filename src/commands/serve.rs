@@ -39,15 +39,22 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             let address = listener.local_addr()?;
             Some((listener, address))
         };
+        let metrics = ferry_api::Metrics::new(pools(config));
+        let observed = metrics.clone();
+        let print = crate::progress::lines();
         let mut engine = engine(
             config,
             store.clone(),
             Arc::new(SystemClock::real()),
-            crate::progress::lines(),
+            Box::new(move |progress| {
+                print(progress);
+                observed.observe(progress);
+            }),
             &args.stop,
         )
         .await?;
         engine.set_owner(owner);
+        metrics.watch_engine(engine.gauges());
         let catalog = read(config);
         report(&catalog, None);
         load_all(&mut engine, &catalog).await?;
@@ -80,7 +87,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             );
             tokio::spawn(ferry_api::serve(
                 listener,
-                ferry_api::router(store.clone(), &api_config, served.clone()),
+                ferry_api::router(store.clone(), &api_config, served.clone(), metrics.clone()),
                 signals.shutdown.requested.clone().cancelled_owned(),
             ))
         });
@@ -147,6 +154,21 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
     .map_err(|error| naming(&shown_url(config, &args.engine), error))
+}
+
+/// Every pool and its slots (`default` has `parallelism`).
+fn pools(config: &Config) -> Vec<(String, i64)> {
+    let slots = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    std::iter::once(("default".to_string(), slots(config.engine.parallelism)))
+        .chain(
+            config
+                .engine
+                .pools
+                .iter()
+                .filter(|(name, _)| name.as_str() != "default")
+                .map(|(name, n)| (name.clone(), slots(*n))),
+        )
+        .collect()
 }
 
 /// The API's tokens: those configured; with none, the admin token kept in the data directory

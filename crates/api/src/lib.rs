@@ -2,6 +2,7 @@
 //! run's state at 3 a.m., behind bearer tokens.
 //!
 //! - `GET /health`: the daemon and its state database answer (no token);
+//! - `GET /metrics`: Prometheus metrics (no token);
 //! - `GET /api/v1/dags`, `GET /api/v1/dags/{dag_id}`: the DAGs loaded now, their last and next
 //!   runs, tasks and versions; `POST /api/v1/dags/{dag_id}/runs` triggers a run (at most once
 //!   per `Idempotency-Key`);
@@ -26,6 +27,7 @@ mod events;
 mod health;
 mod interventions;
 pub mod local_token;
+mod metrics;
 mod openapi;
 mod problem;
 mod runs;
@@ -41,6 +43,7 @@ use ferry_store::Store;
 
 use crate::auth::Tokens;
 pub use crate::dags::{DagCatalog, Loaded, ServedDag};
+pub use crate::metrics::Metrics;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -50,6 +53,8 @@ pub(crate) struct Shared {
     tokens: Tokens,
     /// The DAGs the daemon has loaded.
     dags: DagCatalog,
+    /// What `/metrics` shows.
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -101,6 +106,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
     use axum::routing::{get, post};
     vec![
         ("/health", get(health::health)),
+        ("/metrics", get(metrics::metrics)),
         ("/api/v1/openapi.json", get(openapi::document)),
         ("/api/v1/dags", get(dags::list)),
         (
@@ -130,12 +136,14 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
     ]
 }
 
-/// The API over `store` and the DAGs of `dags`, with the tokens of `config`.
-pub fn router(store: Store, config: &ApiConfig, dags: DagCatalog) -> Router {
+/// The API over `store` and the DAGs of `dags`, with the tokens of `config`, counting its
+/// requests in `metrics`.
+pub fn router(store: Store, config: &ApiConfig, dags: DagCatalog, metrics: Arc<Metrics>) -> Router {
     let shared = Arc::new(Shared {
         store,
         tokens: Tokens::from_config(config),
         dags,
+        metrics,
     });
     routes()
         .into_iter()
@@ -145,6 +153,10 @@ pub fn router(store: Store, config: &ApiConfig, dags: DagCatalog) -> Router {
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)
         .layer(axum::middleware::map_response(problem::as_problem))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            metrics::timed,
+        ))
         .with_state(shared)
 }
 

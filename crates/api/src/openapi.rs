@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dags, events, health, interventions, runs, tasks};
+use crate::{dags, events, health, interventions, metrics, runs, tasks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use crate::{dags, events, health, interventions, runs, tasks};
     ),
     paths(
         health::health,
+        metrics::metrics,
         document,
         dags::list,
         dags::detail,

@@ -12,6 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -112,6 +113,16 @@ pub struct Progress {
     pub state: String,
     /// Why, or what happened.
     pub detail: String,
+}
+
+/// Figures of the engine's loop that a metrics endpoint reads while the loop runs.
+#[derive(Debug, Default)]
+pub struct LoopGauges {
+    /// How late (µs) the loop last woke for work it had planned (a due run, a retry, a
+    /// timeout): the scheduler's lag.
+    pub lag_micros: AtomicU64,
+    /// Attempts running now (slots in use, over all pools).
+    pub running: AtomicU64,
 }
 
 /// A loaded DAG and the version of it runs are created with.
@@ -427,6 +438,8 @@ pub struct Engine {
     /// Attempts holding an execution slot, by task instance id. Kept across rebuilds: their
     /// runners and supervisors go on whatever the store does.
     running: HashMap<i64, Slot>,
+    /// The loop's figures, for metrics.
+    gauges: Arc<LoopGauges>,
     sender: mpsc::UnboundedSender<Message>,
     receiver: mpsc::UnboundedReceiver<Message>,
     /// Attempt ends that could not be recorded yet (the store failed): recorded first after
@@ -504,7 +517,13 @@ impl Engine {
             owner: None,
             background: Vec::new(),
             reloading: false,
+            gauges: Arc::new(LoopGauges::default()),
         }
+    }
+
+    /// The loop's figures, as they change.
+    pub fn gauges(&self) -> Arc<LoopGauges> {
+        self.gauges.clone()
     }
 
     /// Tells the observer of a change this engine did not make (a caller following runs that
@@ -624,18 +643,28 @@ impl Engine {
                 tokio::task::yield_now().await;
                 continue;
             }
+            self.gauges
+                .running
+                .store(self.running.len() as u64, Ordering::Relaxed);
             let wake = self.next_wakeup(schedule);
             let sleep = match wake {
                 Some(at) => (at - self.clock.now()).to_std().unwrap_or_default(),
                 None => Duration::from_secs(3600),
             };
+            let planned = std::time::Instant::now() + sleep;
             tokio::select! {
                 message = self.receiver.recv() => {
                     if let Some(message) = message {
                         self.handle(message).await?;
                     }
                 }
-                () = tokio::time::sleep(sleep) => {}
+                () = tokio::time::sleep(sleep) => {
+                    let late = std::time::Instant::now().saturating_duration_since(planned);
+                    self.gauges.lag_micros.store(
+                        u64::try_from(late.as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
                 _ = checks.tick() => {
                     // Attempts of other workers that stopped answering (several nodes).
                     self.recover_attempts(false).await?;

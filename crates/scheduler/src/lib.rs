@@ -22,7 +22,8 @@ pub mod retry;
 pub mod trigger;
 
 pub use engine::{
-    Engine, EngineConfig, LoadedDag, Progress, Reload, Reloader, Shutdown, StopMode, worker_name,
+    Engine, EngineConfig, LoadedDag, LoopGauges, Progress, Reload, Reloader, Shutdown, StopMode,
+    worker_name,
 };
 
 /// What can stop the engine.

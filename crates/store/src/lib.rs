@@ -300,6 +300,17 @@ mod interventions;
 mod manual;
 mod owner;
 
+/// Counts by state (see [`Store::state_counts`]).
+#[derive(Clone, Debug, Default)]
+pub struct StateCounts {
+    /// Runs by state.
+    pub runs: Vec<(String, i64)>,
+    /// Task instances by state.
+    pub task_instances: Vec<(String, i64)>,
+    /// Running task instances by pool.
+    pub running_by_pool: Vec<(String, i64)>,
+}
+
 /// Which runs to list.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
@@ -1264,6 +1275,31 @@ impl Store {
             .bind(dags_json.as_deref())
             .fetch_all(pool)
             .await?)
+        })
+    }
+
+    /// How many runs and task instances are in each state, and how many attempts run in each
+    /// pool: what a metrics scrape shows.
+    pub async fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        with_pool!(self, pool => {
+            let runs: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM dag_runs GROUP BY state")
+                .fetch_all(pool)
+                .await?;
+            let task_instances: Vec<(String, i64)> =
+                sqlx::query_as("SELECT state, COUNT(*) FROM task_instances GROUP BY state")
+                    .fetch_all(pool)
+                    .await?;
+            let running_by_pool: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT pool, COUNT(*) FROM task_instances WHERE state = $1 GROUP BY pool",
+            )
+            .bind(TaskState::Running.as_str())
+            .fetch_all(pool)
+            .await?;
+            Ok(StateCounts {
+                runs,
+                task_instances,
+                running_by_pool,
+            })
         })
     }
 

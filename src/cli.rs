@@ -50,6 +50,8 @@ pub(crate) enum Command {
     Runs(RunsCommand),
     /// Print the log of a task's attempt.
     Logs(LogsArgs),
+    /// Trigger a run through the daemon's HTTP API (`ferry serve`), at once.
+    Trigger(TriggerArgs),
     /// Act on task instances.
     #[command(subcommand)]
     Tasks(TasksCommand),
@@ -348,6 +350,55 @@ pub(crate) struct RunArgs {
     pub(crate) engine: EngineArgs,
     #[command(flatten)]
     pub(crate) stop: StopArgs,
+}
+
+/// Which daemon to talk to over HTTP, and with which token.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// The daemon's API (`http://127.0.0.1:8080`); default: the one `ferry serve` serves on
+    /// this data directory.
+    #[arg(long, env = "FERRY_SERVER", value_name = "URL")]
+    pub(crate) server: Option<String>,
+    /// The bearer token; default: the admin token `ferry serve` keeps in the data directory.
+    #[arg(
+        long,
+        env = "FERRY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TriggerArgs {
+    /// The DAG's id.
+    pub(crate) dag: String,
+    /// Logical date: the data interval starting on this date (default: the latest complete one).
+    #[arg(long, value_name = "DATE")]
+    pub(crate) date: Option<String>,
+    /// Override a parameter (`--param table=scores`); repeat for more.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub(crate) params: Vec<String>,
+    /// Run for --date even if its interval has not ended yet or begins before the DAG's
+    /// start_date.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Why, for the event log.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+    /// A key for this request: triggering again with the same key gives the same run, never a
+    /// second one (safe to retry).
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+    /// Wait until the run ends, showing its tasks as they change; the exit code is 0 only if
+    /// it succeeded.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) format: Format,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -953,6 +953,57 @@ fn issue10_a_fresh_data_directory_gets_an_admin_token_that_only_its_owner_reads(
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    // `ferry trigger` finds the daemon and its token by itself, and waits for the run.
+    let waited = ferry_in(
+        dir.path(),
+        &["trigger", "nightly", "--date", "2026-11-20", "--wait"],
+        &[],
+    );
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    let printed = String::from_utf8_lossy(&waited.stdout);
+    assert!(
+        printed.contains("build")
+            && printed
+                .trim_end()
+                .ends_with("nightly__manual__2026-11-20T00:00:00+00:00 success"),
+        "{printed}"
+    );
+    let keyed = |key: &str| {
+        let out = ferry_in(
+            dir.path(),
+            &[
+                "trigger",
+                "nightly",
+                "--idempotency-key",
+                key,
+                "--format",
+                "json",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")["run_id"].clone()
+    };
+    assert_eq!(keyed("once"), keyed("once"));
+    let unknown = ferry_in(
+        dir.path(),
+        &["trigger", "nightly", "--param", "dayz=1"],
+        &[],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("has no parameter `dayz`")
+            && stderr(&unknown).contains("HTTP 422"),
+        "{}",
+        stderr(&unknown)
+    );
+    let wrong = ferry_in(
+        dir.path(),
+        &["trigger", "nightly"],
+        &[("FERRY_TOKEN", "wrong")],
+    );
+    assert!(stderr(&wrong).contains("HTTP 401"), "{}", stderr(&wrong));
+
     // Never open: no token is still 401; the kept one is an admin's.
     assert_eq!(get(&base, "/api/v1/dags", None).status, 401);
     let made = call(
@@ -974,6 +1025,13 @@ fn issue10_a_fresh_data_directory_gets_an_admin_token_that_only_its_owner_reads(
     assert!(
         !printed.contains(token),
         "the token itself is never printed: {printed}"
+    );
+
+    let stopped = ferry_in(dir.path(), &["trigger", "nightly"], &[]);
+    assert!(
+        stderr(&stopped).contains("no daemon serves"),
+        "{}",
+        stderr(&stopped)
     );
 
     // The next start uses the same token.
@@ -999,4 +1057,83 @@ fn issue10_a_fresh_data_directory_gets_an_admin_token_that_only_its_owner_reads(
         String::from_utf8_lossy(&shown.stdout)
     );
     drop(serve_again);
+}
+
+#[test]
+fn issue10_cancel_stops_a_running_run_and_ends_it_failed() {
+    let flag = tempfile::tempdir().expect("flag dir");
+    let pid = flag.path().join("pid");
+    let dag = format!(
+        "tasks:\n  - {{id: load, type: command, command: 'echo $$ > {pid}; exec sleep 300'}}\n  - {{id: publish, type: noop, depends_on: [load]}}\n",
+        pid = pid.display()
+    );
+    let dir = project(&[("nightly.yaml", &dag)]);
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.ops]\nhash = \"{}\"\nrole = \"operator\"\n",
+        sha256("ops-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let (serve, base) = serve(dir.path());
+    let ops = Some("ops-token");
+    let made = call("POST", &base, "/api/v1/dags/nightly/runs", ops, None);
+    assert_eq!(made.status, 201, "{}", made.body);
+    let run_id = made.body["run_id"].as_str().expect("run id").to_string();
+    wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let sleeping: u32 = std::fs::read_to_string(&pid)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let cancel = format!("/api/v1/runs/{run_id}/cancel");
+    let cancelled = call(
+        "POST",
+        &base,
+        &cancel,
+        ops,
+        Some(r#"{"reason": "wrong input"}"#),
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(
+        cancelled.body["tasks"],
+        serde_json::json!({"load": "failed", "publish": "skipped"})
+    );
+    let run = get(&base, &format!("/api/v1/runs/{run_id}"), ops);
+    assert_eq!(run.body["state"], "failed", "{}", run.body);
+    // The command itself is stopped, and the attempt closed.
+    wait_until(Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{sleeping}")).exists()
+    });
+    wait_until(Duration::from_secs(30), || {
+        get(&base, &format!("/api/v1/runs/{run_id}/tasks/load"), ops).body["attempts"][0]
+            ["ended_at"]
+            .is_string()
+    });
+    let again = call("POST", &base, &cancel, ops, None);
+    assert_eq!(again.status, 409, "{}", again.body);
+    let events = get(&base, &format!("/api/v1/runs/{run_id}/events"), ops);
+    assert!(
+        events.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| {
+                e["task_id"].is_null()
+                    && e["to_state"] == "failed"
+                    && e["actor"] == "api token ops"
+                    && e["reason"] == "wrong input"
+            }),
+        "{}",
+        events.body
+    );
+    // It stays failed: the engine does not take the run up again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        get(&base, &format!("/api/v1/runs/{run_id}"), ops).body["state"],
+        "failed"
+    );
+    drop(serve);
 }

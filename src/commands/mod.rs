@@ -6,6 +6,7 @@ mod bench_chaos;
 mod bench_engine;
 mod bench_sync;
 mod bench_transfer;
+mod client;
 mod connections;
 mod dags;
 mod engine;
@@ -16,6 +17,7 @@ mod runs;
 mod schedule;
 mod serve;
 mod sync;
+mod trigger;
 mod validate;
 
 use std::path::PathBuf;
@@ -113,6 +115,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             &engine,
         ),
         Command::Logs(args) => runs::logs(&config()?, &args),
+        Command::Trigger(args) => trigger::run(&config()?, &args),
         Command::Runs(RunsCommand::Show {
             run_id,
             format,

@@ -80,6 +80,15 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
         } else {
             config.api.clone()
         };
+        // Where the CLI finds the API (`ferry trigger`); removed at stop.
+        let address_file = config.engine.data_dir.join(super::client::ADDRESS_FILE);
+        let wrote_address = listener.is_some();
+        if let Some((_, address)) = &listener {
+            std::fs::create_dir_all(&config.engine.data_dir)?;
+            std::fs::write(&address_file, format!("http://{address}\n")).with_context(|| {
+                format!("cannot write the API's address to {}", address_file.display())
+            })?;
+        }
         let api = listener.map(|(listener, address)| {
             say!(
                 "ferry: the HTTP API answers on http://{address} ({} token(s))",
@@ -147,6 +156,9 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 Ok(Ok(Ok(()))) => {}
                 Err(_) => api.abort(),
             }
+        }
+        if wrote_address {
+            let _ = std::fs::remove_file(&address_file);
         }
         drop(engine);
         store.close().await;

@@ -166,6 +166,45 @@ pub(crate) async fn rerun_failed(
     .await
 }
 
+/// Cancels a run that has not ended: started tasks become `failed` (a running attempt is
+/// stopped), the others `skipped`, and the run `failed`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{run_id}/cancel",
+    params(("run_id" = String, Path, description = "The run's id")),
+    request_body(content = ReasonBody, description = "Why (optional)"),
+    security(("bearer" = [])),
+    responses(
+        NeedsOperator,
+        (status = 200, description = "Cancelled; each task changed and its new state", content_type = "application/json"),
+        (status = 404, description = "No such run", content_type = "application/problem+json"),
+        (status = 409, description = "The run has ended already", content_type = "application/problem+json"),
+        (status = 422, description = "The body is not as described", content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn cancel(
+    caller: Caller,
+    axum::extract::State(shared): State,
+    Path(run_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.needs(Role::Operator)?;
+    let body: ReasonBody = crate::body::optional(&body)?;
+    let run = run_for(&shared, &caller, &run_id).await?;
+    let changed = operations::cancel(&shared.store, &run, true, &operator(&caller, body.reason))
+        .await
+        .map_err(refused)?;
+    let tasks: serde_json::Map<String, serde_json::Value> = changed
+        .into_iter()
+        .map(|(task, state)| (task, state.as_str().into()))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "run_id": run.run_id,
+        "state": "failed",
+        "tasks": tasks,
+    })))
+}
+
 /// Marks a task instance `success`, `failed` or `skipped` by hand; the tasks downstream of it
 /// that were decided without running follow their trigger rules again.
 #[utoipa::path(
@@ -307,7 +346,8 @@ fn refused(error: OperationError) -> Problem {
         OperationError::UnknownVersion(_)
         | OperationError::Elsewhere { .. }
         | OperationError::DidNotStop(_)
-        | OperationError::DroppedTaskRuns(_) => StatusCode::CONFLICT,
+        | OperationError::DroppedTaskRuns(_)
+        | OperationError::Ended(..) => StatusCode::CONFLICT,
     };
     Problem::new(status, error.to_string())
 }

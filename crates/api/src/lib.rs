@@ -12,7 +12,7 @@
 //!   attempt, and an attempt's log (tail, byte range, or followed as it grows);
 //! - `GET /api/v1/runs/{run_id}/events`, `GET /api/v1/events`, `GET /api/v1/events/stream`: the
 //!   event log of a run, of the system, and as server-sent events;
-//! - `POST /api/v1/runs/{run_id}/clear`, `…/rerun-failed`, `…/tasks/{task_id}/mark`,
+//! - `POST /api/v1/runs/{run_id}/clear`, `…/rerun-failed`, `…/cancel`, `…/tasks/{task_id}/mark`,
 //!   `PATCH /api/v1/dags/{dag_id}`: an operator's interventions, as the CLI's;
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of every route (no token).
 //!
@@ -125,6 +125,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
         ("/api/v1/events", get(events::all)),
         ("/api/v1/events/stream", get(events::stream)),
         ("/api/v1/runs/{run_id}/clear", post(interventions::clear)),
+        ("/api/v1/runs/{run_id}/cancel", post(interventions::cancel)),
         (
             "/api/v1/runs/{run_id}/rerun-failed",
             post(interventions::rerun_failed),

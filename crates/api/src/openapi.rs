@@ -30,6 +30,7 @@ use crate::{dags, events, health, interventions, metrics, runs, tasks};
         events::stream,
         interventions::clear,
         interventions::rerun_failed,
+        interventions::cancel,
         interventions::mark,
         interventions::patch_dag
     ),

@@ -162,6 +162,9 @@ pub enum OperationError {
         "task `{0}` is running, and the DAG version loaded now no longer has it: wait for it to end (or clear it first), then rerun with --latest-version"
     )]
     DroppedTaskRuns(String),
+    /// The run has ended already.
+    #[error("run `{0}` has ended ({1}): there is nothing to cancel")]
+    Ended(String, String),
     /// Not a state a task can be marked with.
     #[error("a task can be marked success, failed or skipped, not `{0}`")]
     BadMark(String),
@@ -446,6 +449,31 @@ pub async fn mark(
     store.reopen_if_unfinished(run.id, who.at).await?;
     store.wake().await?;
     Ok(cleared)
+}
+
+/// Cancels `run`: whatever of it has not ended stops (started tasks `failed`, the others
+/// `skipped`) and the run ends `failed`. Without an engine owning the store, running attempts
+/// are stopped here first. Returns each task changed and its new state.
+pub async fn cancel(
+    store: &Store,
+    run: &RunRecord,
+    engine_runs: bool,
+    who: &Operator,
+) -> Result<Vec<(String, TaskState)>, OperationError> {
+    if !engine_runs {
+        let instances = store.task_instances(run.id).await?;
+        let running: Vec<&TaskInstanceRecord> = instances
+            .iter()
+            .filter(|t| t.state().is_ok_and(|s| s == TaskState::Running))
+            .collect();
+        stop_unwatched(store, &running).await?;
+    }
+    let changed = store
+        .cancel_run(run, who.intervention())
+        .await?
+        .ok_or_else(|| OperationError::Ended(run.run_id.clone(), run.state.clone()))?;
+    store.wake().await?;
+    Ok(changed)
 }
 
 /// Stops running attempts that no engine watches (no engine owns the store) and waits until

@@ -315,6 +315,93 @@ impl Store {
         })
     }
 
+    /// Cancels a run that has not ended (Airflow's "mark the run failed"), in one transaction:
+    /// tasks that started (queued, running, waiting for a retry, deferred) become `failed`,
+    /// those that never started `skipped`; a running attempt is fenced off (the engine that
+    /// owns the store stops it) and the run ends `failed`. `None` if the run has ended already;
+    /// else each task changed, with its new state.
+    pub async fn cancel_run(
+        &self,
+        run: &RunRecord,
+        who: Intervention<'_>,
+    ) -> Result<Option<Vec<(String, TaskState)>>, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ended = sqlx::query(
+                "UPDATE dag_runs SET state = $1, ended_at = $2 WHERE id = $3 AND state IN ($4, $5)",
+            )
+            .bind(RunState::Failed.as_str())
+            .bind(who.at)
+            .bind(run.id)
+            .bind(RunState::Queued.as_str())
+            .bind(RunState::Running.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !ended {
+                return Ok(None);
+            }
+            let tasks: Vec<TaskInstanceRecord> =
+                sqlx::query_as("SELECT * FROM task_instances WHERE run_pk = $1 ORDER BY id")
+                    .bind(run.id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let mut changed = Vec::new();
+            for task in &tasks {
+                let from = task.state()?;
+                if from.is_terminal() {
+                    continue;
+                }
+                let to = if from == TaskState::Pending {
+                    TaskState::Skipped
+                } else {
+                    TaskState::Failed
+                };
+                let done = sqlx::query(
+                    "UPDATE task_instances SET state = $1, ready_at = NULL, ended_at = $2, \
+                     lease = lease + 1 WHERE id = $3 AND state = $4 AND lease = $5",
+                )
+                .bind(to.as_str())
+                .bind(who.at)
+                .bind(task.id)
+                .bind(from.as_str())
+                .bind(task.lease)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !done {
+                    tx.rollback().await?;
+                    return Err(conflict(run));
+                }
+                // A running command's attempt is closed when its supervisor has stopped it.
+                sqlx::query(
+                    "UPDATE attempts SET ended_at = $1, outcome = 'cancelled' WHERE task_instance_id = $2 \
+                     AND ended_at IS NULL AND (supervisor IS NULL OR $3 <> 'running')",
+                )
+                .bind(who.at)
+                .bind(task.id)
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?;
+                operator_event!(
+                    tx, who, run, Some(task.task_id.as_str()), Some(task.try_number),
+                    Some(from.as_str()), to.as_str(), "the run was cancelled"
+                );
+                changed.push((task.task_id.clone(), to));
+            }
+            let no_task: Option<&str> = None;
+            let no_try: Option<i64> = None;
+            operator_event!(
+                tx, who, run, no_task, no_try,
+                Some(run.state.as_str()), RunState::Failed.as_str(), "cancelled by hand"
+            );
+            tx.commit().await?;
+            Ok(Some(changed))
+        })
+    }
+
     /// Attempts still open whose task an operator cleared or marked (the task's lease moved
     /// past the attempt's): their command may still run under its supervisor, and must be
     /// stopped and recorded before the task runs again.

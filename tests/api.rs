@@ -1137,3 +1137,142 @@ fn issue10_cancel_stops_a_running_run_and_ends_it_failed() {
     );
     drop(serve);
 }
+
+/// The pythons with apache-airflow-client 2.x and 3.x, from the project's
+/// `scripts/airflow-clients` (which installs them on first use); `None` (with a note) when they
+/// cannot be installed and `FERRY_REQUIRE_SERVICES` is not set.
+fn airflow_clients() -> Option<(String, String)> {
+    if let (Ok(two), Ok(three)) = (
+        std::env::var("FERRY_TEST_AIRFLOW2_PYTHON"),
+        std::env::var("FERRY_TEST_AIRFLOW3_PYTHON"),
+    ) {
+        return Some((two, three));
+    }
+    let script = crate::util::repo().join("scripts").join("airflow-clients");
+    let output = std::process::Command::new(&script).arg("install").output();
+    let problem = match output {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let value = |name: &str| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                    .map(str::to_string)
+            };
+            if let (Some(two), Some(three)) = (
+                value("FERRY_TEST_AIRFLOW2_PYTHON"),
+                value("FERRY_TEST_AIRFLOW3_PYTHON"),
+            ) {
+                return Some((two, three));
+            }
+            format!("scripts/airflow-clients printed no pythons: {text}")
+        }
+        Ok(output) => format!(
+            "scripts/airflow-clients failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(error) => format!("scripts/airflow-clients could not run: {error}"),
+    };
+    assert!(
+        std::env::var("FERRY_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "the Airflow clients are required: {problem}"
+    );
+    eprintln!("SKIPPED the Airflow client test: {problem}");
+    None
+}
+
+#[test]
+fn issue10_scripts_written_for_airflow_2_and_3_work_with_their_official_clients() {
+    let Some((airflow2, airflow3)) = airflow_clients() else {
+        return;
+    };
+    let flag_dir = tempfile::tempdir().expect("flag dir");
+    let flag = flag_dir.path().join("ready");
+    let dag = format!(
+        "params:\n  days: {{type: integer, default: 7}}\ntasks:\n  - {{id: load, type: command, command: 'test -f {flag}'}}\n  - {{id: publish, type: noop, depends_on: [load]}}\n",
+        flag = flag.display()
+    );
+    let dir = project(&[
+        ("nightly.yaml", &dag),
+        ("tiny.yaml", "tasks:\n  - {id: only, type: noop}\n"),
+    ]);
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.oncall]\nhash = \"{}\"\nrole = \"operator\"\n",
+        sha256("airflow-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let (serve, base) = serve(dir.path());
+    for (python, script) in [
+        (&airflow2, "airflow2_client.py"),
+        (&airflow3, "airflow3_client.py"),
+    ] {
+        let _ = std::fs::remove_file(&flag);
+        let out = std::process::Command::new(python)
+            .arg(crate::util::repo().join("tests/airflow").join(script))
+            .env("FERRY_URL", &base)
+            .env("FERRY_TOKEN_NAME", "oncall")
+            .env("FERRY_TOKEN", "airflow-token")
+            .env("FERRY_FLAG", &flag)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Each flavour's default page: 100 runs in Airflow 2, 50 in Airflow 3.
+    let first = chrono::NaiveDate::from_ymd_opt(2026, 9, 1).expect("a date");
+    for day in 0..55 {
+        let date = first + chrono::Days::new(day);
+        let made = call(
+            "POST",
+            &base,
+            "/airflow/api/v1/dags/tiny/dagRuns",
+            Some("airflow-token"),
+            Some(&format!(r#"{{"logical_date": "{date}T00:00:00+00:00"}}"#)),
+        );
+        assert_eq!(made.status, 200, "{}", made.body);
+    }
+    let two = get(
+        &base,
+        "/airflow/api/v1/dags/tiny/dagRuns",
+        Some("airflow-token"),
+    );
+    let three = get(
+        &base,
+        "/airflow/api/v2/dags/tiny/dagRuns",
+        Some("airflow-token"),
+    );
+    assert_eq!(two.body["total_entries"], 55, "{}", two.body);
+    assert_eq!(two.body["dag_runs"].as_array().map(Vec::len), Some(55));
+    assert_eq!(three.body["total_entries"], 55, "{}", three.body);
+    assert_eq!(three.body["dag_runs"].as_array().map(Vec::len), Some(50));
+    assert_eq!(
+        three.body["dag_runs"][0]["logical_date"], "2026-09-01T00:00:00+00:00",
+        "oldest first, as Airflow"
+    );
+    let newest = get(
+        &base,
+        "/airflow/api/v2/dags/tiny/dagRuns?order_by=-logical_date&limit=1",
+        Some("airflow-token"),
+    );
+    assert_eq!(
+        newest.body["dag_runs"][0]["logical_date"],
+        "2026-10-25T00:00:00+00:00"
+    );
+    let missing = get(
+        &base,
+        "/airflow/api/v2/dags/tiny/dagRuns/nope",
+        Some("airflow-token"),
+    );
+    assert_eq!(
+        (missing.status, missing.content_type.as_str()),
+        (404, "application/json")
+    );
+    assert!(missing.body["detail"].is_string(), "{}", missing.body);
+    drop(serve);
+}

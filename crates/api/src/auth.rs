@@ -150,26 +150,50 @@ impl FromRequestParts<Arc<Shared>> for Caller {
                 "no token: send `Authorization: Bearer <token>` with a token configured under [api.tokens]",
             ));
         };
-        // The scheme's name is case-insensitive (RFC 9110).
-        let token = value
+        // The scheme's name is case-insensitive (RFC 9110). Basic is for Airflow's clients:
+        // the user is the token's name, the password the token.
+        let (scheme, credentials) = value
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty());
-        match token.and_then(|t| shared.tokens.find(t)) {
-            Some((name, role, scope)) => Ok(Caller {
-                name: name.to_string(),
-                role,
-                scope: scope.clone(),
-            }),
+            .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest.trim()))
+            .unwrap_or_default();
+        let (user, token) = match scheme.as_str() {
+            "bearer" => (None, Some(credentials.to_string())),
+            "basic" => match basic(credentials) {
+                Some((user, password)) => (Some(user), Some(password)),
+                None => (None, None),
+            },
+            _ => (None, None),
+        };
+        let found = token
+            .filter(|t| !t.is_empty())
+            .and_then(|t| {
+                shared
+                    .tokens
+                    .find(&t)
+                    .map(|(n, r, s)| (n.to_string(), r, s.clone()))
+            })
+            .filter(|(name, _, _)| user.as_ref().is_none_or(|user| user == name));
+        match found {
+            Some((name, role, scope)) => Ok(Caller { name, role, scope }),
             None => Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
-                "the token is not one configured under [api.tokens] (expected `Authorization: Bearer <token>`)",
+                "the token is not one configured under [api.tokens] (expected `Authorization: Bearer <token>`, or Basic with the token's name and the token)",
             )),
         }
     }
+}
+
+/// The user and password of Basic credentials (`base64(user:password)`).
+fn basic(credentials: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 #[cfg(test)]
@@ -198,5 +222,15 @@ mod tests {
             tokens.find("2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"),
             None
         );
+    }
+
+    #[test]
+    fn basic_credentials_are_a_user_and_a_password() {
+        // base64("oncall:s3:cret")
+        assert_eq!(
+            basic("b25jYWxsOnMzOmNyZXQ="),
+            Some(("oncall".to_string(), "s3:cret".to_string()))
+        );
+        assert_eq!(basic("not base64!"), None);
     }
 }

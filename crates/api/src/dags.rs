@@ -320,17 +320,7 @@ pub(crate) async fn trigger(
     let conf = ferry_dag::params::resolve_values(&dag.id, &dag.param_types, &body.conf)
         .map_err(|why| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`conf`: {why}")))?;
     let now = chrono::Utc::now();
-    let version_id = shared
-        .store
-        .record_dag_version(
-            &dag.id,
-            &ferry_scheduler::engine::content_hash(&served.source),
-            &dag.file.display().to_string(),
-            &served.source,
-            now.timestamp_millis(),
-        )
-        .await
-        .map_err(|e| Problem::store(&e))?;
+    let version_id = version_of(&shared.store, served, now).await?;
     let actor = format!("api token {}", caller.name);
     let request = Trigger {
         dag,
@@ -341,17 +331,11 @@ pub(crate) async fn trigger(
         actor: &actor,
         reason: body.reason.as_deref(),
         idempotency_key: key,
+        run_id: None,
     };
     let triggered = manual::trigger(&shared.store, &request, now)
         .await
-        .map_err(|error| {
-            let status = match &error {
-                TriggerError::Store(e) => return Problem::store(e),
-                TriggerError::Exists { .. } => StatusCode::CONFLICT,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Problem::new(status, error.to_string())
-        })?;
+        .map_err(trigger_refused)?;
     let status = if triggered.replayed {
         StatusCode::OK
     } else {
@@ -366,8 +350,37 @@ pub(crate) async fn trigger(
     Ok(response)
 }
 
+/// A trigger refused, as an answer: 409 for a logical date or id that has a run, 422 for
+/// what the request got wrong.
+pub(crate) fn trigger_refused(error: TriggerError) -> Problem {
+    let status = match &error {
+        TriggerError::Store(e) => return Problem::store(e),
+        TriggerError::Exists { .. } | TriggerError::IdTaken { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    Problem::new(status, error.to_string())
+}
+
+/// The version id of `served` as recorded in the store (recorded now if it is new).
+pub(crate) async fn version_of(
+    store: &ferry_store::Store,
+    served: &ServedDag,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, Problem> {
+    store
+        .record_dag_version(
+            &served.dag.id,
+            &ferry_scheduler::engine::content_hash(&served.source),
+            &served.dag.file.display().to_string(),
+            &served.source,
+            now.timestamp_millis(),
+        )
+        .await
+        .map_err(|e| Problem::store(&e))
+}
+
 /// The DAG loaded under `dag_id` (404 without one).
-fn served<'a>(loaded: &'a Loaded, dag_id: &str) -> Result<&'a ServedDag, Problem> {
+pub(crate) fn served<'a>(loaded: &'a Loaded, dag_id: &str) -> Result<&'a ServedDag, Problem> {
     loaded.dags.get(dag_id).ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,

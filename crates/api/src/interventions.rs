@@ -10,14 +10,14 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use ferry_config::Role;
 use ferry_scheduler::operations::{self, ClearSelection, OperationError, Operator};
-use ferry_store::{Intervention, RunRecord};
+use ferry_store::RunRecord;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::State;
 use crate::auth::Caller;
 use crate::problem::{NeedsOperator, Problem};
 use crate::runs::run_for;
+use crate::{Shared, State};
 
 /// What to clear in a run. Airflow's defaults: without a body, a dry run of the failed tasks.
 #[derive(Deserialize, ToSchema)]
@@ -270,38 +270,43 @@ pub(crate) async fn patch_dag(
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.needs(Role::Operator)?;
     let body: DagPatch = crate::body::required(&body)?;
-    let known = shared
-        .store
-        .latest_dag_versions()
-        .await
-        .map_err(|e| Problem::store(&e))?;
-    if !known.contains_key(&dag_id) {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            format!("the daemon never loaded a DAG `{dag_id}`"),
-        ));
-    }
-    shared.check_scope(&caller, &dag_id, None).await?;
-    let who = operator(&caller, body.reason);
-    let changed = shared
-        .store
-        .set_paused(
-            &dag_id,
-            body.is_paused,
-            Intervention {
-                actor: &who.actor,
-                reason: who.reason.as_deref(),
-                at: who.at,
-            },
-        )
-        .await
-        .map_err(|e| Problem::store(&e))?;
-    shared.store.wake().await.map_err(|e| Problem::store(&e))?;
+    let changed = set_paused(&shared, &caller, &dag_id, body.is_paused, body.reason).await?;
     Ok(Json(serde_json::json!({
         "dag_id": dag_id,
         "is_paused": body.is_paused,
         "changed": changed,
     })))
+}
+
+/// Pauses or unpauses a DAG the daemon has loaded (404 otherwise) for `caller`; true when this
+/// changed it.
+pub(crate) async fn set_paused(
+    shared: &Shared,
+    caller: &Caller,
+    dag_id: &str,
+    paused: bool,
+    reason: Option<String>,
+) -> Result<bool, Problem> {
+    let known = shared
+        .store
+        .latest_dag_versions()
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    if !known.contains_key(dag_id) {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("the daemon never loaded a DAG `{dag_id}`"),
+        ));
+    }
+    shared.check_scope(caller, dag_id, None).await?;
+    let who = operator(caller, reason);
+    let changed = shared
+        .store
+        .set_paused(dag_id, paused, who.intervention())
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    shared.store.wake().await.map_err(|e| Problem::store(&e))?;
+    Ok(changed)
 }
 
 /// Plans a clear of `selection`, and carries it out unless `dry_run`.
@@ -329,7 +334,7 @@ async fn carry_out(
 }
 
 /// The token's name as the event log records it, and why.
-fn operator(caller: &Caller, reason: Option<String>) -> Operator {
+pub(crate) fn operator(caller: &Caller, reason: Option<String>) -> Operator {
     Operator {
         actor: format!("api token {}", caller.name),
         reason,
@@ -338,7 +343,7 @@ fn operator(caller: &Caller, reason: Option<String>) -> Operator {
 }
 
 /// An intervention refused, as an answer.
-fn refused(error: OperationError) -> Problem {
+pub(crate) fn refused(error: OperationError) -> Problem {
     let status = match &error {
         OperationError::Store(e) => return Problem::store(e),
         OperationError::UnknownRun(_) | OperationError::UnknownTask { .. } => StatusCode::NOT_FOUND,

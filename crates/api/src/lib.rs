@@ -14,12 +14,15 @@
 //!   event log of a run, of the system, and as server-sent events;
 //! - `POST /api/v1/runs/{run_id}/clear`, `…/rerun-failed`, `…/cancel`, `…/tasks/{task_id}/mark`,
 //!   `PATCH /api/v1/dags/{dag_id}`: an operator's interventions, as the CLI's;
-//! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of every route (no token).
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3 document of every route (no token);
+//! - `/airflow/api/v1/…`, `/airflow/api/v2/…`: the part of Airflow 2's and Airflow 3's REST
+//!   API that on-call scripts use, in Airflow's shapes (the `airflow` module).
 //!
 //! Every `/api/v1` answer but the document needs `Authorization: Bearer <token>`, a token whose
 //! SHA-256 is configured under `[api.tokens]`; the interventions need an `operator` (or
 //! `admin`) token. Errors are `application/problem+json`.
 
+mod airflow;
 mod auth;
 mod body;
 mod dags;
@@ -154,6 +157,14 @@ pub fn router(store: Store, config: &ApiConfig, dags: DagCatalog, metrics: Arc<M
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)
         .layer(axum::middleware::map_response(problem::as_problem))
+        .nest(
+            "/airflow/api/v1",
+            airflow::router(airflow::Flavour::Airflow2),
+        )
+        .nest(
+            "/airflow/api/v2",
+            airflow::router(airflow::Flavour::Airflow3),
+        )
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             metrics::timed,

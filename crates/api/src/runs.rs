@@ -156,6 +156,7 @@ pub(crate) async fn list(
             .transpose()?,
         after,
         dag_ids: shared.dags_in_scope(&caller),
+        ..RunFilter::default()
     };
     let runs = shared
         .store

@@ -62,6 +62,14 @@ pub enum TriggerError {
         /// Its state.
         state: String,
     },
+    /// The run id asked for is another run's.
+    #[error("a run has the id `{run_id}` already (of DAG `{dag}`); ids are unique")]
+    IdTaken {
+        /// The id.
+        run_id: String,
+        /// That run's DAG.
+        dag: String,
+    },
     /// The idempotency key was given with another request before.
     #[error(
         "the Idempotency-Key `{key}` was used for another request (run {run_id}); a key names one request: use a new key for a different one"
@@ -147,6 +155,8 @@ pub struct Trigger<'a> {
     pub reason: Option<&'a str>,
     /// The client's key for this request: the same key gives the same run.
     pub idempotency_key: Option<&'a str>,
+    /// The run's id (Airflow's `dag_run_id`); default `DAG__manual__LOGICAL-DATE`.
+    pub run_id: Option<&'a str>,
 }
 
 /// A run made by [`trigger`].
@@ -182,7 +192,18 @@ pub async fn trigger(
     if !request.force && request.date.is_some() {
         check_interval(dag, interval, now)?;
     }
-    let id = run_id(&dag.id, "manual", interval);
+    let id = match request.run_id {
+        Some(id) => {
+            if let Some(taken) = store.run(id).await? {
+                return Err(TriggerError::IdTaken {
+                    run_id: taken.run_id,
+                    dag: taken.dag_id,
+                });
+            }
+            id.to_string()
+        }
+        None => run_id(&dag.id, "manual", interval),
+    };
     let conf = serde_json::Value::Object(request.conf.clone()).to_string();
     let tasks = new_instances(dag);
     let run = ferry_store::NewRun {

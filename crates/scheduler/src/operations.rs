@@ -37,7 +37,8 @@ pub struct Operator {
 }
 
 impl Operator {
-    fn intervention(&self) -> Intervention<'_> {
+    /// As the store records it.
+    pub fn intervention(&self) -> Intervention<'_> {
         Intervention {
             actor: &self.actor,
             reason: self.reason.as_deref(),

@@ -412,6 +412,40 @@ async fn runs_are_paged_by_cursor_and_dated() {
             }
         }
         assert_eq!(seen, [500, 400, 300, 200, 100], "{:?}", store.backend());
+        let oldest = store
+            .runs(&RunFilter {
+                oldest_first: true,
+                after: Some((200, 0)),
+                limit: Some(2),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("oldest first");
+        assert_eq!(
+            oldest.iter().map(|r| r.logical_date).collect::<Vec<_>>(),
+            [200, 300]
+        );
+        let skipped = store
+            .runs(&RunFilter {
+                offset: Some(3),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("offset");
+        assert_eq!(
+            skipped.iter().map(|r| r.logical_date).collect::<Vec<_>>(),
+            [200, 100]
+        );
+        let counted = store
+            .count_runs(&RunFilter {
+                logical_date_from: Some(200),
+                limit: Some(1),
+                offset: Some(1),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("count");
+        assert_eq!(counted, 4);
         let dated = store
             .runs(&RunFilter {
                 logical_date_from: Some(200),

@@ -1276,3 +1276,254 @@ fn issue10_scripts_written_for_airflow_2_and_3_work_with_their_official_clients(
     assert!(missing.body["detail"].is_string(), "{}", missing.body);
     drop(serve);
 }
+
+/// The status of `method` on `path` (the body is not read: an event stream never ends).
+fn status_of(method: &str, base: &str, path: &str, token: Option<&str>, body: Option<&str>) -> u16 {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+            let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+            }
+            request
+                .send()
+                .await
+                .expect("the API answers")
+                .status()
+                .as_u16()
+        })
+}
+
+#[test]
+fn issue10_every_route_refuses_no_token_the_wrong_role_and_the_wrong_tree() {
+    let dir = project(&[("nightly.yaml", "tasks:\n  - {id: publish, type: noop}\n")]);
+    let user_facing = dir.path().join("dags/user-facing");
+    std::fs::create_dir_all(&user_facing).expect("user-facing folder");
+    std::fs::write(
+        user_facing.join("dashboard.yaml"),
+        "owner: data-platform\ntags: [dashboard]\nsla: {within: 4h}\nalerts: {on_failure: [log], on_sla_miss: [log]}\ntasks:\n  - {id: publish, type: noop}\n",
+    )
+    .expect("user-facing DAG");
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.viewer]\nhash = \"{}\"\nrole = \"viewer\"\n[api.tokens.internal-ops]\nhash = \"{}\"\nrole = \"operator\"\ntrees = [\"internal\"]\n[api.tokens.ops]\nhash = \"{}\"\nrole = \"operator\"\n",
+        sha256("viewer-token"),
+        sha256("internal-token"),
+        sha256("ops-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let (serve, base) = serve(dir.path());
+    let made = call(
+        "POST",
+        &base,
+        "/api/v1/dags/dashboard/runs",
+        Some("ops-token"),
+        Some(r#"{"logical_date": "2026-01-01"}"#),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let run = made.body["run_id"].as_str().expect("run id").to_string();
+    wait_until(Duration::from_secs(20), || {
+        get(&base, &format!("/api/v1/runs/{run}"), Some("ops-token")).body["state"] == "success"
+    });
+
+    /// How a route is guarded.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Guard {
+        /// No token needed.
+        Open,
+        /// Any token; lists what the token may see.
+        Read,
+        /// Any token that may see the DAG.
+        ReadDag,
+        /// An operator's token that may touch the DAG.
+        Write,
+    }
+    use Guard::{Open, Read, ReadDag, Write};
+    let mut routes: Vec<(Guard, &str, String, Option<String>, u16)> = vec![
+        (Open, "GET", "/health".into(), None, 200),
+        (Open, "GET", "/metrics".into(), None, 200),
+        (Open, "GET", "/api/v1/openapi.json".into(), None, 200),
+        (Read, "GET", "/api/v1/dags".into(), None, 200),
+        (ReadDag, "GET", "/api/v1/dags/dashboard".into(), None, 200),
+        (
+            Write,
+            "PATCH",
+            "/api/v1/dags/dashboard".into(),
+            Some(r#"{"is_paused": false}"#.into()),
+            200,
+        ),
+        (
+            Write,
+            "POST",
+            "/api/v1/dags/dashboard/runs".into(),
+            Some(r#"{"logical_date": "2026-01-02"}"#.into()),
+            201,
+        ),
+        (Read, "GET", "/api/v1/runs".into(), None, 200),
+        (ReadDag, "GET", format!("/api/v1/runs/{run}"), None, 200),
+        (
+            ReadDag,
+            "GET",
+            format!("/api/v1/runs/{run}/events"),
+            None,
+            200,
+        ),
+        (
+            ReadDag,
+            "GET",
+            format!("/api/v1/runs/{run}/tasks/publish"),
+            None,
+            200,
+        ),
+        (
+            ReadDag,
+            "GET",
+            format!("/api/v1/runs/{run}/tasks/publish/logs"),
+            None,
+            200,
+        ),
+        (
+            Write,
+            "POST",
+            format!("/api/v1/runs/{run}/clear"),
+            None,
+            200,
+        ),
+        (
+            Write,
+            "POST",
+            format!("/api/v1/runs/{run}/rerun-failed"),
+            None,
+            200,
+        ),
+        // The run has ended: nothing to cancel (before the mark below reopens it).
+        (
+            Write,
+            "POST",
+            format!("/api/v1/runs/{run}/cancel"),
+            None,
+            409,
+        ),
+        (
+            Write,
+            "POST",
+            format!("/api/v1/runs/{run}/tasks/publish/mark"),
+            Some(r#"{"state": "success"}"#.into()),
+            200,
+        ),
+        (Read, "GET", "/api/v1/events".into(), None, 200),
+        (Read, "GET", "/api/v1/events/stream".into(), None, 200),
+    ];
+    for (version, date) in [("v1", "2026-01-03"), ("v2", "2026-01-04")] {
+        let at = format!("/airflow/api/{version}/dags/dashboard");
+        routes.extend([
+            (ReadDag, "GET", at.clone(), None, 200),
+            (
+                Write,
+                "PATCH",
+                at.clone(),
+                Some(r#"{"is_paused": false}"#.into()),
+                200,
+            ),
+            (ReadDag, "GET", format!("{at}/dagRuns"), None, 200),
+            (
+                Write,
+                "POST",
+                format!("{at}/dagRuns"),
+                Some(format!(r#"{{"logical_date": "{date}T00:00:00+00:00"}}"#)),
+                200,
+            ),
+            (ReadDag, "GET", format!("{at}/dagRuns/{run}"), None, 200),
+            (
+                Write,
+                "POST",
+                format!("{at}/dagRuns/{run}/clear"),
+                Some("{}".into()),
+                200,
+            ),
+            (
+                ReadDag,
+                "GET",
+                format!("{at}/dagRuns/{run}/taskInstances"),
+                None,
+                200,
+            ),
+            (
+                ReadDag,
+                "GET",
+                format!("{at}/dagRuns/{run}/taskInstances/publish"),
+                None,
+                200,
+            ),
+            (
+                Write,
+                "PATCH",
+                format!("{at}/dagRuns/{run}/taskInstances/publish"),
+                Some(r#"{"new_state": "success"}"#.into()),
+                200,
+            ),
+            (
+                Write,
+                "POST",
+                format!("{at}/clearTaskInstances"),
+                Some(format!(r#"{{"dag_run_id": "{run}"}}"#)),
+                200,
+            ),
+        ]);
+    }
+    let mut wrong = Vec::new();
+    for (guard, method, path, body, ok) in &routes {
+        let body = body.as_deref();
+        let expected = [
+            (None, if *guard == Open { *ok } else { 401 }),
+            (
+                Some("viewer-token"),
+                if *guard == Write { 403 } else { *ok },
+            ),
+            (
+                Some("internal-token"),
+                if matches!(guard, ReadDag | Write) {
+                    403
+                } else {
+                    *ok
+                },
+            ),
+            (Some("ops-token"), *ok),
+        ];
+        for (token, want) in expected {
+            let got = status_of(method, &base, path, token, body);
+            if got != want {
+                wrong.push(format!(
+                    "{method} {path} with {token:?}: {got}, expected {want}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Every route of the OpenAPI document is in the matrix.
+    let document = get(&base, "/api/v1/openapi.json", None);
+    for (path, operations) in document.body["paths"].as_object().expect("paths") {
+        for method in operations.as_object().expect("operations").keys() {
+            let covered = routes.iter().any(|(_, m, p, _, _)| {
+                m.eq_ignore_ascii_case(method)
+                    && path
+                        .split('/')
+                        .zip(p.split('?').next().unwrap_or_default().split('/'))
+                        .all(|(template, real)| template.starts_with('{') || template == real)
+                    && path.split('/').count() == p.split('/').count()
+            });
+            assert!(covered, "{method} {path} is not in the matrix");
+        }
+    }
+    drop(serve);
+}

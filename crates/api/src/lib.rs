@@ -165,11 +165,36 @@ pub fn router(store: Store, config: &ApiConfig, dags: DagCatalog, metrics: Arc<M
             "/airflow/api/v2",
             airflow::router(airflow::Flavour::Airflow3),
         )
+        .layer(axum::middleware::from_fn(within_deadline))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             metrics::timed,
         ))
         .with_state(shared)
+}
+
+/// How long a request may take to be answered (a followed log or an event stream goes on
+/// after its answer has begun).
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers 503 for a request not answered within [`REQUEST_DEADLINE`] (a store that stalls
+/// does not hold connections forever).
+async fn within_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => problem::Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no answer within {} s (the state database may be slow): try again",
+                REQUEST_DEADLINE.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Answers requests on `listener` until `shutdown` completes.
@@ -181,4 +206,38 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_not_answered_in_time_gets_503() {
+        let slow = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            )
+            .route("/quick", axum::routing::get(|| async { "quick" }))
+            .layer(axum::middleware::from_fn(within_deadline));
+        let answer = |path: &'static str| {
+            slow.clone()
+                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        };
+        assert_eq!(
+            answer("/quick").await.expect("answer").status(),
+            StatusCode::OK
+        );
+        let late = answer("/slow").await.expect("answer");
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(late.headers()["content-type"], "application/problem+json");
+    }
 }

@@ -127,6 +127,7 @@ pub(super) async fn list_runs(
         }
     }
     if let Some(id) = &filter.dag_id {
+        shared.check_scope(&caller, id, None).await?;
         let known = shared
             .store
             .latest_dag_versions()
@@ -431,6 +432,7 @@ pub(super) async fn clear_task_instances(
 ) -> Result<Json<Value>, Problem> {
     caller.needs(Role::Operator)?;
     let body: ClearBody = crate::body::optional(&body)?;
+    shared.check_scope(&caller, &dag_id, None).await?;
     for (set, name) in [
         (body.only_running, "only_running"),
         (body.include_future, "include_future"),

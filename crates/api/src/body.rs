@@ -6,12 +6,12 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::Problem;
 
-/// A JSON body, or the defaults when there is none.
+/// A JSON body, or the defaults when there is none (or it is `null`).
 pub(crate) fn optional<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    required(body)
+    Ok(required::<Option<T>>(body)?.unwrap_or_default())
 }
 
 /// A JSON body; a bad one is 422 naming the field.

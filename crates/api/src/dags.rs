@@ -276,17 +276,17 @@ pub(crate) async fn detail(
     path = "/api/v1/dags/{dag_id}/runs",
     params(
         ("dag_id" = String, Path, description = "The DAG's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "The client's key for this request: repeating it returns the same run"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "The client's key for this request: repeating it returns the same run"),
     ),
-    request_body(content = TriggerBody, description = "The date, parameters and reason (optional)"),
+    request_body(content = Option<TriggerBody>, description = "The date, parameters and reason (optional)"),
     security(("bearer" = [])),
     responses(
         NeedsOperator,
         (status = 201, description = "The run made", body = Run),
         (status = 200, description = "The run this Idempotency-Key made before", body = Run),
         (status = 404, description = "No DAG has this id", content_type = "application/problem+json"),
-        (status = 409, description = "The DAG has a run for that logical date already", content_type = "application/problem+json"),
-        (status = 422, description = "The body, a parameter or the date is not as described, or the key was used for another request", content_type = "application/problem+json"),
+        (status = 409, description = "The DAG has a run for that logical date already, or the key was given with another request", content_type = "application/problem+json"),
+        (status = 422, description = "The body, a parameter or the date is not as described", content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn trigger(
@@ -350,12 +350,14 @@ pub(crate) async fn trigger(
     Ok(response)
 }
 
-/// A trigger refused, as an answer: 409 for a logical date or id that has a run, 422 for
-/// what the request got wrong.
+/// A trigger refused, as an answer: 409 for a logical date or id that has a run (or a key
+/// given with another request), 422 for what the request got wrong.
 pub(crate) fn trigger_refused(error: TriggerError) -> Problem {
     let status = match &error {
         TriggerError::Store(e) => return Problem::store(e),
-        TriggerError::Exists { .. } | TriggerError::IdTaken { .. } => StatusCode::CONFLICT,
+        TriggerError::Exists { .. }
+        | TriggerError::IdTaken { .. }
+        | TriggerError::KeyReused { .. } => StatusCode::CONFLICT,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     Problem::new(status, error.to_string())

@@ -68,8 +68,10 @@ pub(crate) struct EventList {
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Only events after this one (its `id`; default 0: from the first).
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -123,6 +125,12 @@ pub(crate) async fn all(
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`limit`: {limit} is not between 1 and {MOST}"),
+        ));
+    }
+    if let Some(after) = query.after.filter(|a| *a < 0) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`after`: {after} is not an event's id (0 or more)"),
         ));
     }
     let scope = shared.dags_in_scope(&caller);

@@ -62,11 +62,33 @@ pub(crate) struct ReasonBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MarkBody {
-    /// `success`, `failed` or `skipped`.
-    state: String,
+    /// The state to give the task.
+    state: MarkState,
     /// Why, for the event log.
     #[serde(default)]
     reason: Option<String>,
+}
+
+/// The states a task can be marked with.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum MarkState {
+    /// It did its work.
+    Success,
+    /// It failed.
+    Failed,
+    /// It is not to run.
+    Skipped,
+}
+
+impl MarkState {
+    fn as_str(self) -> &'static str {
+        match self {
+            MarkState::Success => "success",
+            MarkState::Failed => "failed",
+            MarkState::Skipped => "skipped",
+        }
+    }
 }
 
 /// Pause or unpause a DAG.
@@ -86,7 +108,7 @@ pub(crate) struct DagPatch {
     post,
     path = "/api/v1/runs/{run_id}/clear",
     params(("run_id" = String, Path, description = "The run's id")),
-    request_body(content = ClearBody, description = "What to clear (optional)"),
+    request_body(content = Option<ClearBody>, description = "What to clear (optional)"),
     security(("bearer" = [])),
     responses(
         NeedsOperator,
@@ -127,7 +149,7 @@ pub(crate) async fn clear(
     post,
     path = "/api/v1/runs/{run_id}/rerun-failed",
     params(("run_id" = String, Path, description = "The run's id")),
-    request_body(content = ReasonBody, description = "Why (optional)"),
+    request_body(content = Option<ReasonBody>, description = "Why (optional)"),
     security(("bearer" = [])),
     responses(
         NeedsOperator,
@@ -172,7 +194,7 @@ pub(crate) async fn rerun_failed(
     post,
     path = "/api/v1/runs/{run_id}/cancel",
     params(("run_id" = String, Path, description = "The run's id")),
-    request_body(content = ReasonBody, description = "Why (optional)"),
+    request_body(content = Option<ReasonBody>, description = "Why (optional)"),
     security(("bearer" = [])),
     responses(
         NeedsOperator,
@@ -237,13 +259,14 @@ pub(crate) async fn mark(
         .await
         .map_err(refused)?;
     let who = operator(&caller, body.reason);
-    let cleared = operations::mark(&shared.store, &run, &dag, &task_id, &body.state, true, &who)
+    let state = body.state.as_str();
+    let cleared = operations::mark(&shared.store, &run, &dag, &task_id, state, true, &who)
         .await
         .map_err(refused)?;
     Ok(Json(serde_json::json!({
         "run_id": run.run_id,
         "task_id": task_id,
-        "state": body.state,
+        "state": state,
         "cleared_downstream": cleared,
     })))
 }

@@ -21,18 +21,48 @@ const MOST: i64 = 1000;
 pub(crate) struct RunsQuery {
     /// Only this DAG's runs.
     dag_id: Option<String>,
-    /// Only runs in this state: `queued`, `running`, `success` or `failed`.
-    state: Option<String>,
-    /// Only runs whose logical date is at or after this (RFC 3339, or a date: `2026-11-24`
+    /// Only runs in this state.
+    #[param(inline)]
+    state: Option<RunStateName>,
+    /// Only runs whose logical date is at or after this (RFC 3339; a date alone, `2026-11-24`,
     /// is its midnight UTC).
+    #[param(format = DateTime)]
     logical_date_gte: Option<String>,
     /// Only runs whose logical date is before this.
+    #[param(format = DateTime)]
     logical_date_lt: Option<String>,
     /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The page after the one that gave this `next_cursor`.
+    #[param(pattern = r"^-?[0-9]{1,18}\.[0-9]{1,18}$")]
     cursor: Option<String>,
 }
+/// A run's state, as a filter.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RunStateName {
+    /// Made, waiting to start.
+    Queued,
+    /// Under way.
+    Running,
+    /// Every task succeeded (or was skipped).
+    Success,
+    /// A task failed.
+    Failed,
+}
+
+impl RunStateName {
+    fn state(self) -> RunState {
+        match self {
+            RunStateName::Queued => RunState::Queued,
+            RunStateName::Running => RunState::Running,
+            RunStateName::Success => RunState::Success,
+            RunStateName::Failed => RunState::Failed,
+        }
+    }
+}
+
 /// A DAG run.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Run {
@@ -123,15 +153,7 @@ pub(crate) async fn list(
 ) -> Result<Json<RunList>, Problem> {
     let Query(query) =
         query.map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
-    let states = match &query.state {
-        None => Vec::new(),
-        Some(text) => vec![text.parse::<RunState>().map_err(|_| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("`state`: `{text}` is not a run state (queued, running, success, failed)"),
-            )
-        })?],
-    };
+    let states: Vec<RunState> = query.state.map(RunStateName::state).into_iter().collect();
     let limit = query.limit.unwrap_or(100);
     if !(1..=MOST).contains(&limit) {
         return Err(Problem::new(

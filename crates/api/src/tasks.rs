@@ -63,10 +63,13 @@ pub(crate) struct TaskDetail {
 #[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
     /// The attempt (default: the latest).
+    #[param(minimum = 1)]
     try_number: Option<i64>,
-    /// Only the last this many lines.
+    /// Only the last this many lines (of what follows `offset`).
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     tail: Option<usize>,
     /// From this byte on (what `X-Ferry-Log-Offset` said last time).
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     offset: Option<usize>,
     /// Keep the answer open and send the log as it grows, until the attempt ends.
     follow: Option<bool>,
@@ -106,7 +109,7 @@ pub(crate) async fn detail(
     }))
 }
 
-/// An attempt's log as text: all of it, its last `tail` lines, or what follows `offset`;
+/// An attempt's log as text: all of it, what follows `offset`, or the last `tail` lines of that;
 /// with `follow=true`, the answer stays open and carries the log as it grows until the attempt
 /// ends. `X-Ferry-Log-Offset` says where the text sent ends (pass it as `offset` next time).
 #[utoipa::path(
@@ -133,12 +136,6 @@ pub(crate) async fn logs(
 ) -> Result<Response, Problem> {
     let Query(query) =
         query.map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
-    if query.tail.is_some() && (query.offset.is_some() || query.follow == Some(true)) {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`tail`: give either `tail` or `offset`/`follow`, not both",
-        ));
-    }
     let run = run_for(&shared, &caller, &run_id).await?;
     let task = task_named(&shared.store, &run, &task_id).await?;
     let store = shared.store.clone();
@@ -163,13 +160,12 @@ pub(crate) async fn logs(
         })?;
     let log = log_so_far(&attempt);
     let start = query.offset.unwrap_or(0);
-    let (text, end) = match query.tail {
-        Some(lines) => (last_lines(&log, lines).to_string(), log.len()),
-        None => (
-            log.get(start..).unwrap_or_default().to_string(),
-            log.len().max(start),
-        ),
+    let after = log.get(start..).unwrap_or_default();
+    let text = match query.tail {
+        Some(lines) => last_lines(after, lines).to_string(),
+        None => after.to_string(),
     };
+    let end = log.len().max(start);
     let ended = attempt.ended_at.is_some();
     if query.follow != Some(true) || ended {
         let mut response = text.into_response();

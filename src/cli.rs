@@ -270,6 +270,23 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// The HTTP API under load: listing runs and reading a run at a fixed rate over a filled
+    /// store, with latency percentiles, and the engine's W1 alone and under that load.
+    Api {
+        /// A PostgreSQL server to run on (a scratch database is made there and dropped);
+        /// default: a temporary SQLite file.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// Runs in the store (over 100 DAGs, 10 task instances each).
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+        /// Requests per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// For how long.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Run the engine workloads W1–W5 and print a table.
     Engine {
         /// State database (default: a temporary SQLite file).

@@ -150,7 +150,14 @@ async fn run_once(engine: &mut Engine, dir: &Path, id: &str, text: &str) -> Resu
     Ok(elapsed)
 }
 
-async fn chain(config: &Config, store: &Store, dir: &Path, tag: &str) -> Result<(f64, f64)> {
+/// W1: a chain of 100 `true` tasks; the wall time from trigger to success, and the median gap
+/// between one task's end and the next one's start (ms).
+pub(crate) async fn chain(
+    config: &Config,
+    store: &Store,
+    dir: &Path,
+    tag: &str,
+) -> Result<(f64, f64)> {
     let events: Events = Arc::default();
     let mut engine = engine(config, store, 16, Some(events.clone()))?;
     let mut text = String::from("max_active_tasks: 16\ntasks:\n");

@@ -2,6 +2,7 @@
 //! errors; other failures (configuration, usage) become exit code 2 in `main`.
 
 mod bench;
+mod bench_api;
 mod bench_chaos;
 mod bench_engine;
 mod bench_sync;
@@ -81,6 +82,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             rows,
             repeat,
         }) => bench_sync::run(&postgres, mysql.as_deref(), rows, repeat),
+        Command::Bench(BenchCommand::Api {
+            postgres,
+            runs,
+            rate,
+            seconds,
+        }) => bench_api::run(&config()?, postgres.as_deref(), runs, rate, seconds),
         Command::Bench(BenchCommand::Engine { database_url }) => {
             bench_engine::run(&config()?, database_url.as_deref())
         }

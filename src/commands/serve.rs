@@ -89,14 +89,20 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 format!("cannot write the API's address to {}", address_file.display())
             })?;
         }
-        let api = listener.map(|(listener, address)| {
+        // The API reads and writes through a pool of its own: requests never make the engine
+        // wait for a connection.
+        let api_store = match &listener {
+            Some(_) => Some(open_store(config, &args.engine, OpenMode::Existing).await?),
+            None => None,
+        };
+        let api = listener.zip(api_store).map(|((listener, address), api_store)| {
             say!(
                 "ferry: the HTTP API answers on http://{address} ({} token(s))",
                 api_config.tokens.len()
             );
             tokio::spawn(ferry_api::serve(
                 listener,
-                ferry_api::router(store.clone(), &api_config, served.clone(), metrics.clone()),
+                ferry_api::router(api_store, &api_config, served.clone(), metrics.clone()),
                 signals.shutdown.requested.clone().cancelled_owned(),
             ))
         });

@@ -304,7 +304,7 @@ pub(crate) async fn trigger(
             value
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
                 .ok_or_else(|| {
                     Problem::new(
                         StatusCode::UNPROCESSABLE_ENTITY,

@@ -19,6 +19,9 @@ use crate::auth::Caller;
 use crate::problem::{NeedsToken, Problem};
 use crate::runs::{TaskInstance, run_for, task_instance, time};
 
+/// The largest `tail` or `offset` (the largest integer JSON numbers keep exactly).
+const MOST: usize = 9_007_199_254_740_991;
+
 /// How often a followed log is read again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
@@ -136,6 +139,14 @@ pub(crate) async fn logs(
 ) -> Result<Response, Problem> {
     let Query(query) =
         query.map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
+    for (name, value) in [("tail", query.tail), ("offset", query.offset)] {
+        if value.is_some_and(|v| v > MOST) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("`{name}`: at most {MOST}"),
+            ));
+        }
+    }
     let run = run_for(&shared, &caller, &run_id).await?;
     let task = task_named(&shared.store, &run, &task_id).await?;
     let store = shared.store.clone();

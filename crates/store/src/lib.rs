@@ -311,50 +311,56 @@ pub struct StateCounts {
     pub running_by_pool: Vec<(String, i64)>,
 }
 
-/// The parameters of [`RUN_FILTER`] that are worked out from a [`RunFilter`].
-struct FilterValues {
-    /// The states, as a JSON list.
-    states: String,
-    /// The DAG ids, as a JSON list.
-    dags: Option<String>,
-    /// The position after which to list.
-    after_date: Option<i64>,
-    after_id: Option<i64>,
-}
-
-impl FilterValues {
-    fn of(filter: &RunFilter) -> Self {
-        let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
-        let (after_date, after_id) = filter.after.unzip();
-        Self {
-            // Lists travel as one JSON text so the same SQL works on both backends (DAG ids
-            // and states hold no quote).
-            states: serde_json::to_string(&states).unwrap_or_else(|_| "[]".to_string()),
-            dags: filter
-                .dag_ids
-                .as_ref()
-                .map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_string())),
-            after_date,
-            after_id,
+/// Appends to the query builder `$query` the conditions of the [`RunFilter`] `$filter` (only
+/// those it sets, so that the planner can use the indexes), each value bound.
+macro_rules! push_run_filter {
+    ($query:expr, $filter:expr) => {{
+        let query = &mut $query;
+        let filter: &RunFilter = $filter;
+        query.push(" WHERE 1 = 1");
+        if let Some(dag) = &filter.dag_id {
+            query.push(" AND dag_id = ").push_bind(dag.as_str());
         }
-    }
-}
-
-/// Binds the ten parameters of a query over [`RUN_FILTER`] (`$3` is `$limit`).
-macro_rules! bind_run_filter {
-    ($query:expr, $filter:expr, $values:expr, $limit:expr) => {
-        $query
-            .bind($filter.dag_id.as_deref())
-            .bind(&$values.states)
-            .bind($limit)
-            .bind($filter.logical_date_from)
-            .bind($filter.logical_date_before)
-            .bind($values.after_date)
-            .bind($values.after_id)
-            .bind($values.dags.as_deref())
-            .bind($filter.oldest_first)
-            .bind($filter.offset.unwrap_or(0))
-    };
+        if !filter.states.is_empty() {
+            query.push(" AND state IN (");
+            let mut list = query.separated(", ");
+            for state in &filter.states {
+                list.push_bind(state.as_str());
+            }
+            query.push(")");
+        }
+        if let Some(dags) = &filter.dag_ids {
+            if dags.is_empty() {
+                query.push(" AND 1 = 0");
+            } else {
+                query.push(" AND dag_id IN (");
+                let mut list = query.separated(", ");
+                for dag in dags {
+                    list.push_bind(dag.as_str());
+                }
+                query.push(")");
+            }
+        }
+        if let Some(from) = filter.logical_date_from {
+            query.push(" AND logical_date >= ").push_bind(from);
+        }
+        if let Some(before) = filter.logical_date_before {
+            query.push(" AND logical_date < ").push_bind(before);
+        }
+        if let Some((date, id)) = filter.after {
+            let beyond = if filter.oldest_first { " > " } else { " < " };
+            query
+                .push(" AND (logical_date")
+                .push(beyond)
+                .push_bind(date)
+                .push(" OR (logical_date = ")
+                .push_bind(date)
+                .push(" AND id")
+                .push(beyond)
+                .push_bind(id)
+                .push("))");
+        }
+    }};
 }
 
 /// Which runs to list.
@@ -380,17 +386,6 @@ pub struct RunFilter {
     /// Oldest logical date first (and `after` then means "after it in that order").
     pub oldest_first: bool,
 }
-
-/// The conditions of [`RunFilter`] in SQL: `$1` DAG, `$2` states (JSON), `$4`–`$5` dates,
-/// `$6`–`$7` the position after which to list (newest first), `$8` DAG ids (JSON), `$9` the
-/// same position oldest first.
-const RUN_FILTER: &str = "($1 IS NULL OR dag_id = $1) \
-     AND ($2 = '[]' OR $2 LIKE '%\"' || state || '\"%') \
-     AND ($4 IS NULL OR logical_date >= $4) \
-     AND ($5 IS NULL OR logical_date < $5) \
-     AND ($6 IS NULL OR $9 OR logical_date < $6 OR (logical_date = $6 AND id < $7)) \
-     AND ($6 IS NULL OR NOT $9 OR logical_date > $6 OR (logical_date = $6 AND id > $7)) \
-     AND ($8 IS NULL OR $8 LIKE '%\"' || dag_id || '\"%')";
 
 /// The same change for many tasks of a run (see [`Store::transition_tasks`]).
 #[derive(Clone, Copy, Debug)]
@@ -742,15 +737,15 @@ impl Store {
     /// Runs matching `filter`, newest logical date first (or oldest first).
     pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         let order = if filter.oldest_first { "ASC" } else { "DESC" };
-        let sql = format!(
-            "SELECT * FROM dag_runs WHERE {RUN_FILTER} \
-             ORDER BY logical_date {order}, id {order} LIMIT $3 OFFSET $10"
-        );
-        let values = FilterValues::of(filter);
-        let limit = filter.limit.unwrap_or(100);
         with_pool!(self, pool => {
-            let query = sqlx::query_as(&sql);
-            Ok(bind_run_filter!(query, filter, values, limit).fetch_all(pool).await?)
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM dag_runs");
+            push_run_filter!(query, filter);
+            query
+                .push(format!(" ORDER BY logical_date {order}, id {order} LIMIT "))
+                .push_bind(filter.limit.unwrap_or(100))
+                .push(" OFFSET ")
+                .push_bind(filter.offset.unwrap_or(0));
+            Ok(query.build_query_as().fetch_all(pool).await?)
         })
     }
 
@@ -758,16 +753,12 @@ impl Store {
     pub async fn count_runs(&self, filter: &RunFilter) -> Result<i64, StoreError> {
         let whole = RunFilter {
             after: None,
-            offset: None,
             ..filter.clone()
         };
-        let sql = format!(
-            "SELECT COUNT(*) FROM (SELECT id FROM dag_runs WHERE {RUN_FILTER} LIMIT $3 OFFSET $10) matching"
-        );
-        let values = FilterValues::of(&whole);
         with_pool!(self, pool => {
-            let query = sqlx::query_scalar(&sql);
-            Ok(bind_run_filter!(query, whole, values, i64::MAX).fetch_one(pool).await?)
+            let mut query = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM dag_runs");
+            push_run_filter!(query, &whole);
+            Ok(query.build_query_scalar().fetch_one(pool).await?)
         })
     }
 

@@ -95,17 +95,21 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
             Some(_) => Some(open_store(config, &args.engine, OpenMode::Existing).await?),
             None => None,
         };
-        let api = listener.zip(api_store).map(|((listener, address), api_store)| {
-            say!(
-                "ferry: the HTTP API answers on http://{address} ({} token(s))",
-                api_config.tokens.len()
-            );
-            tokio::spawn(ferry_api::serve(
-                listener,
-                ferry_api::router(api_store, &api_config, served.clone(), metrics.clone()),
-                signals.shutdown.requested.clone().cancelled_owned(),
-            ))
-        });
+        let api = match listener.zip(api_store) {
+            Some(((listener, address), api_store)) => {
+                say!(
+                    "ferry: the HTTP API answers on http://{address} ({} token(s))",
+                    api_config.tokens.len()
+                );
+                Some(ferry_api::spawn(
+                    listener.into_std()?,
+                    ferry_api::router(api_store, &api_config, served.clone(), metrics.clone()),
+                    signals.shutdown.requested.clone(),
+                    API_GRACE,
+                )?)
+            }
+            None => None,
+        };
         let state = Mutex::new((
             fingerprint(config),
             catalog.diagnostics.clone(),
@@ -153,14 +157,11 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode> {
                 Some((Arc::new(reload), every)),
             )
             .await?;
-        if let Some(mut api) = api {
-            // Requests under way get a few seconds to end (a client that never finishes its
-            // request does not hold the daemon up).
-            match tokio::time::timeout(Duration::from_secs(5), &mut api).await {
-                Ok(Ok(Err(error))) => say!("ferry: the HTTP API stopped: {error}"),
-                Ok(Err(error)) => say!("ferry: the HTTP API stopped: {error}"),
-                Ok(Ok(Ok(()))) => {}
-                Err(_) => api.abort(),
+        if let Some(api) = api {
+            // Requests under way get API_GRACE to end (a client that never finishes its request
+            // does not hold the daemon up).
+            if let Ok(Err(error)) = api.await {
+                say!("ferry: the HTTP API stopped: {error}");
             }
         }
         if wrote_address {
@@ -214,6 +215,9 @@ fn with_local_token(config: &Config) -> Result<ferry_config::ApiConfig> {
         .insert(ferry_api::local_token::LOCAL_ADMIN.to_string(), token);
     Ok(api)
 }
+
+/// How long requests under way get to end once a stop is asked for.
+const API_GRACE: Duration = Duration::from_secs(5);
 
 /// Takes the store; an operator's intervention holding it for a moment (`ferry tasks clear`
 /// stopping an attempt) is waited for, up to 90 s; an engine holding it is an error.

@@ -197,8 +197,60 @@ async fn within_deadline(
     }
 }
 
+/// Answers requests on `listener` until `shutdown` is cancelled, on a runtime of its own (one
+/// worker thread, at the lowest CPU priority), so that requests never queue ahead of the
+/// engine's loop; requests under way then get `grace` to end. The receiver hears when it has stopped, and why if it failed.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    grace: std::time::Duration,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("ferry-api")
+        .on_thread_start(yield_to_the_engine)
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("ferry-api".to_string())
+        .spawn(move || {
+            yield_to_the_engine();
+            let ended = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let serving = serve(listener, router, shutdown.clone().cancelled_owned());
+                let out_of_time = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(grace).await;
+                };
+                tokio::select! {
+                    ended = serving => ended,
+                    () = out_of_time => Ok(()),
+                }
+            });
+            runtime.shutdown_background();
+            let _ = done.send(ended);
+        })?;
+    Ok(stopped)
+}
+
+/// Lowers the calling thread's CPU priority (niceness 9 on Linux: about a tenth of a core's
+/// share against the engine's threads), so that where CPU is short the engine's loop and the
+/// tasks' supervisors go first; requests are slower then, never refused. Where the system
+/// refuses, the thread keeps its priority.
+fn yield_to_the_engine() {
+    // 23 on the crate's 0–99 scale is niceness 9 (the scale maps onto -20..19, reversed).
+    if let Ok(value) = thread_priority::ThreadPriorityValue::try_from(23u8) {
+        let _ = thread_priority::set_current_thread_priority(
+            thread_priority::ThreadPriority::Crossplatform(value),
+        );
+    }
+}
+
 /// Answers requests on `listener` until `shutdown` completes.
-pub async fn serve(
+async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,

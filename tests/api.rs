@@ -1599,3 +1599,82 @@ fn issue10_schemathesis_finds_no_server_error_and_no_answer_outside_the_document
     assert!(printed.contains("passed"), "{printed}");
     drop(serve);
 }
+
+#[test]
+fn issue10_a_rerun_may_go_on_with_the_dag_version_loaded_now() {
+    let flag = tempfile::tempdir().expect("flag dir");
+    let ready = flag.path().join("ready");
+    let first = format!(
+        "tasks:\n  - {{id: load, type: command, command: 'test -f {ready}'}}\n  - {{id: publish, type: noop, depends_on: [load]}}\n",
+        ready = ready.display()
+    );
+    let dir = project(&[("nightly.yaml", &first)]);
+    let config = dir.path().join("ferry.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[api.tokens.ops]\nhash = \"{}\"\nrole = \"operator\"\n",
+        sha256("ops-token")
+    ));
+    std::fs::write(&config, text).expect("config written");
+    let (serve, base) = serve(dir.path());
+    let ops = Some("ops-token");
+    let made = call("POST", &base, "/api/v1/dags/nightly/runs", ops, None);
+    assert_eq!(made.status, 201, "{}", made.body);
+    let run = made.body["run_id"].as_str().expect("run id").to_string();
+    wait_until(Duration::from_secs(20), || {
+        get(&base, &format!("/api/v1/runs/{run}"), ops).body["state"] == "failed"
+    });
+    // A new version of the DAG adds a task after publish.
+    std::fs::write(
+        dir.path().join("dags/internal/nightly.yaml"),
+        format!("{first}  - {{id: extra, type: noop, depends_on: [publish]}}\n"),
+    )
+    .expect("new version");
+    wait_until(Duration::from_secs(20), || {
+        get(&base, "/api/v1/dags/nightly", ops).body["tasks"]
+            .as_array()
+            .is_some_and(|t| t.len() == 3)
+    });
+    let dry = call(
+        "POST",
+        &base,
+        &format!("/api/v1/runs/{run}/clear"),
+        ops,
+        Some(r#"{"latest_version": true}"#),
+    );
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(
+        dry.body["plan"]["added"],
+        serde_json::json!(["extra"]),
+        "{}",
+        dry.body
+    );
+    std::fs::write(&ready, "").expect("the input arrives");
+    let rerun = call(
+        "POST",
+        &base,
+        &format!("/api/v1/runs/{run}/rerun-failed"),
+        ops,
+        Some(r#"{"latest_version": true, "reason": "fixed DAG"}"#),
+    );
+    assert_eq!(rerun.status, 200, "{}", rerun.body);
+    assert_eq!(
+        rerun.body["report"]["added"],
+        serde_json::json!(["extra"]),
+        "{}",
+        rerun.body
+    );
+    wait_until(Duration::from_secs(30), || {
+        get(&base, &format!("/api/v1/runs/{run}"), ops).body["state"] == "success"
+    });
+    let tasks = get(&base, &format!("/api/v1/runs/{run}"), ops).body["task_instances"].clone();
+    assert!(
+        tasks
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .any(|t| t["task_id"] == "extra" && t["state"] == "success"),
+        "{tasks}"
+    );
+    drop(serve);
+}

@@ -33,6 +33,9 @@ pub(crate) struct ClearBody {
     only_failed: bool,
     /// List what would be cleared, clear nothing (default true).
     dry_run: bool,
+    /// Go on with the DAG version loaded now rather than the run's own (the tasks it adds run,
+    /// those it drops are skipped): the CLI's `--latest-version`.
+    latest_version: bool,
     /// Why, for the event log.
     reason: Option<String>,
 }
@@ -45,6 +48,7 @@ impl Default for ClearBody {
             include_upstream: false,
             only_failed: true,
             dry_run: true,
+            latest_version: false,
             reason: None,
         }
     }
@@ -55,6 +59,16 @@ impl Default for ClearBody {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ReasonBody {
     /// Why.
+    reason: Option<String>,
+}
+
+/// A rerun from failed: why, and on which DAG version.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RerunBody {
+    /// Go on with the DAG version loaded now rather than the run's own.
+    latest_version: bool,
+    /// Why, for the event log.
     reason: Option<String>,
 }
 
@@ -134,10 +148,11 @@ pub(crate) async fn clear(
         only_failed: body.only_failed,
     };
     carry_out(
-        &shared.store,
+        &shared,
         &run,
         &selection,
         body.dry_run,
+        body.latest_version,
         operator(&caller, body.reason),
     )
     .await
@@ -149,7 +164,7 @@ pub(crate) async fn clear(
     post,
     path = "/api/v1/runs/{run_id}/rerun-failed",
     params(("run_id" = String, Path, description = "The run's id")),
-    request_body(content = Option<ReasonBody>, description = "Why (optional)"),
+    request_body(content = Option<RerunBody>, description = "Why, and on which version (optional)"),
     security(("bearer" = [])),
     responses(
         NeedsOperator,
@@ -166,7 +181,7 @@ pub(crate) async fn rerun_failed(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.needs(Role::Operator)?;
-    let body: ReasonBody = crate::body::optional(&body)?;
+    let body: RerunBody = crate::body::optional(&body)?;
     let run = run_for(&shared, &caller, &run_id).await?;
     let selection = operations::rerun_selection(&shared.store, &run)
         .await
@@ -179,10 +194,11 @@ pub(crate) async fn rerun_failed(
         })));
     }
     carry_out(
-        &shared.store,
+        &shared,
         &run,
         &selection,
         false,
+        body.latest_version,
         operator(&caller, body.reason),
     )
     .await
@@ -332,16 +348,48 @@ pub(crate) async fn set_paused(
     Ok(changed)
 }
 
-/// Plans a clear of `selection`, and carries it out unless `dry_run`.
+/// The DAG a cleared run goes on with: its own version, or with `latest` the one loaded now
+/// and its version id (recorded if `record`, else looked up: `None` when never recorded).
+pub(crate) async fn version_to_go_on_with(
+    shared: &Shared,
+    run: &RunRecord,
+    latest: bool,
+    record: bool,
+) -> Result<(ferry_dag::Dag, Option<Option<i64>>), Problem> {
+    if !latest {
+        let dag = operations::dag_of_run(&shared.store, run)
+            .await
+            .map_err(refused)?;
+        return Ok((dag, None));
+    }
+    let loaded = shared.dags.current();
+    let served = crate::dags::served(&loaded, &run.dag_id)?;
+    let version = if record {
+        Some(crate::dags::version_of(&shared.store, served, chrono::Utc::now()).await?)
+    } else {
+        let hash = ferry_scheduler::engine::content_hash(&served.source);
+        shared
+            .store
+            .dag_version_id(&run.dag_id, &hash)
+            .await
+            .map_err(|e| Problem::store(&e))?
+    };
+    Ok((served.dag.clone(), Some(version)))
+}
+
+/// Plans a clear of `selection`, and carries it out unless `dry_run`; with `latest`, on the
+/// DAG version loaded now (recorded unless `dry_run`).
 async fn carry_out(
-    store: &ferry_store::Store,
+    shared: &Shared,
     run: &RunRecord,
     selection: &ClearSelection,
     dry_run: bool,
+    latest: bool,
     who: Operator,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let dag = operations::dag_of_run(store, run).await.map_err(refused)?;
-    let plan = operations::plan_clear(store, run, &dag, None, selection)
+    let store = &shared.store;
+    let (dag, version) = version_to_go_on_with(shared, run, latest, !dry_run).await?;
+    let plan = operations::plan_clear(store, run, &dag, version, selection)
         .await
         .map_err(refused)?;
     let answer = if dry_run {

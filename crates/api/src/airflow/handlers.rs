@@ -19,7 +19,7 @@ use super::Flavour;
 use super::shapes;
 use crate::auth::Caller;
 use crate::dags::{served, trigger_refused, version_of};
-use crate::interventions::{operator, refused, set_paused};
+use crate::interventions::{operator, refused, set_paused, version_to_go_on_with};
 use crate::problem::Problem;
 use crate::runs::run_for;
 use crate::{Shared, State};
@@ -348,6 +348,7 @@ pub(super) async fn set_task_state(
 struct ClearRunBody {
     dry_run: Option<bool>,
     only_failed: Option<bool>,
+    run_on_latest_version: Option<bool>,
     note: Option<String>,
 }
 
@@ -368,8 +369,15 @@ pub(super) async fn clear_run(
         ..ClearSelection::default()
     };
     let dry_run = body.dry_run.unwrap_or(true);
+    let latest = body.run_on_latest_version.unwrap_or(false);
     let cleared = clear(
-        &shared, &caller, flavour, &run, &selection, dry_run, body.note,
+        &shared,
+        &caller,
+        flavour,
+        &run,
+        &selection,
+        (dry_run, latest),
+        body.note,
     )
     .await?;
     if dry_run {
@@ -398,6 +406,7 @@ struct ClearBody {
     include_past: bool,
     start_date: Option<String>,
     end_date: Option<String>,
+    run_on_latest_version: Option<bool>,
     note: Option<String>,
 }
 
@@ -415,6 +424,7 @@ impl Default for ClearBody {
             include_past: false,
             start_date: None,
             end_date: None,
+            run_on_latest_version: None,
             note: None,
         }
     }
@@ -500,7 +510,7 @@ pub(super) async fn clear_task_instances(
                 flavour,
                 run,
                 &selection,
-                body.dry_run,
+                (body.dry_run, body.run_on_latest_version.unwrap_or(false)),
                 body.note.clone(),
             )
             .await?,
@@ -517,22 +527,20 @@ pub(super) async fn clear_task_instances(
     }))
 }
 
-/// Plans the clear of `selection` in `run` (and carries it out unless `dry_run`); each task
-/// instance concerned, as Airflow 2's reference and as the flavour's task instance (before the
-/// clear).
+/// Plans the clear of `selection` in `run` (and carries it out unless `dry_run`, on the DAG
+/// version loaded now if `latest`); each task instance concerned, as Airflow 2's reference and
+/// as the flavour's task instance (before the clear).
 async fn clear(
     shared: &Shared,
     caller: &Caller,
     flavour: Flavour,
     run: &RunRecord,
     selection: &ClearSelection,
-    dry_run: bool,
+    (dry_run, latest): (bool, bool),
     reason: Option<String>,
 ) -> Result<Vec<(Value, Value)>, Problem> {
-    let dag = operations::dag_of_run(&shared.store, run)
-        .await
-        .map_err(refused)?;
-    let plan = operations::plan_clear(&shared.store, run, &dag, None, selection)
+    let (dag, version) = version_to_go_on_with(shared, run, latest, !dry_run).await?;
+    let plan = operations::plan_clear(&shared.store, run, &dag, version, selection)
         .await
         .map_err(refused)?;
     let planned: BTreeSet<String> = plan.tasks.iter().map(|t| t.task_id.clone()).collect();

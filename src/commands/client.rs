@@ -41,9 +41,11 @@ impl Client {
                     )
                 })?,
         };
-        let token = match &args.token {
-            Some(token) => token.clone(),
-            None => local_token(data_dir).with_context(|| {
+        // The admin token kept here goes only to the daemon serving this data directory.
+        let token = match (&args.token, &args.server) {
+            (Some(token), _) => token.clone(),
+            (None, Some(_)) => bail!("no token for {base}: give one with --token (or FERRY_TOKEN)"),
+            (None, None) => local_token(data_dir).with_context(|| {
                 format!("no token: give one with --token (or FERRY_TOKEN) for {base}")
             })?,
         };

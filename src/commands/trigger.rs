@@ -107,7 +107,12 @@ fn typed_params(declared: &Value, given: &[String]) -> Result<serde_json::Map<St
         let Some((name, text)) = pair.split_once('=') else {
             bail!("`--param {pair}`: write NAME=VALUE");
         };
-        let is_text = declared[name]["type"] == "string";
+        // Text stays text for a string (or date) parameter, and for an enum that has it as
+        // a string.
+        let is_text = declared[name]["type"] == "string"
+            || declared[name]["enum"]
+                .as_array()
+                .is_some_and(|values| values.iter().any(|v| v.as_str() == Some(text)));
         let value = if is_text {
             Value::String(text.to_string())
         } else {

@@ -129,7 +129,7 @@ impl Caller {
         Err(Problem::new(
             StatusCode::FORBIDDEN,
             format!(
-                "the token `{}` is limited to DAGs of {}; DAG `{dag_id}` ({tree}) is not one",
+                "the token `{}` is limited to DAGs of {}; DAG `{dag_id}` is not one",
                 self.name,
                 self.scope.shown()
             ),

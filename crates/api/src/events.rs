@@ -186,37 +186,97 @@ pub(crate) async fn stream(
         Some(after) => after,
         None => latest_id(&shared).await?,
     };
-    let stream = futures_util::stream::unfold(
-        (shared, caller, after, Vec::<EventRecord>::new()),
-        |(shared, caller, mut after, mut waiting)| async move {
-            loop {
-                if !waiting.is_empty() {
-                    let event = waiting.remove(0);
-                    after = event.id;
-                    let kind = if event.task_id.is_some() {
-                        "task"
-                    } else {
-                        "run"
-                    };
-                    let sent = SseEvent::default()
-                        .id(event.id.to_string())
-                        .event(kind)
-                        .json_data(shown(&event))
-                        .unwrap_or_default();
-                    return Some((Ok(sent), (shared, caller, after, waiting)));
-                }
-                tokio::time::sleep(STREAM_EVERY).await;
-                let scope = shared.dags_in_scope(&caller);
-                // A store that does not answer for a moment: try again at the next tick.
-                waiting = shared
-                    .store
-                    .events_since(after, MOST, scope.as_deref())
-                    .await
-                    .unwrap_or_default();
-            }
-        },
-    );
+    let follower = Follower {
+        shared,
+        caller,
+        after,
+        waiting: std::collections::VecDeque::new(),
+        missing: std::collections::BTreeMap::new(),
+    };
+    let stream = futures_util::stream::unfold(follower, |mut follower| async move {
+        let event = follower.next().await;
+        let kind = if event.task_id.is_some() {
+            "task"
+        } else {
+            "run"
+        };
+        let sent = SseEvent::default()
+            .id(event.id.to_string())
+            .event(kind)
+            .json_data(shown(&event))
+            .unwrap_or_default();
+        Some((Ok(sent), follower))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// How long an event id skipped over is looked for: on PostgreSQL a transaction can commit its
+/// event after a later one's (an id never committed, rolled back, is given up after this).
+const MISSING_FOR: Duration = Duration::from_secs(10);
+/// The most skipped ids looked for at once.
+const MOST_MISSING: usize = 10_000;
+
+/// Reads the event log as it grows, for one stream.
+struct Follower {
+    shared: Arc<Shared>,
+    caller: Caller,
+    /// The highest id read.
+    after: i64,
+    /// Events read, not sent yet.
+    waiting: std::collections::VecDeque<EventRecord>,
+    /// Ids below `after` not read yet, and since when they are missing.
+    missing: std::collections::BTreeMap<i64, std::time::Instant>,
+}
+
+impl Follower {
+    /// The next event the caller may see, waiting for it.
+    async fn next(&mut self) -> EventRecord {
+        loop {
+            if let Some(event) = self.waiting.pop_front() {
+                return event;
+            }
+            tokio::time::sleep(STREAM_EVERY).await;
+            // A store that does not answer for a moment: try again at the next tick.
+            let _ = self.read().await;
+        }
+    }
+
+    /// Reads what was written since the last read, and what was missing then and is there now.
+    async fn read(&mut self) -> Result<(), ferry_store::StoreError> {
+        // Every event is read (ids of other DAGs' events are not gaps), then kept to the scope.
+        let fresh = self
+            .shared
+            .store
+            .events_since(self.after, MOST, None)
+            .await?;
+        let now = std::time::Instant::now();
+        let mut expected = self.after + 1;
+        for event in &fresh {
+            for id in expected..event.id {
+                if self.missing.len() < MOST_MISSING {
+                    self.missing.insert(id, now);
+                }
+            }
+            expected = event.id + 1;
+        }
+        self.missing
+            .retain(|_, since| now.duration_since(*since) < MISSING_FOR);
+        let wanted: Vec<i64> = self.missing.keys().copied().collect();
+        let late = self.shared.store.events_with_ids(&wanted, None).await?;
+        for event in &late {
+            self.missing.remove(&event.id);
+        }
+        if let Some(last) = fresh.last() {
+            self.after = last.id;
+        }
+        let scope = self.shared.dags_in_scope(&self.caller);
+        self.waiting.extend(
+            late.into_iter()
+                .chain(fresh)
+                .filter(|e| scope.as_ref().is_none_or(|dags| dags.contains(&e.dag_id))),
+        );
+        Ok(())
+    }
 }
 
 /// The number of the latest event (0 without any).

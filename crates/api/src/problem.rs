@@ -23,8 +23,12 @@ impl Problem {
         }
     }
 
-    /// The state database did not answer (503: try again).
+    /// A store error: a change that lost a race is 409 (look again); else the state database
+    /// did not answer (503: try again).
     pub(crate) fn store(error: &ferry_store::StoreError) -> Self {
+        if let ferry_store::StoreError::Conflict(why) = error {
+            return Self::new(StatusCode::CONFLICT, why.clone());
+        }
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the state database did not answer: {error}"),

@@ -162,6 +162,9 @@ pub(crate) async fn list(
         ));
     }
     let after = query.cursor.as_deref().map(read_cursor).transpose()?;
+    if let Some(dag_id) = &query.dag_id {
+        shared.check_scope(&caller, dag_id, None).await?;
+    }
     let filter = RunFilter {
         dag_id: query.dag_id,
         states,

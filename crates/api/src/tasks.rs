@@ -171,6 +171,14 @@ pub(crate) async fn logs(
         })?;
     let log = log_so_far(&attempt);
     let start = query.offset.unwrap_or(0);
+    if start < log.len() && !log.is_char_boundary(start) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "`offset`: {start} is inside a character; give an offset this API answered (X-Ferry-Log-Offset)"
+            ),
+        ));
+    }
     let after = log.get(start..).unwrap_or_default();
     let text = match query.tail {
         Some(lines) => last_lines(after, lines).to_string(),
@@ -193,11 +201,11 @@ pub(crate) async fn logs(
             let sent = sent?;
             loop {
                 tokio::time::sleep(FOLLOW_EVERY).await;
-                let now = store
-                    .attempt(&run_id, &task_id, Some(try_number))
-                    .await
-                    .ok()
-                    .flatten()?;
+                // A store that does not answer for a moment: look again at the next tick.
+                let Ok(found) = store.attempt(&run_id, &task_id, Some(try_number)).await else {
+                    continue;
+                };
+                let now = found?;
                 let log = log_so_far(&now);
                 let new = log.get(sent..).unwrap_or_default().to_string();
                 if now.ended_at.is_some() {

@@ -63,12 +63,10 @@ pub enum TriggerError {
         state: String,
     },
     /// The run id asked for is another run's.
-    #[error("a run has the id `{run_id}` already (of DAG `{dag}`); ids are unique")]
+    #[error("a run has the id `{run_id}` already; run ids are unique")]
     IdTaken {
         /// The id.
         run_id: String,
-        /// That run's DAG.
-        dag: String,
     },
     /// The idempotency key was given with another request before.
     #[error(
@@ -178,13 +176,13 @@ pub async fn trigger(
 ) -> Result<Triggered, TriggerError> {
     let dag = request.dag;
     let fingerprint = content_hash(
-        &serde_json::json!([dag.id, request.date, request.force, request.conf]).to_string(),
+        &serde_json::json!([request.date, request.force, request.conf, request.run_id]).to_string(),
     );
     let key = request
         .idempotency_key
         .map(|key| (key, fingerprint.as_str()));
     if let Some((key, fingerprint)) = key
-        && let Some(run) = replay(store, key, fingerprint).await?
+        && let Some(run) = replay(store, &dag.id, key, fingerprint).await?
     {
         return Ok(run);
     }
@@ -194,10 +192,9 @@ pub async fn trigger(
     }
     let id = match request.run_id {
         Some(id) => {
-            if let Some(taken) = store.run(id).await? {
+            if store.run(id).await?.is_some() {
                 return Err(TriggerError::IdTaken {
-                    run_id: taken.run_id,
-                    dag: taken.dag_id,
+                    run_id: id.to_string(),
                 });
             }
             id.to_string()
@@ -229,20 +226,18 @@ pub async fn trigger(
                 replayed: false,
             })
         }
-        ManualRun::KeyTaken => {
-            let (key, fingerprint) = key.ok_or_else(|| {
-                StoreError::Unreadable("a key was taken without a key given".to_string())
-            })?;
-            replay(store, key, fingerprint).await?.ok_or_else(|| {
-                TriggerError::Store(StoreError::Unreadable(format!(
-                    "the Idempotency-Key `{key}` was taken but names no run"
-                )))
-            })
+        ManualRun::Taken => {
+            if let Some((key, fingerprint)) = key
+                && let Some(run) = replay(store, &dag.id, key, fingerprint).await?
+            {
+                return Ok(run);
+            }
+            Err(TriggerError::IdTaken { run_id: id })
         }
         ManualRun::DateTaken(existing) => {
             // A call racing ours with the same key made the run first.
             if let Some((key, fingerprint)) = key
-                && let Some(run) = replay(store, key, fingerprint).await?
+                && let Some(run) = replay(store, &dag.id, key, fingerprint).await?
             {
                 return Ok(run);
             }
@@ -260,10 +255,11 @@ pub async fn trigger(
 /// error.
 async fn replay(
     store: &Store,
+    dag_id: &str,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<Triggered>, TriggerError> {
-    let Some((run, their_fingerprint)) = store.run_of_idempotency_key(key).await? else {
+    let Some((run, their_fingerprint)) = store.run_of_idempotency_key(dag_id, key).await? else {
         return Ok(None);
     };
     if their_fingerprint != fingerprint {

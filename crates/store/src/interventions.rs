@@ -375,10 +375,11 @@ impl Store {
                     tx.rollback().await?;
                     return Err(conflict(run));
                 }
-                // A running command's attempt is closed when its supervisor has stopped it.
+                // A running command's or external job's attempt is closed by the engine once it
+                // has stopped it (clear's rule).
                 sqlx::query(
                     "UPDATE attempts SET ended_at = $1, outcome = 'cancelled' WHERE task_instance_id = $2 \
-                     AND ended_at IS NULL AND (supervisor IS NULL OR $3 <> 'running')",
+                     AND ended_at IS NULL AND ((supervisor IS NULL AND external_job_id IS NULL) OR $3 <> 'running')",
                 )
                 .bind(who.at)
                 .bind(task.id)

@@ -311,6 +311,27 @@ pub struct StateCounts {
     pub running_by_pool: Vec<(String, i64)>,
 }
 
+/// Appends ` AND dag_id IN (…)` for `dag_ids` when given (none: no row).
+fn push_dag_ids<'a, DB>(query: &mut sqlx::QueryBuilder<'a, DB>, dag_ids: Option<&'a [String]>)
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let Some(dags) = dag_ids else {
+        return;
+    };
+    if dags.is_empty() {
+        query.push(" AND 1 = 0");
+        return;
+    }
+    query.push(" AND dag_id IN (");
+    let mut list = query.separated(", ");
+    for dag in dags {
+        list.push_bind(dag.as_str());
+    }
+    query.push(")");
+}
+
 /// Appends to the query builder `$query` the conditions of the [`RunFilter`] `$filter` (only
 /// those it sets, so that the planner can use the indexes), each value bound.
 macro_rules! push_run_filter {
@@ -329,18 +350,7 @@ macro_rules! push_run_filter {
             }
             query.push(")");
         }
-        if let Some(dags) = &filter.dag_ids {
-            if dags.is_empty() {
-                query.push(" AND 1 = 0");
-            } else {
-                query.push(" AND dag_id IN (");
-                let mut list = query.separated(", ");
-                for dag in dags {
-                    list.push_bind(dag.as_str());
-                }
-                query.push(")");
-            }
-        }
+        push_dag_ids(query, filter.dag_ids.as_deref());
         if let Some(from) = filter.logical_date_from {
             query.push(" AND logical_date >= ").push_bind(from);
         }
@@ -715,9 +725,10 @@ impl Store {
                 && let Some(run) = new_runs.first()
             {
                 sqlx::query(
-                    "INSERT INTO idempotency_keys (idempotency_key, fingerprint, run_id, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO idempotency_keys (dag_id, idempotency_key, fingerprint, run_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
+                .bind(run.dag_id)
                 .bind(key)
                 .bind(fingerprint)
                 .bind(run.run_id)
@@ -1311,18 +1322,35 @@ impl Store {
         limit: i64,
         dag_ids: Option<&[String]>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let dags_json =
-            dag_ids.map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_string()));
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT * FROM events WHERE id > $1 \
-                 AND ($3 IS NULL OR $3 LIKE '%\"' || dag_id || '\"%') ORDER BY id LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .bind(dags_json.as_deref())
-            .fetch_all(pool)
-            .await?)
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM events WHERE id > ");
+            query.push_bind(after);
+            push_dag_ids(&mut query, dag_ids);
+            query.push(" ORDER BY id LIMIT ").push_bind(limit);
+            Ok(query.build_query_as().fetch_all(pool).await?)
+        })
+    }
+
+    /// The events with these ids (of `dag_ids` when given), oldest first: those a reader found
+    /// missing from a page (on PostgreSQL, a transaction can commit an event after a later one).
+    pub async fn events_with_ids(
+        &self,
+        ids: &[i64],
+        dag_ids: Option<&[String]>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, pool => {
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM events WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            push_dag_ids(&mut query, dag_ids);
+            query.push(" ORDER BY id");
+            Ok(query.build_query_as().fetch_all(pool).await?)
         })
     }
 

@@ -20,8 +20,9 @@ pub enum ManualRun {
     Created(RunRecord),
     /// The DAG has a run for that logical date already (this one); nothing was made.
     DateTaken(RunRecord),
-    /// Another request took the idempotency key first; nothing was made.
-    KeyTaken,
+    /// A call racing this one took the idempotency key (or the run id asked for) first;
+    /// nothing was made.
+    Taken,
 }
 
 impl Store {
@@ -50,22 +51,26 @@ impl Store {
                         ))
                     }),
             },
+            // The key, or (a run id asked for) the id, taken by a call racing this one.
             Err(StoreError::Database(sqlx::Error::Database(error)))
-                if request.key.is_some() && error.is_unique_violation() =>
+                if error.is_unique_violation() =>
             {
-                Ok(ManualRun::KeyTaken)
+                Ok(ManualRun::Taken)
             }
             Err(error) => Err(error),
         }
     }
 
-    /// The run an idempotency key made, and the fingerprint of the request that made it.
+    /// The run an idempotency key of a DAG made, and the fingerprint of the request that made
+    /// it.
     pub async fn run_of_idempotency_key(
         &self,
+        dag_id: &str,
         key: &str,
     ) -> Result<Option<(RunRecord, String)>, StoreError> {
         let found: Option<(String, String)> = with_pool!(self, pool => {
-            sqlx::query_as("SELECT run_id, fingerprint FROM idempotency_keys WHERE idempotency_key = $1")
+            sqlx::query_as("SELECT run_id, fingerprint FROM idempotency_keys WHERE dag_id = $1 AND idempotency_key = $2")
+                .bind(dag_id)
                 .bind(key)
                 .fetch_optional(pool)
                 .await?

@@ -510,11 +510,11 @@ async fn an_idempotency_key_names_one_run_even_when_two_calls_race() {
             .collect();
         assert_eq!(made.len(), 1, "{outcomes:?}");
         assert!(
-            outcomes.iter().any(|o| matches!(o, ManualRun::KeyTaken)),
+            outcomes.iter().any(|o| matches!(o, ManualRun::Taken)),
             "{outcomes:?}"
         );
         let (run, fingerprint) = store
-            .run_of_idempotency_key("k1")
+            .run_of_idempotency_key("d", "k1")
             .await
             .expect("lookup")
             .expect("the key names a run");
@@ -546,9 +546,17 @@ async fn an_idempotency_key_names_one_run_even_when_two_calls_race() {
         );
         assert!(
             store
-                .run_of_idempotency_key("k2")
+                .run_of_idempotency_key("d", "k2")
                 .await
                 .expect("k2")
+                .is_none()
+        );
+        // Keys are per DAG.
+        assert!(
+            store
+                .run_of_idempotency_key("other", "k1")
+                .await
+                .expect("other DAG")
                 .is_none()
         );
     }

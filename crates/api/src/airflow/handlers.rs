@@ -626,6 +626,8 @@ pub(super) async fn patch_dag(
         }
     }
     let body: DagPatchBody = crate::body::required(&body)?;
+    // Airflow answers with the DAG: one not loaded now is 404 before anything changes.
+    served(&shared.dags.current(), &dag_id)?;
     set_paused(&shared, &caller, &dag_id, body.is_paused, None).await?;
     dag_answer(&shared, &caller, flavour, &dag_id).await
 }

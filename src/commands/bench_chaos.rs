@@ -37,6 +37,10 @@ pub(crate) struct Findings {
     attempts_without_end: usize,
     orphans_left: usize,
     seconds: f64,
+    /// For each run that did not succeed, its last task events (state, cause, detail) and the
+    /// daemon's last lines: what to look at when an oracle fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    why_lost: Vec<String>,
 }
 
 impl Findings {
@@ -108,6 +112,9 @@ pub(crate) fn run(
     let states =
         ended.with_context(|| format!("the daemon's output: {}", project.log.display()))?;
     findings.runs_lost = runs.saturating_sub(states.iter().filter(|s| *s == "success").count());
+    if findings.runs_lost > 0 {
+        findings.why_lost = block_on(project.why_lost())?;
+    }
     // Leftovers are stopped by their supervisor at the end of each task: give the last ones
     // a moment, then look.
     std::thread::sleep(Duration::from_millis(500));
@@ -277,6 +284,42 @@ impl Project {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// The events of the runs that did not succeed, and the daemon's last lines.
+    async fn why_lost(&self) -> Result<Vec<String>> {
+        let store = Store::open_with(&self.url, OpenMode::Existing).await?;
+        let runs = store
+            .runs(&RunFilter {
+                dag_id: Some(self.dag_id.clone()),
+                limit: Some(10_000),
+                ..RunFilter::default()
+            })
+            .await?;
+        let mut why = Vec::new();
+        for run in runs.iter().filter(|r| r.state != "success") {
+            for event in store.events(&run.run_id).await? {
+                why.push(format!(
+                    "{} {} try {:?}: {:?} -> {} ({}: {})",
+                    run.run_id,
+                    event.task_id.as_deref().unwrap_or("run"),
+                    event.try_number,
+                    event.from_state,
+                    event.to_state,
+                    event.cause,
+                    event.detail.lines().next().unwrap_or_default()
+                ));
+            }
+        }
+        store.close().await;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        why.extend(
+            lines[lines.len().saturating_sub(40)..]
+                .iter()
+                .map(|line| format!("daemon: {line}")),
+        );
+        Ok(why)
     }
 
     /// Reads the ledger: attempts, overlaps, commands run more than once, attempts never ended.

@@ -45,21 +45,24 @@ pub fn local_admin_token(data_dir: &Path) -> std::io::Result<(ApiToken, PathBuf,
     Ok((configured, path, made))
 }
 
-/// Writes a new random token to `path`, readable by its owner only, and returns it.
+/// Writes a new random token to `path`, readable by its owner only, and returns it. The token
+/// is written whole to a file beside it, then renamed into place: a crash never leaves `path`
+/// empty or half written.
 fn make(path: &Path) -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|error| std::io::Error::other(error.to_string()))?;
     let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let partial = dir.join(format!("{TOKEN_FILE}.{}.partial", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
+    let mut file = options.open(&partial)?;
     file.write_all(format!("{token}\n").as_bytes())?;
     file.sync_all()?;
+    std::fs::rename(&partial, path)?;
     Ok(token)
 }
 

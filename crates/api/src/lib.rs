@@ -6,7 +6,7 @@
 //! - `GET /api/v1/dags`, `GET /api/v1/dags/{dag_id}`: the DAGs loaded now, their last and next
 //!   runs, tasks and versions; `POST /api/v1/dags/{dag_id}/runs` triggers a run (at most once
 //!   per `Idempotency-Key`);
-//! - `GET /api/v1/runs`: runs, newest first, by DAG and state;
+//! - `GET /api/v1/runs`: runs, newest first, by DAG, state and date, a page at a time;
 //! - `GET /api/v1/runs/{run_id}`: a run and its task instances;
 //! - `GET /api/v1/runs/{run_id}/tasks/{task_id}` and `…/logs`: a task instance with every
 //!   attempt, and an attempt's log (tail, byte range, or followed as it grows);
@@ -19,8 +19,9 @@
 //!   API that on-call scripts use, in Airflow's shapes (the `airflow` module).
 //!
 //! Every `/api/v1` answer but the document needs `Authorization: Bearer <token>`, a token whose
-//! SHA-256 is configured under `[api.tokens]`; the interventions need an `operator` (or
-//! `admin`) token. Errors are `application/problem+json`.
+//! SHA-256 is configured under `[api.tokens]` (or the admin token made on the first start);
+//! triggers and interventions need an `operator` (or `admin`) token, and a token limited to
+//! some trees or tags sees and acts only on those DAGs. Errors are `application/problem+json`.
 
 mod airflow;
 mod auth;

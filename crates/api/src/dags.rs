@@ -313,29 +313,15 @@ pub(crate) async fn trigger(
                 })?,
         ),
     };
-    let loaded = shared.dags.current();
-    let served = served(&loaded, &dag_id)?;
-    let dag = &served.dag;
-    caller.may_touch(&dag.id, dag.tree.as_str(), &dag.tags)?;
-    let conf = ferry_dag::params::resolve_values(&dag.id, &dag.param_types, &body.conf)
-        .map_err(|why| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`conf`: {why}")))?;
-    let now = chrono::Utc::now();
-    let version_id = version_of(&shared.store, served, now).await?;
-    let actor = format!("api token {}", caller.name);
-    let request = Trigger {
-        dag,
-        version_id,
+    let ask = Ask {
         date: body.logical_date.as_deref(),
         force: body.force,
-        conf: &conf,
-        actor: &actor,
+        conf: &body.conf,
         reason: body.reason.as_deref(),
         idempotency_key: key,
         run_id: None,
     };
-    let triggered = manual::trigger(&shared.store, &request, now)
-        .await
-        .map_err(trigger_refused)?;
+    let triggered = trigger_for(&shared, &caller, &dag_id, &ask).await?;
     let status = if triggered.replayed {
         StatusCode::OK
     } else {
@@ -350,9 +336,59 @@ pub(crate) async fn trigger(
     Ok(response)
 }
 
+/// What a caller asks of a trigger, as ferry's API and Airflow's read it.
+pub(crate) struct Ask<'a> {
+    /// The date asked for (none: the latest complete interval).
+    pub(crate) date: Option<&'a str>,
+    /// Run an interval that has not ended, or one before the `start_date`.
+    pub(crate) force: bool,
+    /// The parameters given, checked against the DAG's declarations here.
+    pub(crate) conf: &'a serde_json::Map<String, serde_json::Value>,
+    /// Why, for the event log.
+    pub(crate) reason: Option<&'a str>,
+    /// The client's key for the request.
+    pub(crate) idempotency_key: Option<&'a str>,
+    /// The run's id asked for (Airflow's `dag_run_id`).
+    pub(crate) run_id: Option<&'a str>,
+}
+
+/// Triggers a run of the DAG `dag_id` as loaded now, for `caller`: the DAG must be in its
+/// scope, the parameters fit their declarations; the version is recorded and the event log
+/// names the token.
+pub(crate) async fn trigger_for(
+    shared: &crate::Shared,
+    caller: &Caller,
+    dag_id: &str,
+    ask: &Ask<'_>,
+) -> Result<manual::Triggered, Problem> {
+    let loaded = shared.dags.current();
+    let served = served(&loaded, dag_id)?;
+    let dag = &served.dag;
+    caller.may_touch(&dag.id, dag.tree.as_str(), &dag.tags)?;
+    let conf = ferry_dag::params::resolve_values(&dag.id, &dag.param_types, ask.conf)
+        .map_err(|why| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`conf`: {why}")))?;
+    let now = chrono::Utc::now();
+    let version_id = version_of(&shared.store, served, now).await?;
+    let actor = format!("api token {}", caller.name);
+    let request = Trigger {
+        dag,
+        version_id,
+        date: ask.date,
+        force: ask.force,
+        conf: &conf,
+        actor: &actor,
+        reason: ask.reason,
+        idempotency_key: ask.idempotency_key,
+        run_id: ask.run_id,
+    };
+    manual::trigger(&shared.store, &request, now)
+        .await
+        .map_err(trigger_refused)
+}
+
 /// A trigger refused, as an answer: 409 for a logical date or id that has a run (or a key
 /// given with another request), 422 for what the request got wrong.
-pub(crate) fn trigger_refused(error: TriggerError) -> Problem {
+fn trigger_refused(error: TriggerError) -> Problem {
     let status = match &error {
         TriggerError::Store(e) => return Problem::store(e),
         TriggerError::Exists { .. }

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use ferry_config::Role;
 use ferry_dag::Dag;
-use ferry_scheduler::manual::{self, Trigger};
 use ferry_scheduler::operations::{self, ClearSelection};
 use ferry_store::{RunFilter, RunRecord, RunState};
 use serde::Deserialize;
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 use super::Flavour;
 use super::shapes;
 use crate::auth::Caller;
-use crate::dags::{served, trigger_refused, version_of};
+use crate::dags::{Ask, served, trigger_for};
 use crate::interventions::{operator, refused, set_paused, version_to_go_on_with};
 use crate::problem::Problem;
 use crate::runs::run_for;
@@ -199,33 +198,15 @@ pub(super) async fn trigger(
         }
         (logical, execution) => logical.clone().or_else(|| execution.clone()),
     };
-    let loaded = shared.dags.current();
-    let served = served(&loaded, &dag_id)?;
-    let dag = &served.dag;
-    caller.may_touch(&dag.id, dag.tree.as_str(), &dag.tags)?;
-    let conf = ferry_dag::params::resolve_values(
-        &dag.id,
-        &dag.param_types,
-        &body.conf.unwrap_or_default(),
-    )
-    .map_err(|why| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`conf`: {why}")))?;
-    let now = chrono::Utc::now();
-    let version_id = version_of(&shared.store, served, now).await?;
-    let actor = format!("api token {}", caller.name);
-    let request = Trigger {
-        dag,
-        version_id,
+    let ask = Ask {
         date: date.as_deref(),
         force: false,
-        conf: &conf,
-        actor: &actor,
+        conf: &body.conf.unwrap_or_default(),
         reason: body.note.as_deref(),
         idempotency_key: None,
         run_id: body.dag_run_id.as_deref(),
     };
-    let triggered = manual::trigger(&shared.store, &request, now)
-        .await
-        .map_err(trigger_refused)?;
+    let triggered = trigger_for(&shared, &caller, &dag_id, &ask).await?;
     Ok(Json(shapes::dag_run(flavour, &triggered.run)))
 }
 
